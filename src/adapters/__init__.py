@@ -1,0 +1,1 @@
+"""Implementations of the ports: transport, transfer, memory, storage, HTTP, telemetry."""

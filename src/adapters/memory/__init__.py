@@ -1,0 +1,1 @@
+"""L1 arena memory: the bytes behind the domain's extents."""

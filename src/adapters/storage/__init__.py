@@ -1,0 +1,1 @@
+"""L2 storage backends, one adapter class per file."""

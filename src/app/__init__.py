@@ -1,0 +1,1 @@
+"""Application layer: CLI, configuration models and the composition root."""

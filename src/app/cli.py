@@ -1,0 +1,96 @@
+"""The `lmcache` command: parses flags generated from the config models and builds through the container.
+
+Configuration mistakes print one `lmcache <cmd>: error: ...` line each and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmcache import __version__
+from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
+from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
+from lmcache.app.container import CoordinatorContainer, ServerContainer
+from lmcache.app.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pydantic import BaseModel
+
+__all__ = ("EXIT_CONFIG", "EXIT_NOT_BUILT", "build_parser", "main")
+
+EXIT_CONFIG = 2
+EXIT_NOT_BUILT = 3
+
+logger = logging.getLogger("lmcache.app.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `lmcache` parser; each subcommand's flags come from its config model."""
+    parser = argparse.ArgumentParser(
+        prog="lmcache", description="lmcache: a KV-cache server for LLM inference."
+    )
+    parser.add_argument("--version", action="version", version=f"lmcache {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, model, summary in (
+        ("server", ServerConfig, "Run the KV-cache server (ZMQ control plane + HTTP frontend)."),
+        ("coordinator", CoordinatorConfig, "Run the fleet coordinator (membership, L2 quotas, eviction)."),
+    ):
+        sub = commands.add_parser(name, help=summary, description=summary, argument_default=argparse.SUPPRESS)
+        add_config_flags(sub, model)
+        sub.set_defaults(_model=model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lmcache` console script; returns the exit status."""
+    args = vars(build_parser().parse_args(argv))
+    command: str = args.pop("command")
+    model: type[BaseModel] = args.pop("_model")
+    profiles = [Path(p) for p in args.pop(CONFIG_DEST, [])]
+    print_only = bool(args.pop(PRINT_CONFIG_DEST, False))
+    try:
+        config = load_config(model, profiles=profiles, env=os.environ, flags=args)
+        configure_logging(str(getattr(config, "log_level", "INFO")))
+        if print_only:
+            sys.stdout.write(dump_config(config))
+            return 0
+        return _RUNNERS[command](config)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(f"lmcache {command}: error: {message}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run_server(config: Any) -> int:
+    container = ServerContainer(config=config)
+    container.l2_adapters()  # fails here, naming --l2-adapter #N, when a backend cannot be built
+    return _not_built("server", config)
+
+
+def _run_coordinator(config: Any) -> int:
+    CoordinatorContainer(config=config)
+    return _not_built("coordinator", config)
+
+
+def _not_built(command: str, config: BaseModel) -> int:
+    logger.info("Effective configuration:\n%s", dump_config(config))
+    print(
+        f"lmcache {command}: the configuration is valid, but serving is not built yet in this version; "
+        "nothing is listening.",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_BUILT
+
+
+_RUNNERS: dict[str, Callable[[Any], int]] = {"server": _run_server, "coordinator": _run_coordinator}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""L2 policies and the `--l2-adapter` cascade, a union discriminated on `"type"`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from lmcache.app.config.base import Section, flag
+from lmcache.app.config.l2_local import (
+    DaxSpec,
+    FsNativeSpec,
+    FsSpec,
+    MockSpec,
+    NativePluginSpec,
+    PluginSpec,
+    RawBlockSpec,
+)
+from lmcache.app.config.l2_remote import (
+    AerospikeSpec,
+    MooncakeStoreSpec,
+    NixlStoreDynamicSpec,
+    NixlStoreSpec,
+    RespSpec,
+    S3Spec,
+)
+
+__all__ = ("L2AdapterSpec", "L2Config")
+
+L2AdapterSpec = Annotated[
+    NixlStoreSpec
+    | NixlStoreDynamicSpec
+    | FsSpec
+    | FsNativeSpec
+    | MockSpec
+    | MooncakeStoreSpec
+    | AerospikeSpec
+    | S3Spec
+    | RespSpec
+    | PluginSpec
+    | NativePluginSpec
+    | RawBlockSpec
+    | DaxSpec,
+    Field(discriminator="type"),
+]
+
+
+class L2Config(Section):
+    """L2 store and prefetch policies and the adapter cascade."""
+
+    l2_store_policy: Literal["default", "skip_l1"] = flag(
+        "default",
+        description="default: every adapter stores every key and L1 keeps it; skip_l1: every "
+        "adapter stores it, then L1 drops it (buffer-only mode).",
+    )
+    l2_prefetch_policy: Literal["default", "retain"] = flag(
+        "default",
+        description="default: load from the lowest-index adapter holding a key, prefetched keys "
+        "freed after their readers; retain: same plan, keys kept in L1.",
+    )
+    l2_prefetch_max_in_flight: int = flag(
+        8, gt=0, metavar="N", description="Concurrent L2 loads the prefetch controller may issue."
+    )
+    periodic_notifier_interval_ms: float = flag(
+        5,
+        gt=0,
+        metavar="MS",
+        description="Period of the notifier that wakes controller loops of adapters "
+        "without native completion callbacks.",
+    )
+    l2_adapter: list[L2AdapterSpec] = flag(
+        [],
+        description='One L2 adapter as JSON with a "type" (nixl_store, nixl_store_dynamic, fs, fs_native, '
+        "mock, mooncake_store, aerospike, s3, resp, plugin, native_plugin, raw_block, dax); "
+        "repeat for a cascade, in order. Flags replace a profile's whole list.",
+    )

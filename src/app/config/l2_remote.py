@@ -1,0 +1,160 @@
+"""Specs of the L2 adapters that talk to a storage service (NIXL, Mooncake, Aerospike, S3, Redis/Valkey)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from lmcache.app.config.base import flag
+from lmcache.app.config.l2_base import L2SpecBase
+
+__all__ = (
+    "AerospikeSpec",
+    "MooncakeStoreSpec",
+    "NixlStoreDynamicSpec",
+    "NixlStoreSpec",
+    "RespSpec",
+    "S3Spec",
+)
+
+_CAPACITY = "Capacity in GB reported for eviction; 0 disables capacity tracking."
+_FILE_BACKENDS = ("GDS", "GDS_MT", "POSIX", "HF3FS")
+
+
+def _check_file_params(backend: str, params: dict[str, str]) -> None:
+    if backend in _FILE_BACKENDS:
+        missing = [key for key in ("file_path", "use_direct_io") if key not in params]
+        if missing:
+            raise ValueError(f"backend {backend} needs backend_params {', '.join(missing)}")
+
+
+class NixlStoreSpec(L2SpecBase):
+    """nixl_store: NIXL-backed storage with a pre-allocated descriptor pool."""
+
+    type: Literal["nixl_store"]
+    backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ", "AZURE_BLOB"] = flag(
+        description="NIXL backend."
+    )
+    backend_params: dict[str, str] = flag(
+        {}, description="Backend parameters; file backends need file_path and use_direct_io."
+    )
+    pool_size: int = flag(gt=0, description="Pre-allocated storage descriptors.")
+
+    @model_validator(mode="after")
+    def _file_params(self) -> NixlStoreSpec:
+        _check_file_params(self.backend, self.backend_params)
+        return self
+
+
+class NixlStoreDynamicSpec(L2SpecBase):
+    """nixl_store_dynamic: NIXL storage with one file per object, sized by max_capacity_gb."""
+
+    type: Literal["nixl_store_dynamic"]
+    backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ"] = flag(description="NIXL backend.")
+    backend_params: dict[str, str] = flag(
+        description="Backend parameters: max_capacity_gb (> 0); file "
+        "backends also file_path and use_direct_io."
+    )
+
+    @model_validator(mode="after")
+    def _params(self) -> NixlStoreDynamicSpec:
+        _check_file_params(self.backend, self.backend_params)
+        try:
+            capacity = float(self.backend_params.get("max_capacity_gb", "0"))
+        except ValueError:
+            capacity = 0.0
+        if capacity <= 0:
+            raise ValueError("backend_params must include a positive max_capacity_gb")
+        return self
+
+
+class MooncakeStoreSpec(L2SpecBase):
+    """mooncake_store: a Mooncake Store client; the connection keys are Mooncake's own."""
+
+    type: Literal["mooncake_store"]
+    num_workers: int = flag(4, gt=0, description="Client worker threads.")
+    local_hostname: str | None = flag(None, description="This host's name as Mooncake peers reach it.")
+    metadata_server: str | None = flag(None, description="Mooncake metadata server URL.")
+    master_server_address: str | None = flag(None, description="Mooncake master address (host:port).")
+    protocol: Literal["tcp", "rdma"] = flag("tcp", description="Transfer protocol.")
+    device_name: str | None = flag(None, description="RDMA device(s) for protocol rdma.")
+    global_segment_size: int | None = flag(None, gt=0, description="Bytes this client contributes.")
+    local_buffer_size: int | None = flag(None, gt=0, description="Bytes of the local transfer buffer.")
+    replica_num: int | None = flag(None, gt=0, description="Replicas per object.")
+
+
+class AerospikeSpec(L2SpecBase):
+    """aerospike: the native Aerospike connector."""
+
+    type: Literal["aerospike"]
+    hosts: str = flag(min_length=1, description="Seed hosts, host:port[,host:port...].")
+    namespace: str = flag("lmcache", min_length=1, description="Aerospike namespace.")
+    set_name: str = Field("kv_chunks", min_length=1, alias="set", description="Aerospike set.")
+    num_workers: int = flag(8, gt=0, description="C++ I/O worker threads.")
+    read_timeout_ms: int = flag(1000, gt=0, description="Read timeout.")
+    write_timeout_ms: int = flag(2000, gt=0, description="Write timeout.")
+    default_ttl_seconds: int = flag(86400, ge=0, description="Record TTL; 0 uses the namespace default.")
+    target_segment_bytes: int = flag(0, ge=0, description="Shard target size; 0 discovers it.")
+    max_record_bytes: int = flag(0, ge=0, description="Record size cap; 0 discovers it.")
+    username: str = flag("", description="Enterprise Edition user.")
+    password: str = flag("", description="Enterprise Edition password.")
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class S3Spec(L2SpecBase):
+    """s3: AWS S3 or an S3-compatible object store."""
+
+    type: Literal["s3"]
+    pip_extra = "s3"
+    s3_endpoint: str = flag(min_length=1, description="Bucket URL: s3://<bucket> or a bare host form.")
+    s3_region: str = flag(min_length=1, description="AWS region.")
+    s3_num_io_threads: int = flag(64, gt=0, description="Concurrent I/O requests.")
+    s3_prefer_http2: bool = flag(True, description="Negotiate HTTP/2 through ALPN.")
+    s3_enable_s3express: bool = flag(False, description="Sign for S3 Express One Zone.")
+    disable_tls: bool = flag(False, description="Plain HTTP (non-AWS endpoints).")
+    aws_access_key_id: str | None = flag(
+        None, description="Static credentials; unset uses the default chain."
+    )
+    aws_secret_access_key: str | None = flag(
+        None, description="Static credentials; unset uses the default chain."
+    )
+    endpoint_url: str | None = flag(
+        None,
+        description="Override of the service URL for S3-compatible servers (e.g. http://127.0.0.1:9000).",
+    )
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
+
+
+class RespSpec(L2SpecBase):
+    """resp: Redis or Valkey over RESP (redis:// or rediss://)."""
+
+    type: Literal["resp"]
+    pip_extra = "redis"
+    host: str = flag(min_length=1, description="Server host; env fallback LMCACHE_RESP_HOST.")
+    port: int = flag(ge=1, le=65535, description="Server port; env fallback LMCACHE_RESP_PORT.")
+    num_workers: int = flag(8, gt=0, description="Connections in the pool.")
+    username: str = flag("", description="ACL user; env fallback LMCACHE_RESP_USERNAME.")
+    password: str = flag("", description="Password; env fallback LMCACHE_RESP_PASSWORD.")
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_fallbacks(cls, data: Any) -> Any:
+        # The documented LMCACHE_RESP_* variables fill fields the JSON leaves out or empty.
+        if isinstance(data, dict):
+            for key in ("host", "port", "username", "password"):
+                value = os.environ.get(f"LMCACHE_RESP_{key.upper()}")
+                if value and not data.get(key):
+                    data = {**data, key: value}
+        return data
+
+    @field_validator("host")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("redis://", "rediss://")):
+            raise ValueError(f"must be a host name or a redis:// or rediss:// URL (got {value!r})")
+        return value

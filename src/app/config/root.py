@@ -1,0 +1,47 @@
+"""`ServerConfig`: the whole validated configuration of `lmcache server`, one section per spec group.
+
+YAML profiles use the section names as top-level keys (`l1: {l1_size_gb: 8}`); flags are the field names.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from lmcache.app.config.base import Section, cross_field
+from lmcache.app.config.fleet import CoordinatorClientConfig
+from lmcache.app.config.l1 import L1Config
+from lmcache.app.config.l2 import L2Config
+from lmcache.app.config.logging import LogLevel, log_level_field
+from lmcache.app.config.observability import ObservabilityConfig
+from lmcache.app.config.server import HttpConfig, MpServerConfig
+
+__all__ = ("ServerConfig",)
+
+
+class ServerConfig(Section):
+    """Everything `lmcache server` is configured with."""
+
+    log_level: LogLevel = log_level_field()
+    mp: MpServerConfig = Field(default_factory=MpServerConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    l1: L1Config
+    l2: L2Config = Field(default_factory=L2Config)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    coordinator: CoordinatorClientConfig = Field(default_factory=CoordinatorClientConfig)
+
+    @model_validator(mode="after")
+    def _check_l1_medium(self) -> ServerConfig:
+        l1 = self.l1
+        if l1.l1_devdax_path is not None:
+            if l1.gds_l1_path is not None:
+                raise cross_field("--l1-devdax-path and --gds-l1-path are two L1 media; set only one")
+            if l1.l1_use_lazy:
+                raise cross_field(
+                    "--l1-devdax-path needs --no-l1-use-lazy (the DAX mapping is not pinned lazily)"
+                )
+            if self.mp.supported_transfer_mode != "lmcache_driven" and self.mp.shm_name != "":
+                raise cross_field(
+                    '--l1-devdax-path needs --shm-name "" (the L1 bytes live in the DAX mapping, '
+                    "not in a shareable SHM segment)"
+                )
+        return self

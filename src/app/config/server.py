@@ -1,0 +1,155 @@
+"""The MP server and HTTP frontend sections of `lmcache server` (spec: configuration-reference.md)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from lmcache.app.config.base import Section, cross_field, flag
+
+__all__ = ("HttpConfig", "MpServerConfig")
+
+HashAlgorithm = Literal["builtin", "sha256_cbor", "blake3"]
+EngineType = Literal["default", "blend", "blend_legacy"]
+TransferMode = Literal["lmcache_driven", "engine_driven", "auto"]
+
+_PORT: dict[str, Any] = {"ge": 1, "le": 65535, "metavar": "PORT"}
+
+
+class MpServerConfig(Section):
+    """ZMQ control plane, worker pools, hashing and worker liveness."""
+
+    instance_id: str = flag(
+        default_factory=lambda: str(uuid.uuid4()),
+        min_length=1,
+        metavar="ID",
+        default_help="a fresh UUID v4 per start",
+        description="Stable identity of this server: the coordinator membership key and the OTel "
+        "service.instance.id of every metric and span.",
+    )
+    host: str = flag("localhost", min_length=1, metavar="HOST", description="Address the ZMQ server binds.")
+    port: int = flag(5555, **_PORT, description="Port the ZMQ server binds.")
+    chunk_size: int = flag(256, gt=0, metavar="N", description="KV cache chunk size in tokens.")
+    max_workers: int = flag(
+        1,
+        ge=1,
+        metavar="N",
+        description="Base worker-thread count; default of both --max-gpu-workers and --max-cpu-workers.",
+    )
+    max_gpu_workers: int = flag(
+        None,
+        ge=1,
+        metavar="N",
+        default_help="inherits --max-workers",
+        description="Threads of the affinity pool (store/retrieve); one client's "
+        "requests always run on the same thread.",
+    )
+    max_cpu_workers: int = flag(
+        None,
+        ge=1,
+        metavar="N",
+        default_help="inherits --max-workers",
+        description="Threads of the normal pool (lookup and other blocking ops).",
+    )
+    hash_algorithm: HashAlgorithm = flag("blake3", description="Hash algorithm for token chunks.")
+    engine_type: EngineType = flag(
+        "default",
+        description="Cache engine: default prefix caching, blend (CacheBlend V3) or blend_legacy; "
+        "the blend engines need --supported-transfer-mode lmcache_driven or auto.",
+    )
+    supported_transfer_mode: TransferMode = flag(
+        "auto",
+        description="Worker-to-server transfer paths loaded: lmcache_driven (store/retrieve over "
+        "CUDA IPC or CPU SHM), engine_driven (prepare/commit), or auto (both).",
+    )
+    runtime_plugin_locations: list[str] = flag(
+        [],
+        metavar="PATH",
+        description="Runtime plugin scripts or directories launched beside the server; "
+        "they get the server config in LMCACHE_RUNTIME_PLUGIN_CONFIG.",
+    )
+    runtime_plugin_config: dict[str, Any] = flag(
+        {},
+        metavar="JSON",
+        default_help="{}",
+        description="JSON object forwarded to runtime plugins in LMCACHE_RUNTIME_PLUGIN_EXTRA_CONFIG.",
+    )
+    script_allowed_imports: list[str] = flag(
+        [], metavar="MODULE", description="Modules that scripts posted to /run_script may import."
+    )
+    shm_name: str | None = flag(
+        None,
+        metavar="NAME",
+        default_help="unset: an automatic name",
+        description='SHM segment of the engine-driven transfer pool: unset picks a name, "" disables '
+        "SHM (bytes travel in the message), any other value is used as the exact name.",
+    )
+    worker_reap_timeout_seconds: float = flag(
+        120.0,
+        ge=0,
+        metavar="SECONDS",
+        description="Silence after which a worker that has pinged at least once is reaped; 0 disables.",
+    )
+    worker_registration_grace_seconds: float = flag(
+        3600.0,
+        ge=0,
+        metavar="SECONDS",
+        description="Silence allowed to a registered worker that never pinged; must be >= "
+        "--worker-reap-timeout-seconds.",
+    )
+    enable_segmented_prefix: bool = flag(
+        False,
+        description="CacheBlend only: on a mid-prefix L2 retrieve failure keep the post-gap chunks "
+        "and recompute only the gap.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_pool_sizes(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        base = data.get("max_workers", 1)
+        try:
+            int(base)
+        except (TypeError, ValueError):
+            return data  # max_workers reports its own error
+        missing = {name: base for name in ("max_gpu_workers", "max_cpu_workers") if data.get(name) is None}
+        return {**data, **missing}
+
+    @field_validator("runtime_plugin_config", mode="before")
+    @classmethod
+    def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc.msg})") from exc
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> MpServerConfig:
+        if self.worker_registration_grace_seconds < self.worker_reap_timeout_seconds:
+            raise cross_field(
+                f"--worker-registration-grace-seconds ({self.worker_registration_grace_seconds:g}) must be"
+                f" >= --worker-reap-timeout-seconds ({self.worker_reap_timeout_seconds:g})"
+            )
+        if self.engine_type != "default" and self.supported_transfer_mode == "engine_driven":
+            raise cross_field(
+                f"--engine-type {self.engine_type} needs --supported-transfer-mode "
+                "lmcache_driven or auto (got engine_driven)"
+            )
+        return self
+
+
+class HttpConfig(Section):
+    """HTTP frontend (Litestar on uvicorn)."""
+
+    http_host: str = flag(
+        "0.0.0.0", min_length=1, metavar="HOST", description="Address the HTTP frontend binds."
+    )
+    http_port: int = flag(8080, **_PORT, description="Port the HTTP frontend binds.")

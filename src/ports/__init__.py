@@ -1,0 +1,1 @@
+"""Interfaces (typing.Protocol) the domain needs from the outside world."""

@@ -1,0 +1,1 @@
+"""Test doubles, one module per port."""

@@ -1,0 +1,117 @@
+"""The `lmcache` command as a person runs it: exit statuses, messages without tracebacks, --print-config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from lmcache.app.cli import EXIT_CONFIG, EXIT_NOT_BUILT, main
+from lmcache.app.config import ServerConfig, load_config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pytest
+
+REQUIRED = ["--l1-size-gb", "1", "--eviction-policy", "LRU"]
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmcache.app.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_error_exits_2_without_traceback() -> None:
+    result = _run("server", "--l1-size-gb", "1", "--eviction-policy", "LRU", "--eviction-ratio", "1.5")
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.strip() == "lmcache server: error: --eviction-ratio: must be <= 1 (got 1.5)"
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_required_flags_exit_2() -> None:
+    result = _run("server")
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.splitlines() == [
+        "lmcache server: error: --l1-size-gb is required",
+        "lmcache server: error: --eviction-policy is required",
+    ]
+
+
+def test_server_says_serving_is_not_built() -> None:
+    result = _run("server", *REQUIRED, env={"LMCACHE_LOG_LEVEL": "WARNING"})
+    assert result.returncode == EXIT_NOT_BUILT
+    assert "serving is not built yet" in result.stderr
+
+
+def test_unavailable_l2_backend_fails_at_start_up() -> None:
+    result = _run(
+        "server",
+        *REQUIRED,
+        "--l2-adapter",
+        '{"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}',
+        "--l2-adapter",
+        '{"type": "aerospike", "hosts": "h:3000"}',
+    )
+    assert result.returncode == EXIT_CONFIG
+    assert "--l2-adapter #1: type 'mock' is not available in this build" in result.stderr
+
+
+def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["server", *REQUIRED, "--max-workers", "3", "--l2-adapter", '{"type": "fs", "base_path": "/l2"}']
+    assert main([*argv, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    profile = tmp_path / "printed.yaml"
+    profile.write_text(printed)
+    again = load_config(ServerConfig, profiles=[profile])
+    assert again.model_dump() == ServerConfig.model_validate(yaml.safe_load(printed)).model_dump()
+    assert again.mp.max_gpu_workers == 3 and again.l2.l2_adapter[0].type == "fs"
+
+
+def test_print_config_layers_profile_and_flags(
+    write_yaml: Callable[[str, str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = write_yaml("p.yaml", "l1: {l1_size_gb: 4, eviction_policy: IsolatedLRU}\nmp: {port: 7000}\n")
+    assert main(["server", "--config", str(profile), "--port", "7001", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["mp"]["port"], printed["l1"]["l1_size_gb"], printed["l1"]["eviction_policy"]) == (
+        7001,
+        4.0,
+        "IsolatedLRU",
+    )
+
+
+def test_coordinator_env_and_flags(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMCACHE_MP_COORDINATOR_PORT", "9400")
+    monkeypatch.setenv("LMCACHE_MP_COORDINATOR_INSTANCE_TIMEOUT", "45")
+    assert main(["coordinator", "--port", "9500", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["port"], printed["instance_timeout"]) == (9500, 45)
+
+
+def test_coordinator_bad_env_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMCACHE_MP_COORDINATOR_EVICTION_RATIO", "2")
+    assert main(["coordinator"]) == EXIT_CONFIG
+    assert capsys.readouterr().err.strip() == (
+        "lmcache coordinator: error: LMCACHE_MP_COORDINATOR_EVICTION_RATIO: must be <= 1 (got 2)"
+    )
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "lmcache"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("lmcache ")

@@ -1,0 +1,70 @@
+"""The composition root resolves every provider from the default config and from a full one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from dependency_injector import providers
+
+from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, load_config
+from lmcache.app.container import CoordinatorContainer, ServerContainer
+from tests.unit.config_helpers import server
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+FULL_PROFILE = """
+log_level: DEBUG
+mp: {instance_id: node-1, host: 127.0.0.1, port: 6555, chunk_size: 512, max_workers: 4, max_gpu_workers: 2,
+     hash_algorithm: sha256_cbor, engine_type: blend, supported_transfer_mode: lmcache_driven,
+     runtime_plugin_locations: [/opt/plugins], runtime_plugin_config: {k: v}, script_allowed_imports: [json],
+     shm_name: lmcache_pool, worker_reap_timeout_seconds: 60, worker_registration_grace_seconds: 600,
+     enable_segmented_prefix: true}
+http: {http_host: 127.0.0.1, http_port: 8181}
+l1: {l1_size_gb: 8, l1_use_lazy: false, l1_init_size_gb: 2, l1_align_bytes: 8192, l1_write_ttl_seconds: 60,
+     l1_read_ttl_seconds: 30, eviction_policy: IsolatedLRU, eviction_trigger_watermark: 0.9,
+     eviction_ratio: 0.1}
+l2:
+  l2_store_policy: skip_l1
+  l2_prefetch_policy: retain
+  l2_prefetch_max_in_flight: 4
+  periodic_notifier_interval_ms: 2
+  l2_adapter:
+    - {type: fs, base_path: /tmp/l2}
+    - {type: resp, host: 127.0.0.1, port: 6379}
+observability: {enable_tracing: true, otlp_endpoint: "http://localhost:4317", metrics_sample_rate: 0.5,
+                lookup_hash_log_dir: /tmp/lh, trace_level: storage, trace_output: /tmp/t.lct}
+coordinator: {coordinator_url: "http://127.0.0.1:9300", coordinator_advertise_ip: 127.0.0.1,
+              coordinator_l2_event_reporting: true, coordinator_l2_event_flush_interval: 0.5}
+"""
+
+
+def test_default_config_resolves() -> None:
+    container = ServerContainer(config=server())
+    assert container.config().l1.eviction_policy == "LRU"
+    assert container.l2_adapters() == []
+
+
+def test_full_config_resolves_with_adapters_swapped(tmp_path: Path) -> None:
+    profile = tmp_path / "full.yaml"
+    profile.write_text(FULL_PROFILE)
+    config = load_config(ServerConfig, profiles=[profile])
+    assert config.mp.max_cpu_workers == 4 and config.mp.max_gpu_workers == 2
+    container = ServerContainer(config=config)
+    with pytest.raises(ConfigError, match=r"--l2-adapter #1: type 'fs' is not available in this build"):
+        container.l2_adapters()
+    sentinel = [object(), object()]
+    with container.l2_adapters.override(providers.Object(sentinel)):
+        assert container.l2_adapters() is sentinel
+
+
+def test_container_rejects_wrong_config_type() -> None:
+    container = ServerContainer(config=load_config(CoordinatorConfig))
+    with pytest.raises(Exception, match="ServerConfig"):
+        container.config()
+
+
+def test_coordinator_container() -> None:
+    container = CoordinatorContainer(config=load_config(CoordinatorConfig))
+    assert container.config().port == 9300
