@@ -1,0 +1,154 @@
+"""Arena accounting: aligned (offset, size) extents inside one L1 arena of N bytes.
+
+The allocator never touches bytes; the L1 memory adapter owns them. Free space is kept as maximal free
+runs, indexed three ways so every operation is O(1) amortised (TLSF-like, no scan of pages):
+- `_free_start` / `_free_end` map a run's first and one-past-last offset to the run, so a freed extent
+  coalesces with both neighbours by two dict lookups;
+- `_classes[k]` holds the runs whose size in alignment units has bit length k, and the bitmask
+  `_nonempty` finds the smallest class that surely fits (`1 << k` and up) with one bit trick.
+Within the request's own class a few runs are tried first (good fit), then a surely-fitting larger run is
+split. Not thread-safe: the L1 manager calls it under its lock.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+_OWN_CLASS_TRIES = 8
+
+
+class Extent(NamedTuple):
+    """A byte range of the L1 arena: `[offset, offset + size)`, both multiples of the alignment."""
+
+    offset: int
+    size: int
+
+
+class ArenaStats(NamedTuple):
+    """Usage of the arena in bytes; `fragmentation` = 1 - largest free run / free bytes (0 when empty)."""
+
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    largest_free: int
+    fragmentation: float
+    extents: int
+
+
+class ArenaAllocator:
+    """Hands out aligned extents of an arena and takes them back, coalescing free neighbours.
+
+    Args:
+        total_bytes: Arena size; rounded down to a multiple of `align_bytes`.
+        align_bytes: Alignment of every offset and size (`--l1-align-bytes`), a power of two.
+    """
+
+    def __init__(self, total_bytes: int, align_bytes: int = 4096) -> None:
+        if align_bytes <= 0 or align_bytes & (align_bytes - 1):
+            raise ValueError(f"align_bytes must be a power of two, got {align_bytes}")
+        self.align = align_bytes
+        self._shift = align_bytes.bit_length() - 1
+        self.total_bytes = (total_bytes >> self._shift) << self._shift
+        self.used_bytes = 0
+        self._allocated: dict[int, int] = {}  # offset -> size (units), to refuse bad or double frees
+        self._free_start: dict[int, int] = {}  # run start (units) -> run length (units)
+        self._free_end: dict[int, int] = {}  # run end (units) -> run start (units)
+        self._classes: list[dict[int, int]] = [{} for _ in range(64)]
+        self._nonempty = 0
+        units = self.total_bytes >> self._shift
+        if units:
+            self._add_run(0, units)
+
+    def round_up(self, size: int) -> int:
+        """`size` rounded up to the alignment."""
+        return ((size + self.align - 1) >> self._shift) << self._shift
+
+    def alloc(self, size: int) -> Extent | None:
+        """Allocate an aligned extent of at least `size` bytes.
+
+        Returns:
+            The extent (its size rounded up to the alignment), or None when no free run is large enough.
+        """
+        if size <= 0:
+            raise ValueError(f"size must be > 0, got {size}")
+        units = (size + self.align - 1) >> self._shift
+        found = self._find_run(units)
+        if found is None:
+            return None
+        start, length = found
+        self._remove_run(start, length)
+        if length > units:
+            self._add_run(start + units, length - units)
+        self._allocated[start] = units
+        self.used_bytes += units << self._shift
+        return Extent(start << self._shift, units << self._shift)
+
+    def free(self, extent: Extent) -> None:
+        """Return an extent, merging it with free neighbours.
+
+        Raises:
+            ValueError: When the extent was not allocated by this arena (or is freed twice).
+        """
+        start = extent.offset >> self._shift
+        units = self._allocated.get(start)
+        if units is None or units << self._shift != extent.size:
+            raise ValueError(f"extent {extent} is not allocated in this arena")
+        del self._allocated[start]
+        self.used_bytes -= extent.size
+        end = start + units
+        before = self._free_end.get(start)
+        if before is not None:
+            self._remove_run(before, start - before)
+            start = before
+        after = self._free_start.get(end)
+        if after is not None:
+            self._remove_run(end, after)
+            end += after
+        self._add_run(start, end - start)
+
+    def largest_free(self) -> int:
+        """Largest free run in bytes (scans only the top non-empty size class)."""
+        if not self._nonempty:
+            return 0
+        top = self._classes[self._nonempty.bit_length() - 1]
+        return max(top.values()) << self._shift
+
+    def stats(self) -> ArenaStats:
+        """Totals, the largest free run and the fragmentation ratio."""
+        free = self.total_bytes - self.used_bytes
+        largest = self.largest_free()
+        frag = 0.0 if free == 0 else 1.0 - largest / free
+        return ArenaStats(self.total_bytes, self.used_bytes, free, largest, frag, len(self._allocated))
+
+    def _find_run(self, units: int) -> tuple[int, int] | None:
+        own = units.bit_length()
+        nonempty = self._nonempty
+        if nonempty >> own & 1:
+            for tried, (start, length) in enumerate(self._classes[own].items()):
+                if length >= units:
+                    return start, length
+                if tried >= _OWN_CLASS_TRIES:
+                    break
+        bigger = nonempty >> (own + 1)
+        if not bigger:
+            return None
+        runs = self._classes[own + (bigger & -bigger).bit_length()]
+        start, length = runs.popitem()  # O(1); put back so _remove_run sees a consistent index
+        runs[start] = length
+        return start, length
+
+    def _add_run(self, start: int, length: int) -> None:
+        self._free_start[start] = length
+        self._free_end[start + length] = start
+        cls = length.bit_length()
+        self._classes[cls][start] = length
+        self._nonempty |= 1 << cls
+
+    def _remove_run(self, start: int, length: int) -> None:
+        del self._free_start[start]
+        del self._free_end[start + length]
+        cls = length.bit_length()
+        runs = self._classes[cls]
+        del runs[start]
+        if not runs:
+            self._nonempty &= ~(1 << cls)

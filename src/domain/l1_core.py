@@ -1,0 +1,199 @@
+"""State of the L1 object store and its maintenance: TTL reaping, eviction, delete, clear, usage.
+
+Split from l1_manager.py (which adds the read and write operations) to keep modules small; the two are
+one class. Thread-safety: public methods take `_lock`; `_`-methods expect it held.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from lmcache.domain.deadlines import DeadlineHeap
+from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted
+from lmcache.domain.null_events import NullEventSink
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from lmcache.domain.arena import ArenaAllocator, ArenaStats, Extent
+    from lmcache.domain.eviction import EvictionPolicy
+    from lmcache.domain.keys import ObjectKey
+    from lmcache.domain.l1_entry import Entry
+    from lmcache.ports.clock import Clock
+    from lmcache.ports.events import EventSink
+
+_ON_DEMAND_ROUNDS = 16
+
+
+class L1Core:
+    """Index state plus maintenance; see `L1Manager` for the constructor arguments."""
+
+    def __init__(
+        self,
+        arena: ArenaAllocator,
+        policy: EvictionPolicy,
+        clock: Clock,
+        events: EventSink | None = None,
+        *,
+        write_ttl_s: float = 600.0,
+        read_ttl_s: float = 300.0,
+    ) -> None:
+        if write_ttl_s <= 0 or read_ttl_s <= 0:
+            raise ValueError("lock TTLs must be > 0 seconds")
+        self.arena = arena
+        self.policy = policy
+        self._clock = clock
+        self._events: EventSink = events if events is not None else NullEventSink()
+        self.write_ttl_s = write_ttl_s
+        self.read_ttl_s = read_ttl_s
+        self._lock = threading.Lock()
+        self._entries: dict[ObjectKey, Entry] = {}
+        self._deadlines: DeadlineHeap[ObjectKey] = DeadlineHeap()
+        self._salt_bytes: dict[str, int] = {}
+        self._now = clock.monotonic()
+
+    # ------------------------------------------------------------ maintenance
+    def reap_expired(self) -> list[ObjectKey]:
+        """Recover locks whose TTL passed: free expired write reservations, zero expired read locks.
+
+        Returns:
+            The keys whose write reservation expired (their bytes were never visible).
+        """
+        expired_writes: list[ObjectKey] = []
+        temporaries: list[tuple[ObjectKey, int]] = []
+        with self._lock:
+            now = self._tick()
+            for key, deadline in self._deadlines.pop_due(now):
+                entry = self._entries.get(key)
+                if entry is None or entry.deadline != deadline or not entry.locked:
+                    continue  # stale heap item: the lock was refreshed, released or the object left
+                if not entry.ready:
+                    self._free(key, entry)
+                    expired_writes.append(key)
+                    continue
+                entry.readers = 0
+                entry.deadline = 0.0
+                if entry.temporary:
+                    temporaries.append((key, self._free(key, entry)))
+            if expired_writes:
+                self._events.publish(L1WriteAborted(tuple(expired_writes), expired=True))
+            self._publish_removed(temporaries, EvictionReason.TEMPORARY)
+        return expired_writes
+
+    def evict(self, target_bytes: int, reason: EvictionReason = EvictionReason.WATERMARK) -> tuple[int, int]:
+        """Evict unlocked ready objects in policy order until `target_bytes` are freed.
+
+        Returns:
+            (objects evicted, bytes freed).
+        """
+        with self._lock:
+            self._tick()
+            victims = self.policy.victims(target_bytes, self._evictable)
+            return self._remove_all(victims, reason)
+
+    def evict_over_quota(self) -> tuple[int, int]:
+        """Evict what the policy finds over a tenant quota (IsolatedLRU); (objects, bytes)."""
+        with self._lock:
+            self._tick()
+            return self._remove_all(self.policy.quota_victims(self._evictable), EvictionReason.QUOTA)
+
+    def delete(self, keys: Iterable[ObjectKey], force: bool = False) -> int:
+        """Remove ready, unlocked objects (`force`: any object, locks and reservations included)."""
+        with self._lock:
+            self._tick()
+            chosen = [k for k in keys if k in self._entries and (force or self._evictable(k))]
+            return self._remove_all(chosen, EvictionReason.CLEAR)[0]
+
+    def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:
+        """Drop ready objects now when unlocked, else when their last read lock goes; returns dropped now."""
+        with self._lock:
+            self._tick()
+            now: list[ObjectKey] = []
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or not entry.ready:
+                    continue
+                if self._evictable(key):
+                    now.append(key)
+                else:
+                    entry.temporary = True
+            return self._remove_all(now, reason)[0]
+
+    def clear(self, force: bool = False) -> int:
+        """`force=False`: remove unlocked ready objects and expired reservations. True: everything."""
+        with self._lock:
+            now = self._tick()
+            if force:
+                chosen = list(self._entries)
+                self._deadlines.clear()
+            else:
+                entries = self._entries.items()
+                chosen = [k for k, e in entries if (e.ready and self._evictable(k)) or e.deadline <= now]
+            return self._remove_all(chosen, EvictionReason.CLEAR)[0]
+
+    def usage_by_salt(self) -> dict[str, int]:
+        """Bytes held per cache_salt (reservations included)."""
+        with self._lock:
+            return dict(self._salt_bytes)
+
+    def stats(self) -> ArenaStats:
+        """Arena usage and fragmentation."""
+        with self._lock:
+            return self.arena.stats()
+
+    @property
+    def object_count(self) -> int:
+        """Objects in L1, reservations included."""
+        return len(self._entries)
+
+    # -------------------------------------------------------------- internals
+    def _tick(self) -> float:
+        self._now = self._clock.monotonic()
+        return self._now
+
+    def _is_current(self, key: ObjectKey, deadline: float) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.deadline == deadline and entry.locked
+
+    def _evictable(self, key: ObjectKey) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.ready and (entry.readers == 0 or entry.deadline <= self._now)
+
+    def _alloc(self, size: int, evicted: list[tuple[ObjectKey, int]]) -> Extent | None:
+        extent = self.arena.alloc(size)
+        rounds = 0
+        while extent is None and rounds < _ON_DEMAND_ROUNDS:
+            victims = self.policy.victims(size << rounds, self._evictable)
+            if not victims:
+                break
+            evicted.extend((key, self._free(key, self._entries[key])) for key in victims)
+            extent = self.arena.alloc(size)
+            rounds += 1
+        return extent
+
+    def _free(self, key: ObjectKey, entry: Entry) -> int:
+        del self._entries[key]
+        self.arena.free(entry.extent)
+        if entry.ready:
+            self.policy.remove(key)
+        left = self._salt_bytes[key.cache_salt] - entry.extent.size
+        if left:
+            self._salt_bytes[key.cache_salt] = left
+        else:
+            del self._salt_bytes[key.cache_salt]
+        return entry.extent.size
+
+    def _remove_all(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> tuple[int, int]:
+        removed = [(key, self._free(key, self._entries[key])) for key in keys]
+        self._publish_removed(removed, reason)
+        return len(removed), sum(size for _, size in removed)
+
+    def _drop_write(self, key: ObjectKey, entry: Entry, *, expired: bool) -> None:
+        self._free(key, entry)
+        self._events.publish(L1WriteAborted((key,), expired=expired))
+
+    def _publish_removed(self, removed: list[tuple[ObjectKey, int]], reason: EvictionReason) -> None:
+        if removed:
+            keys = tuple(key for key, _ in removed)
+            self._events.publish(L1Removed(keys, sum(size for _, size in removed), reason))

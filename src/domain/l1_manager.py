@@ -1,0 +1,233 @@
+"""The L1 object store: index, lock state machine, arena accounting and eviction behind one lock.
+
+Per key: absent -> write-locked (reserved) -> ready <-> read-locked(n) -> absent. Writes are two-phase
+(`reserve`, then `finish` or `abort`); only ready objects are visible. Every lock has a deadline on the
+injected clock (write TTL, read TTL), kept in a heap: a dead client's locks are recovered by `reap_expired`
+and, lazily, by any operation that meets them. "Temporary" objects (prefetched under the `default`
+prefetch policy, or stored to L2 under `skip_l1`) leave L1 when their last read lock is released.
+
+Thread-safety: every public method takes the manager's lock; events are published under it (the
+EventSink contract keeps that cheap).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lmcache.domain.events import AllocationFailed, EvictionReason, L1Read, L1WriteAborted, L1WriteCommitted
+from lmcache.domain.l1_core import L1Core
+from lmcache.domain.l1_entry import Entry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from lmcache.domain.arena import Extent
+    from lmcache.domain.keys import ObjectKey
+
+
+class L1Manager(L1Core):
+    """Thread-safe L1 object store.
+
+    Args:
+        arena: Extent accounting for the L1 arena.
+        policy: Eviction order (LRU, IsolatedLRU, noop).
+        clock: Time source for lock TTLs.
+        events: Telemetry sink (default: drop).
+        write_ttl_s: Lifetime of a write reservation (`--l1-write-ttl-seconds`).
+        read_ttl_s: Lifetime of read locks, refreshed by every new lock (`--l1-read-ttl-seconds`).
+    """
+
+    # ----------------------------------------------------------------- writes
+    def reserve(self, keys: Sequence[ObjectKey], sizes: int | Sequence[int]) -> list[Extent | None]:
+        """Reserve extents for writing; on-demand eviction makes room when an object does not fit.
+
+        Args:
+            keys: Objects to write (a request's chunks: one batch).
+            sizes: One size for all keys, or one per key, in bytes.
+
+        Returns:
+            Per key: the write-locked extent, or None when the key is already present / being written,
+            or when no room could be made (an `AllocationFailed` event then says so).
+        """
+        per_key = [sizes] * len(keys) if isinstance(sizes, int) else list(sizes)
+        out: list[Extent | None] = []
+        evicted: list[tuple[ObjectKey, int]] = []
+        reserved: list[ObjectKey] = []
+        with self._lock:
+            now = self._tick()
+            deadline = now + self.write_ttl_s
+            for key, size in zip(keys, per_key, strict=True):
+                entry = self._entries.get(key)
+                if entry is not None and not (not entry.ready and entry.deadline <= now):
+                    out.append(None)
+                    continue
+                if entry is not None:
+                    self._drop_write(key, entry, expired=True)
+                extent = self._alloc(size, evicted)
+                if extent is None:
+                    self._events.publish(AllocationFailed(key, size))
+                else:
+                    self._entries[key] = Entry(extent, deadline)
+                    reserved.append(key)
+                    self._salt_bytes[key.cache_salt] = self._salt_bytes.get(key.cache_salt, 0) + extent.size
+                out.append(extent)
+            self._deadlines.push(deadline, tuple(reserved), self._is_current)
+            self._publish_removed(evicted, EvictionReason.ON_DEMAND)
+        return out
+
+    def finish(self, keys: Iterable[ObjectKey], read_locks: int = 0, temporary: bool = False) -> list[bool]:
+        """Commit reserved writes: they become visible (ready), optionally read-locked at once.
+
+        Args:
+            keys: Reserved keys whose bytes are written.
+            read_locks: Read locks taken atomically with the commit (prefetch: `num_kv_readers`).
+            temporary: Free the object when its last read lock is released.
+
+        Returns:
+            Per key: True when committed; False when not reserved or the reservation expired (then freed).
+        """
+        out: list[bool] = []
+        committed: list[ObjectKey] = []
+        nbytes = 0
+        with self._lock:
+            now = self._tick()
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or entry.ready:
+                    out.append(False)
+                    continue
+                if entry.deadline <= now:
+                    self._drop_write(key, entry, expired=True)
+                    out.append(False)
+                    continue
+                entry.ready = True
+                entry.temporary = temporary
+                entry.readers = read_locks
+                entry.deadline = now + self.read_ttl_s if read_locks else 0.0
+                self.policy.admit(key, entry.extent.size)
+                committed.append(key)
+                nbytes += entry.extent.size
+                out.append(True)
+            if committed:
+                if read_locks:
+                    self._deadlines.push(now + self.read_ttl_s, tuple(committed), self._is_current)
+                self._events.publish(L1WriteCommitted(tuple(committed), nbytes))
+        return out
+
+    def abort(self, keys: Iterable[ObjectKey]) -> int:
+        """Drop write reservations (their bytes are never visible); returns how many were dropped."""
+        dropped: list[ObjectKey] = []
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and not entry.ready:
+                    self._free(key, entry)
+                    dropped.append(key)
+            if dropped:
+                self._events.publish(L1WriteAborted(tuple(dropped), expired=False))
+        return len(dropped)
+
+    def write_extent(self, key: ObjectKey) -> Extent | None:
+        """The extent of a live write reservation, else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            live = entry is not None and not entry.ready and entry.deadline > self._tick()
+            return entry.extent if live and entry is not None else None
+
+    # ------------------------------------------------------------------ reads
+    def lock_read(self, keys: Sequence[ObjectKey], n: int = 1) -> list[bool]:
+        """Take `n` read locks on each ready key (refreshing its read TTL) and mark it used.
+
+        Returns:
+            Per key: True when the object is ready and now locked.
+        """
+        out: list[bool] = []
+        locked: list[ObjectKey] = []
+        with self._lock:
+            now = self._tick()
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or not entry.ready:
+                    out.append(False)
+                    continue
+                self._add_readers(key, entry, n, now)
+                locked.append(key)
+                out.append(True)
+            self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
+            self._events.publish(L1Read(len(out), len(locked)))
+        return out
+
+    def lock_prefix(self, keys: Sequence[ObjectKey], n: int = 1) -> int:
+        """Read-lock the leading run of ready keys; returns its length (nothing after a miss is locked)."""
+        locked: list[ObjectKey] = []
+        with self._lock:
+            now = self._tick()
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or not entry.ready:
+                    break
+                self._add_readers(key, entry, n, now)
+                locked.append(key)
+            self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
+            self._events.publish(L1Read(len(keys), len(locked)))
+        return len(locked)
+
+    def unlock_read(self, keys: Iterable[ObjectKey], n: int = 1) -> None:
+        """Release `n` read locks per key (never below zero); temporary objects leave at zero."""
+        removed: list[tuple[ObjectKey, int]] = []
+        with self._lock:
+            now = self._tick()
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or not entry.ready:
+                    continue
+                entry.readers = 0 if entry.deadline <= now else max(0, entry.readers - n)
+                if entry.readers == 0:
+                    entry.deadline = 0.0
+                if entry.readers == 0 and entry.temporary:
+                    removed.append((key, self._free(key, entry)))
+            self._publish_removed(removed, EvictionReason.TEMPORARY)
+
+    def _add_readers(self, key: ObjectKey, entry: Entry, n: int, now: float) -> None:
+        if entry.readers and entry.deadline <= now:
+            entry.readers = 0
+        entry.readers += n
+        entry.deadline = now + self.read_ttl_s  # the caller pushes one heap item for the whole batch
+        self.policy.touch(key)
+
+    def readers(self, key: ObjectKey) -> int:
+        """Live read locks on a ready key (0 when absent, unlocked or expired)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.ready or entry.deadline <= self._tick():
+                return 0
+            return entry.readers
+
+    def extent(self, key: ObjectKey) -> Extent | None:
+        """The extent of a ready object (meaningful while the caller holds a read lock)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.extent if entry is not None and entry.ready else None
+
+    def contains(self, key: ObjectKey) -> bool:
+        """True when the object is ready (visible)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry.ready
+
+    def prefix_len(self, keys: Sequence[ObjectKey]) -> int:
+        """Length of the leading run of ready keys, without locking them."""
+        with self._lock:
+            for i, key in enumerate(keys):
+                entry = self._entries.get(key)
+                if entry is None or not entry.ready:
+                    return i
+            return len(keys)
+
+    def touch(self, keys: Iterable[ObjectKey]) -> None:
+        """Mark ready objects as recently used (LRU refresh)."""
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and entry.ready:
+                    self.policy.touch(key)

@@ -1,0 +1,93 @@
+"""Value types of sessions: the lookup grid, the prefetch job and the session record."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lmcache.domain.keys import ObjectKey
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.hashing import HashChain
+
+
+@dataclass(frozen=True, slots=True)
+class LookupGrid:
+    """Which objects a lookup covers: one row per (object group, kv_rank), one column per chunk.
+
+    Attributes:
+        model_name: The model of every key.
+        kv_ranks: Ranks covered (all ranks of the world for a scheduler lookup).
+        group_ids: Object groups of the registered layout.
+        cache_salt: The tenant.
+        num_kv_readers: Read locks taken per object by the lookup.
+    """
+
+    model_name: str
+    kv_ranks: tuple[int, ...]
+    group_ids: tuple[int, ...] = (0,)
+    cache_salt: str = ""
+    num_kv_readers: int = 1
+
+    def rows(self, digests: Sequence[bytes]) -> list[list[ObjectKey]]:
+        """The grid's keys, one list per (group, rank) row, in chunk order."""
+        return [
+            [ObjectKey(d, self.model_name, rank, group, self.cache_salt) for d in digests]
+            for group in self.group_ids
+            for rank in self.kv_ranks
+        ]
+
+    def keys_for(self, digests: Sequence[bytes], ranks: Sequence[int] | None = None) -> list[ObjectKey]:
+        """Every key of the given chunks for `ranks` (default: all of the grid's) and all groups."""
+        chosen = self.kv_ranks if ranks is None else ranks
+        return [
+            ObjectKey(d, self.model_name, rank, group, self.cache_salt)
+            for d in digests
+            for group in self.group_ids
+            for rank in chosen
+        ]
+
+
+class PrefetchJob:
+    """The result of one lookup's prefetch: set once by the controller, read by the status ops.
+
+    Thread-safe: `set_result` from the storage loop, `wait` / `done` from worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.result = 0
+
+    @property
+    def done(self) -> bool:
+        """True once the result is set."""
+        return self._event.is_set()
+
+    def set_result(self, hit_chunks: int) -> None:
+        """Record the hit count (chunks); later calls are ignored."""
+        if not self._event.is_set():
+            self.result = hit_chunks
+            self._event.set()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Block until done or `timeout_s` (real time; for `wait_prefetch_status`); True when done."""
+        return self._event.wait(timeout_s)
+
+
+@dataclass(slots=True)
+class Session:
+    """One request's state; its fields are guarded by `lock`."""
+
+    request_id: str
+    created_at: float
+    chain: HashChain
+    lookup: LookupGrid | None = None
+    lookup_chunks: int = 0
+    job: PrefetchJob | None = None
+    hit_chunks: int | None = None
+    freed_chunks: set[int] = field(default_factory=set)
+    released_ranks: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted, L1WriteCommitted
+
+from ._storage import ALIGN, key, make_l1, put
+
+
+def test_two_phase_write_is_invisible_until_finish() -> None:
+    l1, _, events = make_l1()
+    k = key(1)
+    extent = l1.reserve([k], 100)[0]
+    assert extent is not None and extent.size == 2 * ALIGN
+    assert not l1.contains(k)
+    assert l1.lock_read([k]) == [False]
+    assert l1.reserve([k], 100) == [None]  # being written: skipped
+    assert l1.finish([k]) == [True]
+    assert l1.contains(k) and l1.extent(k) == extent
+    assert l1.reserve([k], 100) == [None]  # present: skipped
+    assert events.of_type(L1WriteCommitted)[0].keys == (k,)
+
+
+def test_abort_frees_and_is_never_visible() -> None:
+    l1, _, events = make_l1(slots=2)
+    k = key(1)
+    l1.reserve([k], ALIGN)
+    assert l1.abort([k]) == 1
+    assert l1.finish([k]) == [False]
+    assert not l1.contains(k)
+    assert l1.stats().used_bytes == 0
+    assert events.of_type(L1WriteAborted)[0].expired is False
+
+
+def test_expired_write_reservation_is_reclaimed_and_never_committed() -> None:
+    l1, clock, _ = make_l1(write_ttl=600)
+    a, b = key(1), key(2)
+    l1.reserve([a, b], ALIGN)
+    clock.advance(599)
+    assert l1.reap_expired() == []
+    clock.advance(1)
+    assert l1.reap_expired() == [a, b]
+    assert l1.finish([a]) == [False]
+    assert not l1.contains(a)
+    assert l1.stats().used_bytes == 0
+
+
+def test_expired_write_is_lazily_reclaimed_by_a_new_reserve() -> None:
+    l1, clock, _ = make_l1()
+    k = key(1)
+    l1.reserve([k], ALIGN)
+    clock.advance(601)
+    assert l1.finish([k]) == [False]
+    assert l1.reserve([k], ALIGN)[0] is not None
+    assert l1.object_count == 1
+
+
+def test_read_locks_count_readers_and_expire_after_ttl() -> None:
+    l1, clock, _ = make_l1(read_ttl=300)
+    k = key(1)
+    put(l1, k)
+    assert l1.lock_read([k], n=2) == [True]
+    assert l1.readers(k) == 2
+    l1.unlock_read([k])
+    assert l1.readers(k) == 1
+    assert l1.delete([k]) == 0  # locked: not deletable
+    clock.advance(300)
+    assert l1.readers(k) == 0  # expired
+    l1.reap_expired()
+    assert l1.delete([k]) == 1
+
+
+def test_new_lock_refreshes_the_read_deadline() -> None:
+    l1, clock, _ = make_l1(read_ttl=300)
+    k = key(1)
+    put(l1, k)
+    l1.lock_read([k])
+    clock.advance(200)
+    l1.lock_read([k])
+    clock.advance(200)
+    l1.reap_expired()
+    assert l1.readers(k) == 2
+
+
+def test_unlock_never_goes_below_zero() -> None:
+    l1, _, _ = make_l1()
+    k = key(1)
+    put(l1, k)
+    l1.unlock_read([k], n=5)
+    assert l1.readers(k) == 0
+    assert l1.lock_read([k]) == [True] and l1.readers(k) == 1
+
+
+def test_lock_prefix_stops_at_first_miss() -> None:
+    l1, _, _ = make_l1()
+    put(l1, key(1), key(2), key(4))
+    assert l1.lock_prefix([key(1), key(2), key(3), key(4)], n=1) == 2
+    assert l1.readers(key(4)) == 0
+    assert l1.prefix_len([key(1), key(2), key(3)]) == 2
+
+
+def test_finish_with_read_locks_and_temporary_leaves_after_last_reader() -> None:
+    l1, _, events = make_l1()
+    k = key(1)
+    l1.reserve([k], ALIGN)
+    l1.finish([k], read_locks=2, temporary=True)
+    l1.unlock_read([k])
+    assert l1.contains(k)
+    l1.unlock_read([k])
+    assert not l1.contains(k)
+    assert events.of_type(L1Removed)[-1].reason == EvictionReason.TEMPORARY
+
+
+def test_expired_read_lock_of_temporary_object_frees_it() -> None:
+    l1, clock, _ = make_l1()
+    k = key(1)
+    l1.reserve([k], ALIGN)
+    l1.finish([k], read_locks=1, temporary=True)
+    clock.advance(301)
+    l1.reap_expired()
+    assert not l1.contains(k)
+
+
+def test_mark_temporary_drops_unlocked_now_and_locked_later() -> None:
+    l1, _, _ = make_l1()
+    a, b = key(1), key(2)
+    put(l1, a, b)
+    l1.lock_read([b])
+    assert l1.mark_temporary([a, b], EvictionReason.STORED_TO_L2) == 1
+    assert not l1.contains(a) and l1.contains(b)
+    l1.unlock_read([b])
+    assert not l1.contains(b)
+
+
+def test_clear_normal_keeps_locked_and_live_reservations() -> None:
+    l1, clock, _ = make_l1()
+    ready, locked, writing, stale = key(1), key(2), key(3), key(4)
+    put(l1, ready, locked)
+    l1.lock_read([locked])
+    l1.reserve([stale], ALIGN)
+    clock.advance(601)
+    l1.lock_read([locked])  # refresh so it is still locked
+    l1.reserve([writing], ALIGN)
+    assert l1.clear(force=False) == 2  # ready + the expired reservation
+    assert l1.contains(locked) and l1.write_extent(writing) is not None
+    assert l1.clear(force=True) == 2
+    assert l1.object_count == 0 and l1.stats().used_bytes == 0
+
+
+def test_usage_by_salt_tracks_reservations_and_objects() -> None:
+    l1, _, _ = make_l1()
+    put(l1, key(1, "a"), key(2, "a"), key(3, "b"))
+    l1.reserve([key(4, "b")], ALIGN)
+    assert l1.usage_by_salt() == {"a": 2 * ALIGN, "b": 2 * ALIGN}
+    l1.delete([key(1, "a"), key(2, "a")])
+    assert l1.usage_by_salt() == {"b": 2 * ALIGN}
+
+
+def test_deadline_heap_stays_bounded_under_many_refreshes() -> None:
+    l1, _, _ = make_l1()
+    k = key(1)
+    put(l1, k)
+    for _ in range(20_000):
+        l1.lock_read([k])
+        l1.unlock_read([k])
+    assert len(l1._deadlines) <= 8192
