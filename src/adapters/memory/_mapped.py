@@ -1,0 +1,97 @@
+"""Shared base of the L1 memory adapters: one mapped buffer exposed as a torch uint8 tensor.
+
+Every adapter maps its arena once (anonymous mmap, file mmap, POSIX SHM) and hands out zero-copy views:
+`view` (a memoryview, the L1Memory port) and `tensor_view` (a torch slice, for the transfer adapters).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+
+class L1MemoryError(RuntimeError):
+    """The L1 arena cannot be created with the requested medium."""
+
+
+def close_quietly(closer: Callable[[], None]) -> bool:
+    """Run `closer` (an mmap/SHM close); False when views handed out earlier still pin the mapping."""
+    try:
+        closer()
+    except BufferError:
+        logger.warning("L1 arena closed while views are still in use; unmapping when they are dropped")
+        return False
+    return True
+
+
+class MappedL1Memory:
+    """An arena over a writable buffer; subclasses map it and release it in `_release`.
+
+    Args:
+        buffer: The mapped memory (mmap or SHM buffer), at least `size_bytes` long.
+        size_bytes: Arena size.
+        release: Called once by `close` with True when every buffer export is gone (the mapping may be
+            closed) or False when callers still hold views (close it later; an SHM name can still go).
+    """
+
+    def __init__(
+        self, buffer: mmap.mmap | memoryview, size_bytes: int, release: Callable[[bool], None]
+    ) -> None:
+        if size_bytes <= 0:
+            raise L1MemoryError(f"L1 size must be > 0 bytes, got {size_bytes}")
+        self._size = size_bytes
+        self._root: memoryview | None = memoryview(buffer)
+        self._mv: memoryview | None = self._root[:size_bytes]
+        self._tensor: torch.Tensor | None = torch.frombuffer(self._mv, dtype=torch.uint8)
+        self._release = release
+
+    @property
+    def size_bytes(self) -> int:
+        """Arena size in bytes."""
+        return self._size
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The whole arena as one uint8 tensor (no copy)."""
+        if self._tensor is None:
+            raise L1MemoryError("L1 memory is closed")
+        return self._tensor
+
+    def _check(self, offset: int, size: int) -> None:
+        if offset < 0 or size < 0 or offset + size > self._size:
+            raise ValueError(f"extent [{offset}, {offset + size}) is outside the {self._size}-byte arena")
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """A writable memoryview of `[offset, offset + size)`, aliasing the arena."""
+        self._check(offset, size)
+        if self._mv is None:
+            raise L1MemoryError("L1 memory is closed")
+        return self._mv[offset : offset + size]
+
+    def tensor_view(self, offset: int, size: int) -> torch.Tensor:
+        """A uint8 tensor over `[offset, offset + size)`, aliasing the arena."""
+        self._check(offset, size)
+        return self.tensor.narrow(0, offset, size)
+
+    def close(self) -> None:
+        """Drop the tensor and views, then release the mapping; idempotent."""
+        if self._mv is None or self._root is None:
+            return
+        self._tensor = None
+        released = True
+        try:
+            self._mv.release()
+            self._root.release()
+        except BufferError:
+            released = False
+            logger.warning("L1 arena closed while views are still in use; unmapping when they are dropped")
+        self._mv = self._root = None
+        self._release(released)
