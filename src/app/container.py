@@ -1,27 +1,107 @@
 """Composition root: the only module that names concrete classes.
 
 `lmcache server` and `lmcache coordinator` build their container from one validated config; tests swap
-providers with `override()` instead of patching modules.
+providers with `override()` instead of patching modules. Nothing is allocated or started at construction:
+providers are resolved on demand, and the runtime (the serving issue) starts the loops.
 """
 
 from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.app.config import CoordinatorConfig, ServerConfig
 from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.domain.arena import ArenaAllocator
+from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
+from lmcache.domain.eviction_loop import EvictionLoop
+from lmcache.domain.hashing import TokenHasher
+from lmcache.domain.l1_manager import L1Manager
+from lmcache.domain.null_events import NullEventSink
+from lmcache.domain.prefetch_controller import PrefetchController
+from lmcache.domain.quotas import QuotaTable
+from lmcache.domain.sessions import SessionManager
+from lmcache.domain.store_controller import StoreController
+from lmcache.domain.supervisor import Supervisor
+from lmcache.domain.system_clock import SystemClock
+from lmcache.domain.units import gb_to_bytes
 
 __all__ = ("CoordinatorContainer", "ServerContainer")
+
+
+def _wants_shm_pool(transfer_mode: str) -> bool:
+    return transfer_mode in ("engine_driven", "auto")
 
 
 class ServerContainer(containers.DeclarativeContainer):
     """Object graph of `lmcache server`."""
 
     config = providers.Dependency(instance_of=ServerConfig)
+    clock = providers.Singleton(SystemClock)
+    events = providers.Singleton(NullEventSink)
+    quotas = providers.Singleton(QuotaTable)
+    eviction_policy = providers.Selector(
+        config.provided.l1.eviction_policy,
+        LRU=providers.Singleton(LruPolicy),
+        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
+        noop=providers.Singleton(NoopPolicy),
+    )
+    arena = providers.Singleton(
+        ArenaAllocator,
+        total_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
+        align_bytes=config.provided.l1.l1_align_bytes,
+    )
+    l1 = providers.Singleton(
+        L1Manager,
+        arena,
+        eviction_policy,
+        clock,
+        events,
+        write_ttl_s=config.provided.l1.l1_write_ttl_seconds,
+        read_ttl_s=config.provided.l1.l1_read_ttl_seconds,
+    )
+    eviction_loop = providers.Singleton(
+        EvictionLoop,
+        l1,
+        trigger_watermark=config.provided.l1.eviction_trigger_watermark,
+        eviction_ratio=config.provided.l1.eviction_ratio,
+    )
+    hasher = providers.Singleton(
+        TokenHasher, chunk_size=config.provided.mp.chunk_size, algorithm=config.provided.mp.hash_algorithm
+    )
+    sessions = providers.Singleton(SessionManager, l1, hasher, clock)
+    l1_memory = providers.Singleton(
+        open_l1_memory,
+        providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
+        use_lazy=config.provided.l1.l1_use_lazy,
+        init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
+        devdax_path=config.provided.l1.l1_devdax_path,
+        shm_name=config.provided.mp.shm_name,
+        want_shm_pool=providers.Callable(_wants_shm_pool, config.provided.mp.supported_transfer_mode),
+        gds_path=config.provided.l1.gds_l1_path,
+    )
     l2_adapters = providers.Singleton(build_l2_adapters, specs=config.provided.l2.l2_adapter)
+    store_controller = providers.Singleton(
+        StoreController,
+        l1,
+        l1_memory,
+        l2_adapters,
+        policy=config.provided.l2.l2_store_policy,
+        events=events,
+    )
+    prefetch_controller = providers.Singleton(
+        PrefetchController,
+        l1,
+        l1_memory,
+        l2_adapters,
+        policy=config.provided.l2.l2_prefetch_policy,
+        max_in_flight=config.provided.l2.l2_prefetch_max_in_flight,
+        events=events,
+    )
+    supervisor = providers.Singleton(Supervisor, clock)
 
 
 class CoordinatorContainer(containers.DeclarativeContainer):
-    """Object graph of `lmcache coordinator`."""
+    """Object graph of `lmcache coordinator`; its fleet services arrive with the coordinator issue."""
 
     config = providers.Dependency(instance_of=CoordinatorConfig)

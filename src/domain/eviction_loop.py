@@ -35,8 +35,8 @@ class EvictionLoop:
     def __init__(self, l1: L1Core, trigger_watermark: float = 0.8, eviction_ratio: float = 0.2) -> None:
         if not 0.0 <= trigger_watermark <= 1.0:
             raise ValueError(f"trigger_watermark must be in [0, 1], got {trigger_watermark}")
-        if not 0.0 < eviction_ratio <= 1.0:
-            raise ValueError(f"eviction_ratio must be in (0, 1], got {eviction_ratio}")
+        if not 0.0 <= eviction_ratio <= 1.0:  # the spec allows 0: only on-demand eviction frees memory
+            raise ValueError(f"eviction_ratio must be in [0, 1], got {eviction_ratio}")
         self._l1 = l1
         self.trigger_watermark = trigger_watermark
         self.eviction_ratio = eviction_ratio

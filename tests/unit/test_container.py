@@ -40,10 +40,46 @@ coordinator: {coordinator_url: "http://127.0.0.1:9300", coordinator_advertise_ip
 """
 
 
+PROVIDERS = (
+    "clock",
+    "events",
+    "quotas",
+    "eviction_policy",
+    "arena",
+    "l1",
+    "eviction_loop",
+    "hasher",
+    "sessions",
+    "l1_memory",
+    "l2_adapters",
+    "store_controller",
+    "prefetch_controller",
+    "supervisor",
+)
+
+
+def _resolve_all(container: ServerContainer) -> dict[str, object]:
+    resolved = {name: getattr(container, name)() for name in PROVIDERS}
+    resolved["l1_memory"].close()  # type: ignore[attr-defined]
+    return resolved
+
+
 def test_default_config_resolves() -> None:
     container = ServerContainer(config=server())
-    assert container.config().l1.eviction_policy == "LRU"
-    assert container.l2_adapters() == []
+    resolved = _resolve_all(container)
+    assert type(resolved["eviction_policy"]).__name__ == "LruPolicy"
+    assert resolved["l2_adapters"] == []
+    assert resolved["arena"].stats().total_bytes == 1 << 30  # type: ignore[attr-defined]
+    assert resolved["l1"].arena is resolved["arena"]  # type: ignore[attr-defined]
+    assert resolved["hasher"].chunk_size == 256  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("policy", "cls"), [("LRU", "LruPolicy"), ("IsolatedLRU", "IsolatedLruPolicy"), ("noop", "NoopPolicy")]
+)
+def test_eviction_policy_selector(policy: str, cls: str) -> None:
+    container = ServerContainer(config=server(["--eviction-policy", policy]))
+    assert type(container.eviction_policy()).__name__ == cls
 
 
 def test_full_config_resolves_with_adapters_swapped(tmp_path: Path) -> None:
@@ -54,9 +90,12 @@ def test_full_config_resolves_with_adapters_swapped(tmp_path: Path) -> None:
     container = ServerContainer(config=config)
     with pytest.raises(ConfigError, match=r"--l2-adapter #1: type 'fs' is not available in this build"):
         container.l2_adapters()
-    sentinel = [object(), object()]
-    with container.l2_adapters.override(providers.Object(sentinel)):
-        assert container.l2_adapters() is sentinel
+    with container.l2_adapters.override(providers.Object([])):
+        resolved = _resolve_all(container)
+    assert resolved["hasher"].algorithm == "sha256_cbor"  # type: ignore[attr-defined]
+    assert resolved["arena"].stats().total_bytes == 8 << 30  # type: ignore[attr-defined]
+    assert resolved["eviction_loop"].eviction_ratio == 0.1  # type: ignore[attr-defined]
+    assert type(resolved["eviction_policy"]).__name__ == "IsolatedLruPolicy"
 
 
 def test_container_rejects_wrong_config_type() -> None:
