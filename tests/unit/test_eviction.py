@@ -136,3 +136,11 @@ def test_watermark_loop_evicts_ratio_of_used_bytes() -> None:
     assert (result.watermark_objects, result.watermark_bytes) == (3, 3 * ALIGN)
     assert [l1.contains(key(i)) for i in range(4)] == [False, False, False, True]
     assert events.of_type(L1Removed)[-1].reason == EvictionReason.WATERMARK
+
+
+def test_zero_ratio_leaves_eviction_to_on_demand_only() -> None:
+    l1, _, _ = make_l1(slots=4)
+    put(l1, *(key(i) for i in range(4)))
+    assert EvictionLoop(l1, trigger_watermark=0.5, eviction_ratio=0.0).step().watermark_objects == 0
+    assert all(l1.contains(key(i)) for i in range(4))
+    assert l1.reserve([key(9)], ALIGN) != [None]  # a full arena still makes room on demand
