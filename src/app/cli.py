@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcache import __version__
+from lmcache.adapters.memory._mapped import L1MemoryError
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.container import CoordinatorContainer, ServerContainer
@@ -71,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_server(config: Any) -> int:
     container = ServerContainer(config=config)
     container.l2_adapters()  # fails here, naming --l2-adapter #N, when a backend cannot be built
+    try:
+        memory = container.l1_memory()  # the L1 medium the flags ask for (SHM, DAX, GDS) must be usable
+    except L1MemoryError as exc:
+        raise ConfigError(str(exc)) from None
+    memory.close()
     return _not_built("server", config)
 
 

@@ -115,3 +115,17 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "lmcache"
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and result.stdout.startswith("lmcache ")
+
+
+def test_gds_without_cufile_fails_at_start_up(tmp_path: Path) -> None:
+    result = _run("server", *REQUIRED, "--gds-l1-path", str(tmp_path))
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.startswith(f"lmcache server: error: --gds-l1-path {tmp_path}: GDS L1 cannot start: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_devdax_file_is_mapped_at_start_up(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "dax"
+    result = _run("server", *REQUIRED, "--l1-devdax-path", str(missing), "--no-l1-use-lazy", "--shm-name", "")
+    assert result.returncode == EXIT_CONFIG
+    assert str(missing) in result.stderr and "Traceback" not in result.stderr
