@@ -2,6 +2,9 @@
 
 Every method works on batches of keys so a backend can pipeline (one Redis round trip, one thread-pool
 hop) instead of paying per object. Results are per key and in the order of the keys given.
+
+Departure from conventions.md §6, whose sketch stores one key per call: batching is what lets the Redis
+and S3 backends pipeline, and a one-key call is just a batch of one.
 """
 
 from __future__ import annotations
