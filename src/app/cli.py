@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcache import __version__
-from lmcache.adapters.memory._mapped import L1MemoryError
+from lmcache.adapters.memory.factory import L1MemoryError
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.container import CoordinatorContainer, ServerContainer

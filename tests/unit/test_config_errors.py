@@ -164,3 +164,9 @@ def test_missing_profile(tmp_path: Path) -> None:
 def test_flag_fixes_a_profile_mistake(write_yaml: Callable[[str, str], Path]) -> None:
     profile = write_yaml("bad.yaml", "l1: {eviction_ratio: 3}\n")
     assert server(["--eviction-ratio", "0.5"], profiles=[profile]).l1.eviction_ratio == 0.5
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_numbers_are_rejected(value: str) -> None:
+    (message,) = _errors(["--l1-size-gb", value])
+    assert message.startswith("--l1-size-gb: ") and "finite" in message

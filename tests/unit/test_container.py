@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from dependency_injector import providers
@@ -58,9 +58,9 @@ PROVIDERS = (
 )
 
 
-def _resolve_all(container: ServerContainer) -> dict[str, object]:
+def _resolve_all(container: ServerContainer) -> dict[str, Any]:
     resolved = {name: getattr(container, name)() for name in PROVIDERS}
-    resolved["l1_memory"].close()  # type: ignore[attr-defined]
+    resolved["l1_memory"].close()
     return resolved
 
 
@@ -69,9 +69,9 @@ def test_default_config_resolves() -> None:
     resolved = _resolve_all(container)
     assert type(resolved["eviction_policy"]).__name__ == "LruPolicy"
     assert resolved["l2_adapters"] == []
-    assert resolved["arena"].stats().total_bytes == 1 << 30  # type: ignore[attr-defined]
-    assert resolved["l1"].arena is resolved["arena"]  # type: ignore[attr-defined]
-    assert resolved["hasher"].chunk_size == 256  # type: ignore[attr-defined]
+    assert resolved["arena"].stats().total_bytes == 1 << 30
+    assert resolved["l1"].arena is resolved["arena"]
+    assert resolved["hasher"].chunk_size == 256
 
 
 @pytest.mark.parametrize(
@@ -92,9 +92,9 @@ def test_full_config_resolves_with_adapters_swapped(tmp_path: Path) -> None:
         container.l2_adapters()
     with container.l2_adapters.override(providers.Object([])):
         resolved = _resolve_all(container)
-    assert resolved["hasher"].algorithm == "sha256_cbor"  # type: ignore[attr-defined]
-    assert resolved["arena"].stats().total_bytes == 8 << 30  # type: ignore[attr-defined]
-    assert resolved["eviction_loop"].eviction_ratio == 0.1  # type: ignore[attr-defined]
+    assert resolved["hasher"].algorithm == "sha256_cbor"
+    assert resolved["arena"].stats().total_bytes == 8 << 30
+    assert resolved["eviction_loop"].eviction_ratio == 0.1
     assert type(resolved["eviction_policy"]).__name__ == "IsolatedLruPolicy"
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from lmcache.adapters.memory._mapped import L1MemoryError
 from lmcache.adapters.memory.anonymous import AnonymousL1Memory
 from lmcache.adapters.memory.devdax import DevdaxL1Memory
 from lmcache.adapters.memory.gds import GdsL1Memory
@@ -19,6 +20,8 @@ from lmcache.adapters.memory.shm import ShmL1Memory
 
 if TYPE_CHECKING:
     from lmcache.adapters.memory._mapped import MappedL1Memory
+
+__all__ = ("L1MemoryError", "open_l1_memory", "shm_room")
 
 logger = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"

@@ -23,7 +23,7 @@ CROSS_FIELD = "cross_field"
 class Section(BaseModel):
     """Base of every config model: unknown keys are errors and a built config never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False, allow_inf_nan=False)
 
 
 def flag(

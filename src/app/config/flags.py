@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import typing
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticUndefined
@@ -91,10 +90,10 @@ def default_text(leaf: LeafField) -> str:
         return "unset"
     if isinstance(default, bool):
         return "on" if default else "off"
-    if default == "" or default == []:
-        return '""' if default == "" else "none"
-    if isinstance(default, Path):
-        return str(default)
+    if default == "":
+        return '""'
+    if default == []:
+        return "none"
     return str(default)
 
 
