@@ -1,0 +1,1 @@
+"""Litestar HTTP apps of the server: health, status, cache admin, quotas, L2 keys, metrics."""

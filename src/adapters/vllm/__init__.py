@@ -1,0 +1,1 @@
+"""vLLM KV-connector v1 adapters (scheduler and worker roles) speaking to `lmcache server`."""
