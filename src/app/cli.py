@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import zmq
+
 from lmcache import __version__
 from lmcache.adapters.memory.factory import L1MemoryError
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.container import CoordinatorContainer, ServerContainer
 from lmcache.app.logging_setup import configure_logging
+from lmcache.app.runtime import ServerRuntime
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -73,11 +76,16 @@ def _run_server(config: Any) -> int:
     container = ServerContainer(config=config)
     container.l2_adapters()  # fails here, naming --l2-adapter #N, when a backend cannot be built
     try:
-        memory = container.l1_memory()  # the L1 medium the flags ask for (SHM, DAX, GDS) must be usable
+        container.l1_memory()  # the L1 medium the flags ask for (SHM, DAX, GDS) must be usable
     except L1MemoryError as exc:
         raise ConfigError(str(exc)) from None
-    memory.close()
-    return _not_built("server", config)
+    logger.debug("Effective configuration:\n%s", dump_config(config))
+    runtime = ServerRuntime(container)
+    try:
+        runtime.start()
+    except zmq.ZMQError as exc:
+        raise ConfigError(f"--host/--port: cannot bind {config.mp.host}:{config.mp.port} ({exc})") from None
+    return runtime.serve_forever()
 
 
 def _run_coordinator(config: Any) -> int:

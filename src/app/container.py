@@ -7,17 +7,23 @@ providers are resolved on demand, and the runtime (the serving issue) starts the
 
 from __future__ import annotations
 
+import time
+
 from dependency_injector import containers, providers
 
 from lmcache.adapters.memory.factory import open_l1_memory
+from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import CoordinatorConfig, ServerConfig
 from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.storage_loop import StorageLoop
 from lmcache.domain.arena import ArenaAllocator
+from lmcache.domain.cache_engine import CacheEngine
+from lmcache.domain.event_fanout import FanoutEventSink
 from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
 from lmcache.domain.eviction_loop import EvictionLoop
 from lmcache.domain.hashing import TokenHasher
+from lmcache.domain.kv_events import KVEventLog
 from lmcache.domain.l1_manager import L1Manager
-from lmcache.domain.null_events import NullEventSink
 from lmcache.domain.prefetch_controller import PrefetchController
 from lmcache.domain.quotas import QuotaTable
 from lmcache.domain.sessions import SessionManager
@@ -25,6 +31,7 @@ from lmcache.domain.store_controller import StoreController
 from lmcache.domain.supervisor import Supervisor
 from lmcache.domain.system_clock import SystemClock
 from lmcache.domain.units import gb_to_bytes
+from lmcache.domain.workers import WorkerRegistry
 
 __all__ = ("CoordinatorContainer", "ServerContainer")
 
@@ -33,12 +40,29 @@ def _wants_shm_pool(transfer_mode: str) -> bool:
     return transfer_mode in ("engine_driven", "auto")
 
 
+def _event_log_size(size: int, observability_off: bool) -> int:
+    return 0 if observability_off else size
+
+
+def _arena_tensor(memory: object) -> object:
+    return memory.tensor  # type: ignore[attr-defined]
+
+
 class ServerContainer(containers.DeclarativeContainer):
     """Object graph of `lmcache server`."""
 
     config = providers.Dependency(instance_of=ServerConfig)
     clock = providers.Singleton(SystemClock)
-    events = providers.Singleton(NullEventSink)
+    kv_events = providers.Singleton(
+        KVEventLog,
+        capacity=providers.Callable(
+            _event_log_size,
+            config.provided.mp.kv_event_log_size,
+            config.provided.observability.disable_observability,
+        ),
+        incarnation=providers.Callable(time.time_ns),
+    )
+    events = providers.Singleton(FanoutEventSink, providers.List(kv_events))
     quotas = providers.Singleton(QuotaTable)
     eviction_policy = providers.Selector(
         config.provided.l1.eviction_policy,
@@ -69,7 +93,15 @@ class ServerContainer(containers.DeclarativeContainer):
     hasher = providers.Singleton(
         TokenHasher, chunk_size=config.provided.mp.chunk_size, algorithm=config.provided.mp.hash_algorithm
     )
-    sessions = providers.Singleton(SessionManager, l1, hasher, clock)
+    sessions = providers.Singleton(
+        SessionManager, l1, hasher, clock, ttl_s=config.provided.mp.session_ttl_seconds
+    )
+    workers = providers.Singleton(
+        WorkerRegistry,
+        clock,
+        reap_timeout_s=config.provided.mp.worker_reap_timeout_seconds,
+        grace_s=config.provided.mp.worker_registration_grace_seconds,
+    )
     l1_memory = providers.Singleton(
         open_l1_memory,
         providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
@@ -99,6 +131,21 @@ class ServerContainer(containers.DeclarativeContainer):
         events=events,
     )
     supervisor = providers.Singleton(Supervisor, clock)
+    storage_loop = providers.Singleton(StorageLoop)
+    engine = providers.Singleton(
+        CacheEngine,
+        l1,
+        sessions,
+        workers,
+        prefetch_controller,
+        store_controller,
+        submit=storage_loop.provided.submit,
+        kv_events=kv_events,
+        null_block_id=config.provided.mp.null_block_id,
+    )
+    registrar = providers.Singleton(
+        CpuRegistrar, workers, providers.Callable(_arena_tensor, l1_memory), config.provided.mp.chunk_size
+    )
 
 
 class CoordinatorContainer(containers.DeclarativeContainer):

@@ -119,6 +119,28 @@ class PrefetchController:
             raise
         job.set_result(result.prefix_chunks)
 
+    @property
+    def has_adapters(self) -> bool:
+        """Whether any L2 tier is configured (without one a prefetch only locks L1 hits)."""
+        return bool(self._adapters)
+
+    def run_job_now(self, request: PrefetchRequest, job: PrefetchJob) -> None:
+        """Run a prefetch on the calling thread; only valid without adapters, where it never suspends.
+
+        Saves the hop to the storage loop on L1-only servers, so the lookup's result is ready when its
+        reply leaves (the first status poll then already reads the hit count).
+        """
+        if self._adapters:
+            raise RuntimeError("run_job_now needs a server without L2 adapters")
+        coro = self.run_job(request, job)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        coro.close()
+        job.set_result(0)
+        raise RuntimeError("prefetch suspended although no L2 adapter is configured")
+
     async def prefetch(self, request: PrefetchRequest) -> PrefetchResult:
         """Lock and load the longest prefix present in every row; see the module docstring."""
         nrows = len(request.rows)

@@ -100,6 +100,23 @@ class MpServerConfig(Section):
         description="Silence allowed to a registered worker that never pinged; must be >= "
         "--worker-reap-timeout-seconds.",
     )
+    session_ttl_seconds: float = flag(
+        600.0,
+        gt=0,
+        metavar="SECONDS",
+        description="Lifetime of a request session (cached chunk hashes, lookup result) after its creation.",
+    )
+    null_block_id: int = flag(
+        0,
+        metavar="ID",
+        description="Engine block id that marks an unallocated block; a chunk made only of it is not stored.",
+    )
+    kv_event_log_size: int = flag(
+        32768,
+        ge=0,
+        metavar="N",
+        description="Records kept by the KV-event log behind subscribe_kv_events; 0 disables the stream.",
+    )
     enable_segmented_prefix: bool = flag(
         False,
         description="CacheBlend only: on a mid-prefix L2 retrieve failure keep the post-gap chunks "

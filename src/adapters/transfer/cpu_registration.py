@@ -1,0 +1,110 @@
+"""`register_kv_cache` for CPU workers: map the engine's SHM segments and build the instance's transfer.
+
+CUDA descriptors need the GPU data path, which this build does not have: they fail registration with a
+message saying so (the engine then recomputes; see wire-protocol.md §1.8 on void registration ops).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lmcache.adapters.transfer.cpu_kv import CpuKVTransfer, torch_dtype
+from lmcache.adapters.transfer.shm_segment import ShmSegment
+from lmcache.adapters.transport.wire_types import CpuShmDescriptor
+from lmcache.domain.kv_layout import EngineGroup, LayoutError, TensorSpec, build_layout
+from lmcache.domain.workers import Worker
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import torch
+
+    from lmcache.adapters.transport.wire_types import Descriptor, EngineGroupInfo
+    from lmcache.domain.workers import WorkerRegistry
+
+__all__ = ("CpuRegistrar", "RegistrationError")
+logger = logging.getLogger("lmcache.registration")
+
+
+class RegistrationError(ValueError):
+    """A registration that cannot be served; the message names the instance and the reason."""
+
+
+class CpuRegistrar:
+    """Registers and unregisters lmcache-driven CPU workers.
+
+    Args:
+        workers: The worker registry.
+        arena: The L1 arena as one uint8 tensor.
+        chunk_size: `--chunk-size`.
+        shm_dir: Where POSIX SHM lives.
+    """
+
+    def __init__(
+        self, workers: WorkerRegistry, arena: torch.Tensor, chunk_size: int, shm_dir: str = "/dev/shm"
+    ) -> None:
+        self.workers = workers
+        self.arena = arena
+        self.chunk_size = chunk_size
+        self.shm_dir = shm_dir
+
+    def register(
+        self, instance_id: int, descriptors: Sequence[Descriptor], model_name: str, world_size: int,
+        engine_type: str, hints: Mapping[str, Any], groups: Sequence[EngineGroupInfo],
+    ) -> bool:  # fmt: skip
+        """Register or refresh; returns False when the instance was already registered (refreshed)."""
+        if self.workers.get(instance_id) is not None:
+            return False
+        specs: list[TensorSpec] = []
+        for number, desc in enumerate(descriptors):
+            if not isinstance(desc, CpuShmDescriptor):
+                raise RegistrationError(
+                    f"layer {number}: {type(desc).__name__} descriptors need the GPU data path, which this "
+                    "server build does not include (CPU workers register with cpu_shm)"
+                )
+            meta = desc.metadata
+            spec = TensorSpec(meta.dtype.removeprefix("torch."), tuple(meta.shape), tuple(meta.stride),
+                              meta.storage_offset)  # fmt: skip
+            if spec.span_bytes() > desc.nbytes:
+                raise RegistrationError(f"layer {number}: tensor spans {spec.span_bytes()} bytes, segment "
+                                        f"{desc.shm_name!r} maps {desc.nbytes}")  # fmt: skip
+            specs.append(spec)
+        try:
+            layout = build_layout(
+                specs,
+                hints,
+                [EngineGroup(g.engine_group_id, g.layer_indices, g.tokens_per_block) for g in groups],
+                self.chunk_size,
+            )
+        except LayoutError as exc:
+            raise RegistrationError(str(exc)) from exc
+        segments: dict[str, ShmSegment] = {}
+        try:
+            layers = []
+            for desc, spec in zip(descriptors, specs, strict=True):
+                assert isinstance(desc, CpuShmDescriptor)
+                segment = segments.get(desc.shm_name)
+                if segment is None:
+                    segment = segments[desc.shm_name] = ShmSegment(desc.shm_name, desc.nbytes, self.shm_dir)
+                layers.append(
+                    segment.tensor(torch_dtype(spec.dtype), spec.shape, spec.stride, spec.storage_offset)
+                )
+            transfer = CpuKVTransfer(layout, layers, self.arena, list(segments.values()))
+        except Exception as exc:
+            for segment in segments.values():
+                segment.close()
+            raise RegistrationError(str(exc)) from exc
+        now = self.workers.now()
+        fmt = layout.groups[0].geometry.fmt.value
+        extra = {"engine_type": engine_type, "kv_layout_hints": dict(hints), "format": fmt}
+        worker = Worker(instance_id, model_name, world_size, "lmcache_driven", layout, transfer, now, now)
+        worker.extra.update(extra)
+        self.workers.add(worker)
+        logger.info("Registered KV cache for GPU ID %d with %d layers", instance_id, layout.num_layers)
+        return True
+
+    def release(self, worker: Worker) -> None:
+        """Unmap a removed worker's memory."""
+        if worker.transfer is not None:
+            worker.transfer.close()

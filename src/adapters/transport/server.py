@@ -1,0 +1,250 @@
+"""The ZMQ ROUTER server (wire-protocol.md §1-2): one socket thread, an affinity pool and a CPU pool.
+
+The socket thread reads frames, resolves the op, decodes its payloads and runs SYNC ops inline; AFF and
+CPU ops go to the pools, which encode their reply and hand it back through a queue plus an eventfd that
+the socket thread polls beside the socket. Only the socket thread touches the socket. Every request is
+answered: an unknown op gets the 2-frame None reply, a known op that cannot be decoded, is disabled, is
+over the in-flight bound, or whose handler raises gets its failure value; each case is counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import zmq
+
+from lmcache.adapters.transport.ops import mode_allows, resolve
+from lmcache.adapters.transport.pools import AffinityPool
+from lmcache.adapters.transport.streams import Subscriptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from lmcache.adapters.transport.ops import Op
+    from lmcache.domain.kv_events import KVEventLog
+
+__all__ = ("ZmqServer",)
+
+logger = logging.getLogger("lmcache.server")
+_encoder = msgspec.msgpack.Encoder()
+_any = msgspec.msgpack.Decoder()
+_ONE = (1).to_bytes(8, "little")
+
+
+class ZmqServer:
+    """Serves the op table over a ROUTER socket.
+
+    Args:
+        url: `tcp://host:port` to bind.
+        handlers: Op name -> handler (decoded payloads in, response out).
+        transfer_mode: `--supported-transfer-mode` (which transfer ops are enabled).
+        kv_events: The KV-event log behind `subscribe_kv_events`.
+        gpu_workers: Affinity threads (`--max-gpu-workers`).
+        cpu_workers: CPU pool threads (`--max-cpu-workers`).
+        max_in_flight: Requests queued or running in the pools at most; more get their failure value.
+    """
+
+    def __init__(
+        self, url: str, handlers: Mapping[str, Callable[..., Any]], transfer_mode: str, kv_events: KVEventLog,
+        gpu_workers: int = 1, cpu_workers: int = 1, max_in_flight: int = 4096,
+    ) -> None:  # fmt: skip
+        self.url = url
+        self._handlers = handlers
+        self._mode = transfer_mode
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.bind(url)
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._aff = AffinityPool(gpu_workers)
+        self._cpu_pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="lmcache-cpu")
+        self._replies: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._streams = Subscriptions(kv_events, self._send)
+        self._pending_unsubscribe: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self.max_in_flight = max_in_flight
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._running = threading.Event()
+        self._accepting = True
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the socket thread."""
+        self._running.set()
+        self._thread = threading.Thread(target=self._serve, name="lmcache-zmq", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop reading requests, let the pools finish and send their replies, then close the socket."""
+        self._accepting = False
+        self._aff.shutdown(wait=True)
+        self._cpu_pool.shutdown(wait=True)
+        self._running.clear()
+        self._wakeup()
+        if self._thread is not None:
+            self._thread.join(drain_timeout_s)
+        self._socket.close()
+        os.close(self._wake)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or running in the pools."""
+        return self._in_flight
+
+    def close_stream(self, instance_id: int) -> None:
+        """End an instance's KV-event stream (thread-safe: done by the socket thread)."""
+        self._pending_unsubscribe.put(instance_id)
+        self._wakeup()
+
+    # ----------------------------------------------------------- socket thread
+    def _wakeup(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake, _ONE)
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self._socket.send_multipart(frames, copy=len(frames[-1]) < 65536)
+        except zmq.ZMQError as exc:
+            logger.debug("Reply to a vanished client dropped: %s", exc)
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
+        while self._running.is_set() or not self._replies.empty():
+            timeout = 10 if len(self._streams) else 200
+            ready = dict(poller.poll(timeout))
+            if ready.get(self._wake):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake, 8)
+            self._flush_replies()
+            while not self._pending_unsubscribe.empty():
+                self._streams.close_instance(self._pending_unsubscribe.get())
+            if ready.get(self._socket) and self._accepting:
+                for _ in range(256):
+                    try:
+                        frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    self._on_request(frames)
+                self._flush_replies()
+            if len(self._streams):
+                self._streams.pump()
+        self._streams.close_all()
+        self._flush_replies()
+
+    def _flush_replies(self) -> None:
+        while True:
+            try:
+                frames = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._send(frames)
+
+    def _on_request(self, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        if not rest:
+            self.errors["malformed"] += 1
+            return
+        uid = rest[0]
+        if len(rest) == 1:
+            self.errors["malformed"] += 1
+            self._send([identity, uid, b""])
+            return
+        op_frame = rest[1]
+        if op_frame == b"":
+            if len(rest) == 3:
+                self._streams.control(identity, uid, rest[2])
+            return
+        try:
+            op_value = _any.decode(op_frame)
+        except msgspec.DecodeError:
+            op_value = None
+        op, failure, known = resolve(op_value)
+        if op is None:
+            self.errors["unsupported_op" if known else "unknown_op"] += 1
+            if not known:
+                logger.warning("Unknown op %r; answered with an empty reply", op_value)
+            self._reply(identity, uid, op_frame, failure)
+            return
+        self.requests[op.name] += 1
+        args = self._decode(op, rest[2:])
+        if args is None or not mode_allows(op, self._mode):
+            self.errors[op.name] += 1
+            self._reply(identity, uid, op_frame, op.failure)
+            return
+        if op.pool == "sync":
+            self._reply(identity, uid, op_frame, self._run(op, args))
+        elif op.pool == "stream":
+            try:
+                self._streams.subscribe(identity, uid, op_frame, *args)
+            except Exception as exc:
+                self.errors[op.name] += 1
+                logger.warning("subscribe_kv_events refused: %s", exc)
+                self._reply(identity, uid, op_frame, op.failure)
+                self._send([identity, uid, op_frame])
+        else:
+            self._dispatch(identity, uid, op_frame, op, args)
+
+    def _decode(self, op: Op, payloads: list[bytes]) -> list[Any] | None:
+        if len(payloads) != len(op.payloads) or sum(len(p) for p in payloads) > op.max_bytes:
+            return None
+        try:
+            return [decoder.decode(data) for decoder, data in zip(op.payloads, payloads, strict=True)]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, OverflowError) as exc:
+            logger.warning("%s: undecodable payload (%s)", op.name, exc)
+            return None
+
+    def _run(self, op: Op, args: list[Any]) -> Any:
+        try:
+            return self._handlers[op.name](*args)
+        except Exception as exc:
+            self.errors[op.name] += 1
+            logger.warning("%s failed: %s", op.name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+            return op.failure
+
+    def _dispatch(self, identity: bytes, uid: bytes, op_frame: bytes, op: Op, args: list[Any]) -> None:
+        with self._in_flight_lock:
+            if self._in_flight >= self.max_in_flight:
+                self.errors["overloaded"] += 1
+                self._reply(identity, uid, op_frame, op.failure)
+                return
+            self._in_flight += 1
+
+        def job() -> None:
+            try:
+                self._replies.put(self._frames(identity, uid, op_frame, self._run(op, args)))
+            except Exception:
+                logger.exception("%s: reply could not be encoded", op.name)
+                self._replies.put(self._frames(identity, uid, op_frame, op.failure))
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight -= 1
+                self._wakeup()
+
+        if op.pool == "aff":
+            self._aff.submit(identity, job)
+        else:
+            self._cpu_pool.submit(job)
+
+    @staticmethod
+    def _frames(identity: bytes, uid: bytes, op_frame: bytes, response: Any) -> list[bytes]:
+        if response is None:
+            return [identity, uid, op_frame]
+        return [identity, uid, op_frame, _encoder.encode(response)]
+
+    def _reply(self, identity: bytes, uid: bytes, op_frame: bytes, response: Any) -> None:
+        self._send(self._frames(identity, uid, op_frame, response))

@@ -1,0 +1,152 @@
+"""The server's lifecycle: start the services in dependency order, serve, drain and release on a signal.
+
+Start: L1 memory, L2 adapters, the storage loop (store controller), supervised loops (eviction, TTL
+reaping, session expiry, worker reaper), then the ZMQ server, then the ready line. Stop (SIGTERM/SIGINT):
+stop reading requests and let in-flight ones finish, stop the loops, flush L2 stores, close adapters and
+free L1 (unlinking the SHM pool we created). Engines' own segments are only unmapped, never unlinked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from lmcache.adapters.memory.shm import ShmL1Memory
+from lmcache.adapters.transport.handlers import OpHandlers
+from lmcache.adapters.transport.server import ZmqServer
+from lmcache.domain.engine_driven import EngineDrivenService
+
+if TYPE_CHECKING:
+    from lmcache.app.container import ServerContainer
+
+__all__ = ("ServerRuntime",)
+logger = logging.getLogger("lmcache.runtime")
+
+
+def _bind_host(host: str) -> str:
+    return "127.0.0.1" if host == "localhost" else host
+
+
+class ServerRuntime:
+    """Owns the running server built from a container."""
+
+    def __init__(self, container: ServerContainer) -> None:
+        self.c = container
+        self.config = container.config()
+        self.stopped = threading.Event()
+        self.server: ZmqServer | None = None
+        self.handlers: OpHandlers | None = None
+        self.engine_driven: EngineDrivenService | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Build and start everything; raises on a start-up failure (after undoing what started)."""
+        c, cfg = self.c, self.config
+        memory = c.l1_memory()
+        try:
+            c.l2_adapters()
+            engine = c.engine()
+            mode = cfg.mp.supported_transfer_mode
+            engine_driven = None
+            if mode in ("engine_driven", "auto"):
+                pool = memory.name if isinstance(memory, ShmL1Memory) else ""
+                engine_driven = EngineDrivenService(engine, memory, pool)
+            kv_events = c.kv_events()
+            experimental = ["kv_event_stream"] if kv_events.enabled else []
+            self.handlers = OpHandlers(
+                engine, c.registrar(), engine_driven, experimental, self._on_unregister
+            )
+            self.engine_driven = engine_driven
+            self._start_loops()
+            url = f"tcp://{_bind_host(cfg.mp.host)}:{cfg.mp.port}"
+            self.server = ZmqServer(url, self.handlers.table, mode, kv_events, cfg.mp.max_gpu_workers,
+                                    cfg.mp.max_cpu_workers)  # fmt: skip
+            self.server.start()
+        except BaseException:
+            self.close()
+            raise
+        logger.info(
+            "LMCache cache server is running on %s (HTTP frontend not built yet)", self.server.endpoint
+        )
+        logger.info("LMCache cache server is running...")
+
+    def _start_loops(self) -> None:
+        c = self.c
+        sup, l1, sessions, workers = c.supervisor(), c.l1(), c.sessions(), c.workers()
+        sup.add("eviction", c.eviction_loop().step, 0.1)
+        sup.add("l1_ttl_reaper", l1.reap_expired, 1.0)
+        sup.add("session_expiry", sessions.expire, 60.0)
+        if workers.reap_timeout_s > 0:
+            sup.add("worker_reaper", self._reap_workers, workers.interval_s)
+        loop = c.storage_loop()
+        loop.start()
+        store = c.store_controller()
+        sup.add_async("l2_store", store.run, 0.0)
+        loop.submit(sup.run_async("l2_store"))
+        sup.start()
+
+    def _reap_workers(self) -> None:
+        for worker in self.c.workers().reap():
+            logger.warning("Reaped silent worker %d (%s)", worker.instance_id, worker.model_name)
+            if worker.transfer is not None:
+                worker.transfer.close()
+            if self.engine_driven is not None and worker.kind == "engine_driven":
+                self.engine_driven.unregister(worker.instance_id)
+            self._on_unregister(worker.instance_id)
+
+    def _on_unregister(self, instance_id: int) -> None:
+        if self.server is not None:
+            self.server.close_stream(instance_id)
+
+    # ------------------------------------------------------------------- stop
+    def serve_forever(self) -> int:
+        """Block until SIGTERM/SIGINT, then shut down; returns the exit status (0)."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not self.stopped.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+        return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.info("Received %s; draining in-flight requests", signal.Signals(signum).name)
+        self.stopped.set()
+
+    def close(self) -> None:
+        """Drain and release everything that was started; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        c = self.c
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        c.supervisor().stop()
+        loop = c.storage_loop()
+        try:
+            if loop._started:
+                loop.submit(c.store_controller().drain()).result(30)
+        except Exception as exc:
+            logger.warning("L2 stores still queued at shutdown were not flushed: %r", exc)
+        for worker in c.workers().workers():
+            c.workers().remove(worker.instance_id)
+            if worker.transfer is not None:
+                worker.transfer.close()
+        for adapter in c.l2_adapters():
+            try:
+                if loop._started:
+                    loop.submit(adapter.close()).result(30)
+                else:
+                    asyncio.run(adapter.close())
+            except Exception:
+                logger.exception("closing L2 adapter %s", type(adapter).__name__)
+        loop.stop()
+        c.l1_memory().close()
+        logger.info("LMCache cache server stopped")

@@ -1,0 +1,193 @@
+"""Engine-driven transfers (wire-protocol.md §5.11): the client copies, the server hands out L1 slots.
+
+With an SHM pool the client maps the whole L1 arena; `prepare_*` reserve or lock objects and answer with
+their offsets, `commit_*` make them visible or release them. Without a pool the chunk bytes travel in the
+message (`commit_store` data, `prepare_retrieve` data). Pending work is keyed by (instance, key identity);
+unregistering an instance aborts its uncommitted writes (their bytes may be incomplete, where LMCache
+would commit them) and releases its pending read locks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lmcache.domain.cache_engine import RequestError
+from lmcache.domain.kv_layout import EngineDrivenLayout, dtype_itemsize
+from lmcache.domain.workers import Worker
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.arena import Extent
+    from lmcache.domain.cache_engine import CacheEngine, RequestKey
+    from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l1_memory import L1Memory
+
+
+@dataclass(slots=True)
+class _Pending:
+    keys: list[ObjectKey]
+    extents: list[Extent]
+
+
+def _identity(instance_id: int, key: RequestKey) -> tuple[Any, ...]:
+    return (instance_id, key.model_name, key.world_size, key.worker_id, tuple(key.token_ids), key.start,
+            key.end, key.cache_salt)  # fmt: skip
+
+
+class EngineDrivenService:
+    """Ops 14-19 over the cache engine.
+
+    Args:
+        engine: The cache engine (L1, sessions, workers).
+        memory: The L1 arena bytes.
+        pool_name: Name of the SHM pool the client maps ("" = no pool: bytes in the message).
+    """
+
+    def __init__(self, engine: CacheEngine, memory: L1Memory, pool_name: str) -> None:
+        self.engine = engine
+        self.memory = memory
+        self.pool_name = pool_name
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[Any, ...], _Pending] = {}
+        self._reads: dict[tuple[Any, ...], _Pending] = {}
+
+    @property
+    def pool_size(self) -> int:
+        """Bytes of the SHM pool (0 without one)."""
+        return self.memory.size_bytes if self.pool_name else 0
+
+    def register(
+        self, instance_id: int, model_name: str, world_size: int, block_size: int, num_layers: int,
+        hidden_dim_size: int, dtype_str: str, use_mla: bool, num_physical_slots: int | None,
+    ) -> tuple[str, int]:  # fmt: skip
+        """Register (or refresh) an engine-driven worker; returns the pool name and size."""
+        workers = self.engine.workers
+        if workers.get(instance_id) is None:
+            slots = self.engine.chunk_size if num_physical_slots is None else num_physical_slots
+            if slots <= 0 or num_layers <= 0 or hidden_dim_size <= 0 or block_size <= 0:
+                raise RequestError("slots, layers, hidden size and block size must be > 0")
+            dtype_itemsize(dtype_str)
+            layout = EngineDrivenLayout(
+                num_layers, slots, hidden_dim_size, dtype_str.removeprefix("torch."), use_mla
+            )
+            now = workers.now()
+            workers.add(Worker(instance_id, model_name, world_size, "engine_driven", layout, None, now, now,
+                               extra={"block_size": block_size}))  # fmt: skip
+        return self.pool_name, self.pool_size
+
+    def unregister(self, instance_id: int) -> bool:
+        """Drop the worker, abort its pending writes and release its pending read locks."""
+        with self._lock:
+            stores = [k for k in self._stores if k[0] == instance_id]
+            reads = [k for k in self._reads if k[0] == instance_id]
+            aborted = [self._stores.pop(k) for k in stores]
+            released = [self._reads.pop(k) for k in reads]
+        for pending in aborted:
+            self.engine.l1.abort(pending.keys)
+        for pending in released:
+            self.engine.l1.unlock_read(pending.keys, 1)
+        return self.engine.workers.remove(instance_id) is not None
+
+    def _worker(self, instance_id: int) -> Worker:
+        worker = self.engine.workers.get(instance_id)
+        if worker is None or worker.kind != "engine_driven":
+            raise RequestError(f"instance {instance_id} has no engine-driven registration")
+        return worker
+
+    def _slot(self, layout: EngineDrivenLayout, extent: Extent) -> dict[str, Any]:
+        return {
+            "offset": extent.offset,
+            "length": layout.object_bytes,
+            "shape": layout.shape,
+            "dtype": layout.dtype,
+        }
+
+    def prepare_store(self, key: RequestKey, instance_id: int) -> dict[str, Any]:
+        """Reserve the range's missing chunks; answer their slots (pool) or `{}` (bytes path)."""
+        worker = self._worker(instance_id)
+        if not self.pool_name:
+            return {}
+        keys, chunks = self.engine.range_keys(key, worker)
+        extents = self.engine.l1.reserve(keys, worker.layout.object_bytes)
+        taken = [(k, e, i) for k, e, i in zip(keys, extents, chunks, strict=True) if e is not None]
+        if taken:
+            ident = _identity(instance_id, key)
+            with self._lock:
+                old = self._stores.pop(ident, None)
+                self._stores[ident] = _Pending([k for k, _, _ in taken], [e for _, e, _ in taken])
+            if old is not None:
+                self.engine.l1.abort(old.keys)
+        layout = worker.layout
+        return {
+            "slots": [self._slot(layout, e) for _, e, _ in taken],
+            "chunk_indices": [i for _, _, i in taken],
+        }
+
+    def commit_store(self, key: RequestKey, instance_id: int, chunks: Sequence[memoryview] | None) -> bool:
+        """Commit the pending slots, or (with `chunks`) write the message's chunk bytes and commit them."""
+        worker = self._worker(instance_id)
+        if chunks is not None:
+            return self._store_bytes(key, worker, chunks)
+        with self._lock:
+            pending = self._stores.pop(_identity(instance_id, key), None)
+        if pending is None:
+            return False
+        committed = [k for k, ok in zip(pending.keys, self.engine.l1.finish(pending.keys), strict=True) if ok]
+        self.engine.store_controller.submit(committed)
+        return len(committed) == len(pending.keys)
+
+    def _store_bytes(self, key: RequestKey, worker: Worker, chunks: Sequence[memoryview]) -> bool:
+        keys, _ = self.engine.range_keys(key, worker)
+        size = worker.layout.object_bytes
+        if len(chunks) != len(keys) or any(c.nbytes != size for c in chunks):
+            raise RequestError(f"expected {len(keys)} chunks of {size} bytes in commit_store data")
+        extents = self.engine.l1.reserve(keys, size)
+        taken = [(k, e, c) for k, e, c in zip(keys, extents, chunks, strict=True) if e is not None]
+        try:
+            for _, extent, chunk in taken:
+                self.memory.view(extent.offset, size)[:] = chunk.cast("B")
+        except Exception:
+            self.engine.l1.abort([k for k, _, _ in taken])
+            raise
+        taken_keys = [k for k, _, _ in taken]
+        committed = [k for k, ok in zip(taken_keys, self.engine.l1.finish(taken_keys), strict=True) if ok]
+        self.engine.store_controller.submit(committed)
+        return len(committed) == len(taken)
+
+    def prepare_retrieve(
+        self, key: RequestKey, instance_id: int
+    ) -> tuple[bool, list[bytearray], dict[str, Any]]:
+        """Check every chunk is read-locked; answer slots (locks kept) or chunk bytes (locks released)."""
+        worker = self._worker(instance_id)
+        keys, _ = self.engine.range_keys(key, worker)
+        l1 = self.engine.l1
+        extents = [l1.extent(k) if l1.readers(k) > 0 else None for k in keys]
+        if any(e is None for e in extents):
+            l1.unlock_read([k for k, e in zip(keys, extents, strict=True) if e is not None], 1)
+            return False, [], {}
+        ready = [e for e in extents if e is not None]
+        if not self.pool_name:
+            try:
+                data = [bytearray(self.memory.view(e.offset, worker.layout.object_bytes)) for e in ready]
+            finally:
+                l1.unlock_read(keys, 1)
+            return True, data, {}
+        ident = _identity(instance_id, key)
+        with self._lock:
+            old = self._reads.pop(ident, None)
+            self._reads[ident] = _Pending(keys, ready)
+        if old is not None:
+            l1.unlock_read(old.keys, 1)
+        return True, [], {"slots": [self._slot(worker.layout, e) for e in ready]}
+
+    def commit_retrieve(self, key: RequestKey, instance_id: int) -> bool:
+        """Release the locks a pool retrieve kept; True (also when the bytes already travelled)."""
+        self._worker(instance_id)
+        with self._lock:
+            pending = self._reads.pop(_identity(instance_id, key), None)
+        if pending is not None:
+            self.engine.l1.unlock_read(pending.keys, 1)
+        return True
