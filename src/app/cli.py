@@ -18,7 +18,8 @@ from lmcache import __version__
 from lmcache.adapters.memory.factory import L1MemoryError
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
-from lmcache.app.container import CoordinatorContainer, ServerContainer
+from lmcache.app.container import ServerContainer
+from lmcache.app.coordinator_main import run_coordinator
 from lmcache.app.logging_setup import configure_logging
 from lmcache.app.runtime import ServerRuntime
 
@@ -27,10 +28,9 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-__all__ = ("EXIT_CONFIG", "EXIT_NOT_BUILT", "build_parser", "main")
+__all__ = ("EXIT_CONFIG", "build_parser", "main")
 
 EXIT_CONFIG = 2
-EXIT_NOT_BUILT = 3
 
 logger = logging.getLogger("lmcache.app.cli")
 
@@ -89,18 +89,7 @@ def _run_server(config: Any) -> int:
 
 
 def _run_coordinator(config: Any) -> int:
-    CoordinatorContainer(config=config)
-    return _not_built("coordinator", config)
-
-
-def _not_built(command: str, config: BaseModel) -> int:
-    logger.info("Effective configuration:\n%s", dump_config(config))
-    print(
-        f"lmcache {command}: the configuration is valid, but serving is not built yet in this version; "
-        "nothing is listening.",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_BUILT
+    return run_coordinator(config)
 
 
 _RUNNERS: dict[str, Callable[[Any], int]] = {"server": _run_server, "coordinator": _run_coordinator}

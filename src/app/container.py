@@ -13,7 +13,7 @@ from dependency_injector import containers, providers
 
 from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
-from lmcache.app.config import CoordinatorConfig, ServerConfig
+from lmcache.app.config import ServerConfig
 from lmcache.app.l2_factory import build_l2_adapters
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.domain.arena import ArenaAllocator
@@ -33,7 +33,7 @@ from lmcache.domain.system_clock import SystemClock
 from lmcache.domain.units import gb_to_bytes
 from lmcache.domain.workers import WorkerRegistry
 
-__all__ = ("CoordinatorContainer", "ServerContainer")
+__all__ = ("ServerContainer",)
 
 
 def _wants_shm_pool(transfer_mode: str) -> bool:
@@ -146,9 +146,3 @@ class ServerContainer(containers.DeclarativeContainer):
     registrar = providers.Singleton(
         CpuRegistrar, workers, providers.Callable(_arena_tensor, l1_memory), config.provided.mp.chunk_size
     )
-
-
-class CoordinatorContainer(containers.DeclarativeContainer):
-    """Object graph of `lmcache coordinator`; its fleet services arrive with the coordinator issue."""
-
-    config = providers.Dependency(instance_of=CoordinatorConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from lmcache.app.cli import EXIT_CONFIG, EXIT_NOT_BUILT, main
+from lmcache.app.cli import EXIT_CONFIG, main
 from lmcache.app.config import ServerConfig, load_config
 
 if TYPE_CHECKING:
@@ -48,10 +49,15 @@ def test_missing_required_flags_exit_2() -> None:
     ]
 
 
-def test_server_says_serving_is_not_built() -> None:
-    result = _run("server", *REQUIRED, env={"LMCACHE_LOG_LEVEL": "WARNING"})
-    assert result.returncode == EXIT_NOT_BUILT
-    assert "serving is not built yet" in result.stderr
+def test_server_port_in_use_exits_2_naming_the_flag() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("server", *REQUIRED, "--host", "127.0.0.1", "--port", str(port), "--shm-name", "")
+    assert result.returncode == EXIT_CONFIG
+    assert f"--host/--port: cannot bind 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unavailable_l2_backend_fails_at_start_up() -> None:
