@@ -139,7 +139,13 @@ class ZmqServer:
                         frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
                     except zmq.Again:
                         break
-                    self._on_request(frames)
+                    try:
+                        self._on_request(frames)
+                    except Exception:  # never let one request take the socket thread down
+                        self.errors["internal"] += 1
+                        logger.exception("Request could not be handled; answering with an empty reply")
+                        if len(frames) >= 2:
+                            self._send([frames[0], frames[1], b""])
                 self._flush_replies()
             if len(self._streams):
                 self._streams.pump()
@@ -166,12 +172,15 @@ class ZmqServer:
             return
         op_frame = rest[1]
         if op_frame == b"":
-            if len(rest) == 3:
-                self._streams.control(identity, uid, rest[2])
+            if len(rest) == 3 and rest[2] in (b"ack", b"cancel"):
+                self._streams.control(identity, uid, rest[2])  # stream control: never answered (§1.7)
+                return
+            self.errors["malformed"] += 1
+            self._send([identity, uid, b""])
             return
         try:
             op_value = _any.decode(op_frame)
-        except msgspec.DecodeError:
+        except Exception:  # msgspec raises DecodeError, or UnicodeDecodeError for a bad str
             op_value = None
         op, failure, known = resolve(op_value)
         if op is None:

@@ -115,7 +115,9 @@ class Engine:
     def register(self) -> None:
         groups = [EngineGroupInfo(0, tuple(range(LAYERS)), 16)]
         descriptors = [t.descriptor for t in self.layers]
-        self.client.register_kv_cache(self.instance_id, descriptors, self.model, 1, "vllm", {"kv_layout": "NHD"}, groups)
+        self.client.register_kv_cache(
+            self.instance_id, descriptors, self.model, 1, "vllm", {"kv_layout": "NHD"}, groups
+        )
 
     def blocks(self, block_ids: list[int]) -> list[torch.Tensor]:
         """Copies of the given blocks of every layer."""
