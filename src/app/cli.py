@@ -16,6 +16,7 @@ import zmq
 
 from lmcache import __version__
 from lmcache.adapters.memory.factory import L1MemoryError
+from lmcache.app.bench import add_bench_parser, run_bench
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.container import ServerContainer
@@ -49,12 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary, argument_default=argparse.SUPPRESS)
         add_config_flags(sub, model)
         sub.set_defaults(_model=model)
+    add_bench_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lmcache` console script; returns the exit status."""
-    args = vars(build_parser().parse_args(argv))
+    namespace = build_parser().parse_args(argv)
+    if namespace.command == "bench":
+        configure_logging("WARNING")
+        return run_bench(namespace)
+    args = vars(namespace)
     command: str = args.pop("command")
     model: type[BaseModel] = args.pop("_model")
     profiles = [Path(p) for p in args.pop(CONFIG_DEST, [])]

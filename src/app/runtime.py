@@ -63,8 +63,9 @@ class ServerRuntime:
             self.engine_driven = engine_driven
             self._start_loops()
             url = f"tcp://{_bind_host(cfg.mp.host)}:{cfg.mp.port}"
-            self.server = ZmqServer(url, self.handlers.table, mode, kv_events, cfg.mp.max_gpu_workers,
-                                    cfg.mp.max_cpu_workers)  # fmt: skip
+            self.server = ZmqServer(
+                url, self.handlers.table, mode, kv_events, cfg.mp.max_gpu_workers, cfg.mp.max_cpu_workers
+            )
             self.server.start()
         except BaseException:
             self.close()

@@ -33,8 +33,16 @@ class _Pending:
 
 
 def _identity(instance_id: int, key: RequestKey) -> tuple[Any, ...]:
-    return (instance_id, key.model_name, key.world_size, key.worker_id, tuple(key.token_ids), key.start,
-            key.end, key.cache_salt)  # fmt: skip
+    return (
+        instance_id,
+        key.model_name,
+        key.world_size,
+        key.worker_id,
+        tuple(key.token_ids),
+        key.start,
+        key.end,
+        key.cache_salt,
+    )
 
 
 class EngineDrivenService:
@@ -60,9 +68,17 @@ class EngineDrivenService:
         return self.memory.size_bytes if self.pool_name else 0
 
     def register(
-        self, instance_id: int, model_name: str, world_size: int, block_size: int, num_layers: int,
-        hidden_dim_size: int, dtype_str: str, use_mla: bool, num_physical_slots: int | None,
-    ) -> tuple[str, int]:  # fmt: skip
+        self,
+        instance_id: int,
+        model_name: str,
+        world_size: int,
+        block_size: int,
+        num_layers: int,
+        hidden_dim_size: int,
+        dtype_str: str,
+        use_mla: bool,
+        num_physical_slots: int | None,
+    ) -> tuple[str, int]:
         """Register (or refresh) an engine-driven worker; returns the pool name and size."""
         workers = self.engine.workers
         if workers.get(instance_id) is None:
@@ -74,8 +90,19 @@ class EngineDrivenService:
                 num_layers, slots, hidden_dim_size, dtype_str.removeprefix("torch."), use_mla
             )
             now = workers.now()
-            workers.add(Worker(instance_id, model_name, world_size, "engine_driven", layout, None, now, now,
-                               extra={"block_size": block_size}))  # fmt: skip
+            workers.add(
+                Worker(
+                    instance_id,
+                    model_name,
+                    world_size,
+                    "engine_driven",
+                    layout,
+                    None,
+                    now,
+                    now,
+                    extra={"block_size": block_size},
+                )
+            )
         return self.pool_name, self.pool_size
 
     def unregister(self, instance_id: int) -> bool:

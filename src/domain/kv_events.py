@@ -68,9 +68,12 @@ class KVEventLog:
         return len(self._records) if self.enabled else 0
 
     def stored(
-        self, model_name: str, digests: Sequence[bytes], parents: Sequence[bytes | None],
+        self,
+        model_name: str,
+        digests: Sequence[bytes],
+        parents: Sequence[bytes | None],
         tokens: Sequence[Sequence[int]],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Append one `stored` record per committed chunk (its digest, its parent's and its tokens)."""
         if not self.enabled:
             return

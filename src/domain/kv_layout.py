@@ -16,10 +16,22 @@ if TYPE_CHECKING:
 
 # Element sizes of the torch dtype names engines send (`torch.` prefix stripped).
 DTYPE_ITEMSIZE: dict[str, int] = {
-    "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "float": 4, "half": 2,
-    "uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8,
-    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
-}  # fmt: skip
+    "float16": 2,
+    "bfloat16": 2,
+    "float32": 4,
+    "float64": 8,
+    "float": 4,
+    "half": 2,
+    "uint8": 1,
+    "int8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "float8_e4m3fnuz": 1,
+    "float8_e5m2fnuz": 1,
+}
 
 
 class LayoutError(ValueError):

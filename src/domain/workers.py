@@ -123,9 +123,10 @@ class WorkerRegistry:
         now = self._clock.monotonic()
         with self._lock:
             dead = [
-                w for w in self._workers.values()
+                w
+                for w in self._workers.values()
                 if now - w.last_seen > (self.reap_timeout_s if w.has_pinged else self.grace_s)
-            ]  # fmt: skip
+            ]
             for worker in dead:
                 del self._workers[worker.instance_id]
             self.reaped_total += len(dead)

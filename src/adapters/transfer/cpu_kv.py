@@ -73,9 +73,12 @@ class CpuKVTransfer:
     """
 
     def __init__(
-        self, layout: RegisteredLayout, layers: Sequence[torch.Tensor], arena: torch.Tensor,
+        self,
+        layout: RegisteredLayout,
+        layers: Sequence[torch.Tensor],
+        arena: torch.Tensor,
         closers: Sequence[object] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._layout = layout
         self._arena = arena
         self._closers = list(closers)
@@ -116,9 +119,12 @@ class CpuKVTransfer:
                             )
 
     def scatter(
-        self, block_ids: Sequence[Sequence[int]], chunks: Sequence[int], extents: Sequence[Extent],
+        self,
+        block_ids: Sequence[Sequence[int]],
+        chunks: Sequence[int],
+        extents: Sequence[Extent],
         skip_tokens: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """L1 objects -> engine blocks, leaving the first `skip_tokens` tokens' whole blocks untouched."""
         ids = self._ids(block_ids)
         for chunk, extent in zip(chunks, extents, strict=True):

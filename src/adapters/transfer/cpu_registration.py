@@ -50,9 +50,15 @@ class CpuRegistrar:
         self.shm_dir = shm_dir
 
     def register(
-        self, instance_id: int, descriptors: Sequence[Descriptor], model_name: str, world_size: int,
-        engine_type: str, hints: Mapping[str, Any], groups: Sequence[EngineGroupInfo],
-    ) -> bool:  # fmt: skip
+        self,
+        instance_id: int,
+        descriptors: Sequence[Descriptor],
+        model_name: str,
+        world_size: int,
+        engine_type: str,
+        hints: Mapping[str, Any],
+        groups: Sequence[EngineGroupInfo],
+    ) -> bool:
         """Register or refresh; returns False when the instance was already registered (refreshed)."""
         if self.workers.get(instance_id) is not None:
             return False
@@ -64,11 +70,14 @@ class CpuRegistrar:
                     "server build does not include (CPU workers register with cpu_shm)"
                 )
             meta = desc.metadata
-            spec = TensorSpec(meta.dtype.removeprefix("torch."), tuple(meta.shape), tuple(meta.stride),
-                              meta.storage_offset)  # fmt: skip
+            spec = TensorSpec(
+                meta.dtype.removeprefix("torch."), tuple(meta.shape), tuple(meta.stride), meta.storage_offset
+            )
             if spec.span_bytes() > desc.nbytes:
-                raise RegistrationError(f"layer {number}: tensor spans {spec.span_bytes()} bytes, segment "
-                                        f"{desc.shm_name!r} maps {desc.nbytes}")  # fmt: skip
+                raise RegistrationError(
+                    f"layer {number}: tensor spans {spec.span_bytes()} bytes, segment "
+                    f"{desc.shm_name!r} maps {desc.nbytes}"
+                )
             specs.append(spec)
         try:
             layout = build_layout(

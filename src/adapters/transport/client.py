@@ -209,17 +209,29 @@ class LMCacheClient:
         return list(self.call("get_experimental"))
 
     def register_kv_cache(
-        self, instance_id: int, descriptors: list[Descriptor], model_name: str, world_size: int,
-        engine_type: str = "vllm", hints: dict[str, Any] | None = None,
+        self,
+        instance_id: int,
+        descriptors: list[Descriptor],
+        model_name: str,
+        world_size: int,
+        engine_type: str = "vllm",
+        hints: dict[str, Any] | None = None,
         groups: list[EngineGroupInfo] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Op 1 (descriptors are wrapped as ext-1 values)."""
         from lmcache.adapters.transport.wire_types import encode_descriptor
 
         wrappers = [encode_descriptor(d) for d in descriptors]
-        self.call("register_kv_cache", instance_id, wrappers, model_name, world_size, engine_type,
-                  hints or {},
-                  groups or [])  # fmt: skip
+        self.call(
+            "register_kv_cache",
+            instance_id,
+            wrappers,
+            model_name,
+            world_size,
+            engine_type,
+            hints or {},
+            groups or [],
+        )
 
     def unregister_kv_cache(self, instance_id: int) -> None:
         """Op 2."""
@@ -314,6 +326,11 @@ class LMCacheClient:
         uid_frame = _enc.encode(next(self._uids))
         stream = KVEventStream(self, uid_frame)
         self._streams[uid_frame] = stream
-        self._send([uid_frame, _enc.encode("subscribe_kv_events"), *(_enc.encode(v) for v in
-                    (instance_id, model_name, cursor, max_events))])  # fmt: skip
+        self._send(
+            [
+                uid_frame,
+                _enc.encode("subscribe_kv_events"),
+                *(_enc.encode(v) for v in (instance_id, model_name, cursor, max_events)),
+            ]
+        )
         return stream

@@ -36,8 +36,17 @@ logger = logging.getLogger("lmcache.handlers")
 
 def request_key(key: CacheKey) -> RequestKey:
     """The engine's view of a wire key."""
-    return RequestKey(key.model_name, key.world_size, key.worker_id, key.token_ids, key.start, key.end,
-                      key.request_id, key.cache_salt, key.num_kv_readers)  # fmt: skip
+    return RequestKey(
+        key.model_name,
+        key.world_size,
+        key.worker_id,
+        key.token_ids,
+        key.start,
+        key.end,
+        key.request_id,
+        key.cache_salt,
+        key.num_kv_readers,
+    )
 
 
 def _reply(outcome: TransferOutcome) -> tuple[bytes, bool]:
@@ -56,9 +65,13 @@ class OpHandlers:
     """
 
     def __init__(
-        self, engine: CacheEngine, registrar: CpuRegistrar, engine_driven: EngineDrivenService | None,
-        experimental: list[str], on_unregister: Callable[[int], None] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        engine: CacheEngine,
+        registrar: CpuRegistrar,
+        engine_driven: EngineDrivenService | None,
+        experimental: list[str],
+        on_unregister: Callable[[int], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.registrar = registrar
         self.engine_driven = engine_driven
@@ -67,19 +80,41 @@ class OpHandlers:
         self.table: dict[str, Callable[..., Any]] = {
             name: getattr(self, name)
             for name in (
-                "register_kv_cache", "unregister_kv_cache", "store", "retrieve", "lookup",
-                "query_prefetch_status", "wait_prefetch_status", "free_lookup_locks", "end_session",
-                "register_kv_cache_engine_driven_context", "unregister_kv_cache_engine_driven_context",
-                "prepare_store", "commit_store", "prepare_retrieve", "commit_retrieve", "clear",
-                "get_chunk_size", "ping", "report_block_allocation", "noop", "get_experimental",
+                "register_kv_cache",
+                "unregister_kv_cache",
+                "store",
+                "retrieve",
+                "lookup",
+                "query_prefetch_status",
+                "wait_prefetch_status",
+                "free_lookup_locks",
+                "end_session",
+                "register_kv_cache_engine_driven_context",
+                "unregister_kv_cache_engine_driven_context",
+                "prepare_store",
+                "commit_store",
+                "prepare_retrieve",
+                "commit_retrieve",
+                "clear",
+                "get_chunk_size",
+                "ping",
+                "report_block_allocation",
+                "noop",
+                "get_experimental",
             )
-        }  # fmt: skip
+        }
 
     # ------------------------------------------------------------ registration
     def register_kv_cache(
-        self, instance_id: int, wrappers: list[Any], model_name: str, world_size: int, engine_type: str,
-        hints: dict[str, Any], groups: list[Any],
-    ) -> None:  # fmt: skip
+        self,
+        instance_id: int,
+        wrappers: list[Any],
+        model_name: str,
+        world_size: int,
+        engine_type: str,
+        hints: dict[str, Any],
+        groups: list[Any],
+    ) -> None:
         try:
             descriptors = [decode_descriptor(w) for w in wrappers]
             self.registrar.register(
@@ -135,9 +170,16 @@ class OpHandlers:
         self, p: RegisterEngineDrivenContextPayload
     ) -> RegisterEngineDrivenContextResponse:
         name, size = self._ed().register(
-            p.instance_id, p.model_name, p.world_size, p.block_size, p.num_layers, p.hidden_dim_size,
-            p.dtype_str, p.use_mla, p.num_physical_slots,
-        )  # fmt: skip
+            p.instance_id,
+            p.model_name,
+            p.world_size,
+            p.block_size,
+            p.num_layers,
+            p.hidden_dim_size,
+            p.dtype_str,
+            p.use_mla,
+            p.num_physical_slots,
+        )
         logger.info("Registered KV cache for GPU ID %d with %d layers", p.instance_id, p.num_layers)
         return RegisterEngineDrivenContextResponse(name, size)
 

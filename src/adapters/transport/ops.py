@@ -83,8 +83,14 @@ _OPS = (
     Op("wait_prefetch_status", 10, (STR, FLOAT), 0, "cpu"),
     Op("free_lookup_locks", 12, (KEY, INT), None, "cpu"),
     Op("end_session", 13, (STR,), None, "cpu"),
-    Op("register_kv_cache_engine_driven_context", 14, (ED_PAYLOAD,), RegisterEngineDrivenContextResponse(),
-       "sync", "E"),
+    Op(
+        "register_kv_cache_engine_driven_context",
+        14,
+        (ED_PAYLOAD,),
+        RegisterEngineDrivenContextResponse(),
+        "sync",
+        "E",
+    ),
     Op("unregister_kv_cache_engine_driven_context", 15, (INT,), None, "sync", "E"),
     Op("prepare_store", 16, (KEY, INT), PrepareStoreResponse(), "aff", "E"),
     Op("commit_store", 17, (KEY, INT, BYTES), False, "aff", "E", max_bytes=1 << 40),
@@ -97,24 +103,40 @@ _OPS = (
     Op("noop", 24, (), "OK", "sync"),
     Op("get_experimental", 32, (), [], "sync"),
     Op("subscribe_kv_events", None, (INT, STR, INT, INT), KVEventBatch(False, 0, 0, False, []), "stream"),
-)  # fmt: skip
+)
 
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in _OPS}
 OPS_BY_ID: dict[int, Op] = {op.op_id: op for op in _OPS if op.op_id is not None}
 # Known to the protocol but out of this server's scope (CacheBlend, QStore, P2P, plugins): answered with
 # their failure value so a client never hangs.
 UNSUPPORTED: dict[str | int, Any] = {
-    3: None, 4: None, 5: FAIL_TRANSFER, 25: None, 26: None, 27: FAIL_TRANSFER,
+    3: None,
+    4: None,
+    5: FAIL_TRANSFER,
+    25: None,
+    26: None,
+    27: FAIL_TRANSFER,
     28: {"prefix_coverage_tokens": 0, "non_prefix_segments": [], "segmented_prefix_segments": []},
-    29: -1, 30: [], 31: None, 33: (1, False), "cb_reorder_plan": [],
+    29: -1,
+    30: [],
+    31: None,
+    33: (1, False),
+    "cb_reorder_plan": [],
     "server_module_call": {"success": False, "payload": b"", "error": "server modules are not supported"},
-}  # fmt: skip
+}
 _NAMES_OF_UNSUPPORTED = {
-    "register_q_cache": 3, "unregister_q_cache": 4, "store_q": 5, "cb_register_rope": 25,
-    "cb_unregister_rope": 26, "cb_retrieve_pre_computed": 27, "cb_unified_lookup": 28,
-    "p2p_lookup_and_lock": 29, "p2p_query_lookup_results": 30, "p2p_unlock_objects": 31,
+    "register_q_cache": 3,
+    "unregister_q_cache": 4,
+    "store_q": 5,
+    "cb_register_rope": 25,
+    "cb_unregister_rope": 26,
+    "cb_retrieve_pre_computed": 27,
+    "cb_unified_lookup": 28,
+    "p2p_lookup_and_lock": 29,
+    "p2p_query_lookup_results": 30,
+    "p2p_unlock_objects": 31,
     "cb_protocol_handshake": 33,
-}  # fmt: skip
+}
 
 
 def resolve(op_value: object) -> tuple[Op | None, Any, bool]:

@@ -53,9 +53,15 @@ class ZmqServer:
     """
 
     def __init__(
-        self, url: str, handlers: Mapping[str, Callable[..., Any]], transfer_mode: str, kv_events: KVEventLog,
-        gpu_workers: int = 1, cpu_workers: int = 1, max_in_flight: int = 4096,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        handlers: Mapping[str, Callable[..., Any]],
+        transfer_mode: str,
+        kv_events: KVEventLog,
+        gpu_workers: int = 1,
+        cpu_workers: int = 1,
+        max_in_flight: int = 4096,
+    ) -> None:
         self.url = url
         self._handlers = handlers
         self._mode = transfer_mode

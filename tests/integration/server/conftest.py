@@ -77,8 +77,21 @@ def _pump(server: RunningServer, ready: threading.Event) -> None:
 def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
     """Start a server with `flags` on a free port; stop it (SIGTERM) afterwards and check it exited 0."""
     port = free_port()
-    cmd = [sys.executable, "-m", "lmcache.app.cli", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--l1-size-gb", l1_gb, "--eviction-policy", "LRU", *flags]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmcache.app.cli",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--l1-size-gb",
+        l1_gb,
+        "--eviction-policy",
+        "LRU",
+        *flags,
+    ]
     env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     server = RunningServer(proc, f"tcp://127.0.0.1:{port}")
@@ -134,8 +147,14 @@ class Engine:
             t.close()
 
 
-def key(tokens: list[int], rid: str, worker: int | None = 0, start: int = 0, end: int | None = None,
-        salt: str = "") -> CacheKey:  # fmt: skip
+def key(
+    tokens: list[int],
+    rid: str,
+    worker: int | None = 0,
+    start: int = 0,
+    end: int | None = None,
+    salt: str = "",
+) -> CacheKey:
     """A request key as the vLLM adapters send it (one reader per object)."""
     return CacheKey("m", 1, worker, tokens, start, len(tokens) if end is None else end, rid, salt, None, 1)
 

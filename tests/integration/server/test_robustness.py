@@ -47,10 +47,23 @@ def test_malformed_requests_get_answers(server: RunningServer) -> None:
         assert _ask(sock, [uid, enc.encode(9), enc.encode(5)]) == [uid, enc.encode(9), enc.encode(0)]
         fail = enc.encode((b"", False))
         assert _ask(sock, [uid, enc.encode(6), b"\x01", b"\x02", b"\x03", b"\x04"])[2] == fail
-        bad_salt = {"model_name": "m", "world_size": 1, "worker_id": 0, "token_ids": [1], "start": 0, "end": 1,
-                    "request_id": "r", "cache_salt": "a/b"}  # fmt: skip
-        assert _ask(sock, [uid, enc.encode(6), enc.encode(bad_salt), enc.encode(1), enc.encode([[1]]),
-                           enc.encode(b"")])[2] == fail  # fmt: skip
+        bad_salt = {
+            "model_name": "m",
+            "world_size": 1,
+            "worker_id": 0,
+            "token_ids": [1],
+            "start": 0,
+            "end": 1,
+            "request_id": "r",
+            "cache_salt": "a/b",
+        }
+        assert (
+            _ask(
+                sock,
+                [uid, enc.encode(6), enc.encode(bad_salt), enc.encode(1), enc.encode([[1]]), enc.encode(b"")],
+            )[2]
+            == fail
+        )
         # an oversized payload is refused without being decoded
         huge = b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20)
         assert _ask(sock, [uid, enc.encode(9), huge]) == [uid, enc.encode(9), enc.encode(0)]
