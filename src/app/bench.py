@@ -32,6 +32,7 @@ from lmcache.adapters.transport.wire_types import (
     EngineGroupInfo,
     RegisterEngineDrivenContextPayload,
 )
+from lmcache.app import bench_l2
 from lmcache.domain.arena import Extent
 from lmcache.domain.kv_layout import TensorSpec, build_layout
 
@@ -70,6 +71,7 @@ def add_bench_parser(commands: Any) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text", help="Summary format.")
     p.add_argument("--output", default=None, help="Also write the summary to this file.")
     p.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for each RPC.")
+    bench_l2.add_arguments(sub.add_parser("l2", help="Store/load throughput and checks of one L2 adapter."))
 
 
 @dataclass
@@ -160,6 +162,8 @@ def _server_checksums(http: httpx.Client | None, blocks: list[int], chunk_blocks
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark; returns the exit status (1 on any failed check)."""
+    if args.bench_command == "l2":
+        return bench_l2.run(args)
     if args.mode == "gpu":
         print(
             "lmcache bench server: error: --mode gpu needs the GPU data path, which this build does not "

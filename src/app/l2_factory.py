@@ -1,7 +1,12 @@
 """Builds the ordered L2 cascade from validated specs, importing each backend only when it is selected.
 
 A spec whose backend is not part of this build fails here, at start-up, naming its `--l2-adapter #N`;
-a backend whose optional client package is missing names the pip extra that brings it.
+a backend whose optional client package is missing names the pip extra that brings it, and an adapter
+that rejects its settings (L2ConfigError, e.g. a plugin class that does not conform) is named the same way.
+
+Every adapter is wrapped in `ResilientL2Adapter` (a deadline per call and a circuit breaker; see
+adapters/storage/resilience.py for why it is a wrapper). A spec field holding another spec (fault_inject's
+`adapter`) is built first and passed in as the adapter object; only the outer adapter is wrapped.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage.errors import L2ConfigError
+from lmcache.adapters.storage.resilience import ResilientL2Adapter
 from lmcache.app.config.errors import ConfigError
+from lmcache.app.config.l2_base import L2SpecBase
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from lmcache.app.config.l2_base import L2SpecBase
 
 __all__ = ("build_l2_adapters", "load_adapter_class")
 
@@ -50,18 +56,41 @@ def spec_type(spec: L2SpecBase) -> str:
     return str(getattr(spec, "type", type(spec).__name__))
 
 
-def build_l2_adapters(specs: Sequence[L2SpecBase]) -> list[Any]:
-    """Construct every adapter in cascade order; on a failure, close the ones already built."""
+def build_l2_adapters(specs: Sequence[L2SpecBase], resilient: bool = True) -> list[Any]:
+    """Construct every adapter in cascade order; on a failure, close the ones already built.
+
+    Args:
+        specs: Validated specs, in cascade order.
+        resilient: Wrap each adapter in a deadline + circuit breaker (off only in tests of raw adapters).
+    """
     built: list[Any] = []
     try:
         for number, spec in enumerate(specs, start=1):
-            cls = load_adapter_class(number, spec)
-            built.append(cls(**spec.model_dump(exclude={"type"})))
+            adapter = _build(number, spec, built)
+            if resilient:
+                built[-1] = adapter = ResilientL2Adapter(adapter, name=f"#{number} ({spec_type(spec)})")
     except BaseException:
         for adapter in reversed(built):
             _close_quietly(adapter)
         raise
     return built
+
+
+def _build(number: int, spec: L2SpecBase, built: list[Any]) -> Any:
+    """Build one adapter (nested specs first) and append it to `built` (for cleanup on failure)."""
+    cls = load_adapter_class(number, spec)
+    kwargs = spec.model_dump(exclude={"type"})
+    nested = [name for name in type(spec).model_fields if isinstance(getattr(spec, name), L2SpecBase)]
+    for name in nested:
+        kwargs[name] = _build(number, getattr(spec, name), built)
+    try:
+        adapter = cls(**kwargs)
+    except L2ConfigError as exc:
+        raise ConfigError(f"--l2-adapter #{number} (type {spec_type(spec)!r}): {exc}") from exc
+    for _ in nested:
+        built.pop()  # the outer adapter owns (and closes) what it wraps
+    built.append(adapter)
+    return adapter
 
 
 def _close_quietly(adapter: Any) -> None:

@@ -70,7 +70,7 @@ def test_unavailable_l2_backend_fails_at_start_up() -> None:
         '{"type": "aerospike", "hosts": "h:3000"}',
     )
     assert result.returncode == EXIT_CONFIG
-    assert "--l2-adapter #1: type 'mock' is not available in this build" in result.stderr
+    assert "--l2-adapter #2: type 'aerospike' is not available in this build" in result.stderr
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

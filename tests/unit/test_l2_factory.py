@@ -8,7 +8,7 @@ import pytest
 
 from lmcache.app.config import ConfigError
 from lmcache.app.config.l2_base import L2SpecBase
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_factory import build_l2_adapters, load_adapter_class
 
 CLOSED: list[str] = []
 
@@ -73,3 +73,101 @@ def test_failure_closes_what_was_built() -> None:
     with pytest.raises(RuntimeError, match="refused"):
         build_l2_adapters([GoodSpec(name="first"), GoodSpec(name="second"), BadSpec()])
     assert CLOSED == ["second", "first"]
+
+
+# --- the real specs and adapters -------------------------------------------------------------------
+
+AVAILABLE = {"fs", "mock", "s3", "resp", "plugin", "fault_inject"}
+
+
+def _spec_classes() -> list[type[L2SpecBase]]:
+    from typing import get_args
+
+    from lmcache.app.config.l2 import L2AdapterSpec
+
+    union = get_args(L2AdapterSpec)[0]
+    return list(get_args(union))
+
+
+def _parse(*specs: dict[str, Any]) -> list[L2SpecBase]:
+    from lmcache.app.config.l2 import L2Config
+
+    return list(L2Config.model_validate({"l2_adapter": list(specs)}).l2_adapter)
+
+
+def test_available_types_are_exactly_the_implemented_ones() -> None:
+    available = {cls.model_fields["type"].annotation.__args__[0] for cls in _spec_classes() if cls.impl}
+    assert available == AVAILABLE
+
+
+def test_every_spec_field_is_a_constructor_keyword() -> None:
+    import inspect
+
+    for number, cls in enumerate(_spec_classes(), start=1):
+        if cls.impl is None:
+            continue
+        adapter_cls = load_adapter_class(number, cls.model_construct())
+        params = inspect.signature(adapter_cls).parameters
+        fields = set(cls.model_fields) - {"type"}
+        assert fields <= set(params), (cls.__name__, fields - set(params))
+        extra = [p for name, p in params.items() if name not in fields]
+        assert all(p.default is not inspect.Parameter.empty for p in extra), cls.__name__
+
+
+def test_fs_and_fault_inject_build_wrapped(tmp_path: Any) -> None:
+    import asyncio
+
+    from lmcache.adapters.storage.fault_inject import FaultInjectL2Adapter
+    from lmcache.adapters.storage.fs import FsL2Adapter
+    from lmcache.adapters.storage.mock import MockL2Adapter
+    from lmcache.adapters.storage.resilience import ResilientL2Adapter
+
+    mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}
+    built = build_l2_adapters(
+        _parse(
+            {"type": "fs", "base_path": str(tmp_path)},
+            {"type": "fault_inject", "adapter": mock, "seed": 3},
+        )
+    )
+    assert all(isinstance(a, ResilientL2Adapter) for a in built)
+    assert isinstance(built[0].inner, FsL2Adapter)
+    assert isinstance(built[1].inner, FaultInjectL2Adapter) and built[1].inner.seed == 3
+    assert isinstance(built[1].inner.inner, MockL2Adapter)
+    assert built[1].breaker.name == "#2 (fault_inject)"
+
+    async def close_all() -> None:
+        for adapter in built:
+            await adapter.close()
+
+    asyncio.run(close_all())
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "message"),
+    [
+        ("surely_not_a_module_xyz", "A", "cannot import module 'surely_not_a_module_xyz'"),
+        ("tests.fakes.l2_adapter", "Missing", "has no class 'Missing'"),
+        ("tests.unit.test_l2_factory", "RecordingAdapter", "missing or not async: store, lookup_and_lock"),
+    ],
+)
+def test_plugin_errors_name_the_adapter(module: str, cls: str, message: str) -> None:
+    spec = {"type": "plugin", "module_path": module, "class_name": cls}
+    with pytest.raises(ConfigError, match=r"^--l2-adapter #2 \(type 'plugin'\): plugin .*" + message):
+        build_l2_adapters(_parse({"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}, spec))
+
+
+def test_plugin_bad_params_are_a_config_error() -> None:
+    spec = {"type": "plugin", "module_path": "tests.fakes.l2_adapter", "class_name": "FakeL2Adapter",
+            "adapter_params": {"nope": 1}}
+    with pytest.raises(ConfigError, match="adapter_params do not fit"):
+        build_l2_adapters(_parse(spec))
+
+
+def test_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "redis.asyncio", raising=False)
+    monkeypatch.delitem(sys.modules, "lmcache.adapters.storage.resp", raising=False)
+    with pytest.raises(ConfigError, match=r"optional package 'redis[.a-z]*'; install lmcache\[redis"):
+        build_l2_adapters(_parse({"type": "resp", "host": "127.0.0.1", "port": 6379}))

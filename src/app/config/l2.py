@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from lmcache.app.config.base import Section, flag
+from lmcache.app.config.l2_base import L2SpecBase
 from lmcache.app.config.l2_local import (
     DaxSpec,
     FsNativeSpec,
@@ -25,7 +26,26 @@ from lmcache.app.config.l2_remote import (
     S3Spec,
 )
 
-__all__ = ("L2AdapterSpec", "L2Config")
+__all__ = ("FaultInjectSpec", "L2AdapterSpec", "L2Config")
+
+
+class FaultInjectSpec(L2SpecBase):
+    """fault_inject: wraps another adapter spec and drops loads or fails stores on purpose (tests, chaos).
+
+    Not in the user-facing spec's list of types: it is a testing aid, like the upstream fault-injection
+    hooks, selected the same way so a chaos drill needs no code change.
+    """
+
+    type: Literal["fault_inject"]
+    impl = "lmcache.adapters.storage.fault_inject:FaultInjectL2Adapter"
+    adapter: L2AdapterSpec = flag(description="The wrapped adapter's spec (any type).")
+    seed: int = flag(0, description="Seed of the deterministic per-key choices.")
+    load_drop_rate: float = flag(0.0, ge=0, le=1, description="Share of keys whose loads are dropped.")
+    drop_load_indices: list[int] = flag(
+        [], description="0-based sequence numbers of object loads to drop (counted across calls)."
+    )
+    store_fail_rate: float = flag(0.0, ge=0, le=1, description="Share of keys whose stores fail.")
+    fail_all_stores: bool = flag(False, description="Fail every store.")
 
 L2AdapterSpec = Annotated[
     NixlStoreSpec
@@ -40,9 +60,11 @@ L2AdapterSpec = Annotated[
     | PluginSpec
     | NativePluginSpec
     | RawBlockSpec
-    | DaxSpec,
+    | DaxSpec
+    | FaultInjectSpec,
     Field(discriminator="type"),
 ]
+FaultInjectSpec.model_rebuild()
 
 
 class L2Config(Section):
@@ -71,6 +93,6 @@ class L2Config(Section):
     l2_adapter: list[L2AdapterSpec] = flag(
         [],
         description='One L2 adapter as JSON with a "type" (nixl_store, nixl_store_dynamic, fs, fs_native, '
-        "mock, mooncake_store, aerospike, s3, resp, plugin, native_plugin, raw_block, dax); "
+        "mock, mooncake_store, aerospike, s3, resp, plugin, native_plugin, raw_block, dax, fault_inject); "
         "repeat for a cascade, in order. Flags replace a profile's whole list.",
     )

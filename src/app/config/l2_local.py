@@ -18,6 +18,7 @@ class FsSpec(L2SpecBase):
     """fs: one file per object under base_path, asynchronous I/O."""
 
     type: Literal["fs"]
+    impl = "lmcache.adapters.storage.fs:FsL2Adapter"
     base_path: str = flag(min_length=1, description="Directory holding the object files.")
     relative_tmp_dir: str | None = flag(
         None, description="Staging directory under base_path for atomic writes."
@@ -50,6 +51,7 @@ class MockSpec(L2SpecBase):
     """mock: in-memory, capacity-bounded, with a simulated bandwidth."""
 
     type: Literal["mock"]
+    impl = "lmcache.adapters.storage.mock:MockL2Adapter"
     max_size_gb: float = flag(gt=0, description="Capacity in GB.")
     mock_bandwidth_gb: float = flag(gt=0, description="Simulated bandwidth in GB/s.")
 
@@ -92,6 +94,7 @@ class PluginSpec(L2SpecBase):
     """plugin: a user's Python class implementing the L2Adapter port."""
 
     type: Literal["plugin"]
+    impl = "lmcache.adapters.storage.plugin:PluginL2Adapter"
     module_path: str = flag(min_length=1, description="Dotted module path of the adapter class.")
     class_name: str = flag(min_length=1, description="Name of the adapter class in that module.")
     adapter_params: dict[str, Any] = flag({}, description="Keyword arguments passed to the class.")

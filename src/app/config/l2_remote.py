@@ -109,6 +109,7 @@ class S3Spec(L2SpecBase):
     """s3: AWS S3 or an S3-compatible object store."""
 
     type: Literal["s3"]
+    impl = "lmcache.adapters.storage.s3:S3L2Adapter"
     pip_extra = "s3"
     s3_endpoint: str = flag(min_length=1, description="Bucket URL: s3://<bucket> or a bare host form.")
     s3_region: str = flag(min_length=1, description="AWS region.")
@@ -133,6 +134,7 @@ class RespSpec(L2SpecBase):
     """resp: Redis or Valkey over RESP (redis:// or rediss://)."""
 
     type: Literal["resp"]
+    impl = "lmcache.adapters.storage.resp:RedisL2Adapter"
     pip_extra = "redis"
     host: str = flag(min_length=1, description="Server host; env fallback LMCACHE_RESP_HOST.")
     port: int = flag(ge=1, le=65535, description="Server port; env fallback LMCACHE_RESP_PORT.")

@@ -1,0 +1,234 @@
+"""L2 adapters against the raw baseline on the same target, in one run, as ratios.
+
+Run: python benchmarks/l2.py [--backends fs,resp,s3] [--num-keys 16] [--size-mb 4] [--in-flight 4]
+                             [--fs-dir DIR] [--redis-host HOST --redis-port PORT] [--s3-endpoint-url URL]
+
+Per backend, store and load MB/s of N objects through the adapter (built by the L2 factory, resilience
+wrapper included, every object verified byte for byte) next to the raw baseline with the same
+concurrency on the same target, adapter and raw rounds alternating (a VM disk drifts), medians shown:
+
+- fs: plain open + write + fsync of the same bytes into the same directory, and open + readinto back
+  (from the page cache; with --cold both sides drop the cache first, so loads come from the disk);
+- resp: SET / GET of the same sizes through the same redis.asyncio client (redis-benchmark style);
+- s3: raw aiobotocore put_object / get_object.
+
+Without --redis-host / --s3-endpoint-url it starts redis-server and moto's S3 server on loopback ports
+(both slow the machine they share with the benchmark: compare ratios, not absolute numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lmcache.adapters.storage.fs import IO_THREADS
+from lmcache.app.bench_l2 import OpStats, bench, run_phase
+from lmcache.app.config.l2 import L2Config
+from lmcache.app.l2_factory import build_l2_adapters
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.integration.l2.servers import S3_CREDS, RedisServer, S3Server
+
+
+def _mbps(stats: OpStats) -> float:
+    return stats.nbytes / stats.wall_s / 1e6 if stats.wall_s else 0.0
+
+
+def drop_cache(directory: Path) -> None:
+    """Evict a directory's files from the page cache, so the next reads come from the disk."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+
+async def _adapter_round(adapter: Any, args: argparse.Namespace) -> tuple[float, float]:
+    ns = argparse.Namespace(
+        num_keys=args.num_keys, data_size_kb=args.size_mb * 1024, in_flight=args.in_flight, rounds=1
+    )
+    base = getattr(adapter, "base", None)
+    cold = (lambda: drop_cache(base)) if args.cold and base is not None else None
+    stats = await bench(adapter, ns, cold)
+    return _mbps(stats["store"]), _mbps(stats["load"])
+
+
+async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """Alternate adapter and raw rounds (disks and shared servers drift); medians of the per-round rates."""
+    adapter = build_l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)[0]
+    ours, raw = [], []
+    try:
+        for i in range(args.rounds):
+            if i % 2:
+                raw.append(await raw_round())
+                ours.append(await _adapter_round(adapter, args))
+            else:
+                ours.append(await _adapter_round(adapter, args))
+                raw.append(await raw_round())
+    finally:
+        await adapter.close()
+
+    def med(rows: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+    return med(ours), med(raw)
+
+
+async def _raw(args: argparse.Namespace, put: Any, get: Any, cold: Path | None = None) -> tuple[float, float]:
+    size = args.size_mb << 20
+    store, load = OpStats(), OpStats()
+    for _ in range(1):
+        names = [uuid.uuid4().hex for _ in range(args.num_keys)]
+        data = [os.urandom(size) for _ in names]
+        puts = [_bind(put, n, d) for n, d in zip(names, data, strict=True)]
+        await run_phase(puts, args.in_flight, size, store)
+        if cold is not None:
+            drop_cache(cold)
+        await run_phase([_bind(get, n, size) for n in names], args.in_flight, size, load)
+    return _mbps(store), _mbps(load)
+
+
+def _bind(fn: Any, *a: Any) -> Any:
+    async def call() -> bool:
+        await fn(*a)
+        return True
+
+    return call
+
+
+async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> tuple[Any, Any]:
+    pool = ThreadPoolExecutor(IO_THREADS)
+    loop = asyncio.get_running_loop()
+
+    def write(name: str, data: bytes) -> None:
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(name: str, size: int) -> None:
+        buf = bytearray(size)
+        with (directory / name).open("rb", buffering=0) as f:
+            f.readinto(buf)
+
+    async def put(name: str, data: bytes) -> None:
+        await loop.run_in_executor(pool, write, name, data)
+
+    async def get(name: str, size: int) -> None:
+        await loop.run_in_executor(pool, read, name, size)
+
+    try:
+        return await compare(spec, lambda: _raw(args, put, get, directory if args.cold else None), args)
+    finally:
+        pool.shutdown()
+
+
+async def raw_resp(host: str, port: int, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(f"redis://{host}:{port}", max_connections=8)
+
+    async def put(name: str, data: bytes) -> None:
+        await client.set("raw:" + name, data)
+
+    async def get(name: str, size: int) -> None:
+        assert len(await client.get("raw:" + name)) == size
+
+    async def raw_round() -> tuple[float, float]:
+        result = await _raw(args, put, get)
+        await client.delete(*[k async for k in client.scan_iter("raw:*")])
+        return result
+
+    try:
+        return await compare(spec, raw_round, args)
+    finally:
+        await client.flushall()
+        await client.aclose()
+
+
+async def raw_s3(endpoint_url: str, bucket: str, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("s3", region_name="us-east-1", endpoint_url=endpoint_url,
+                                           **S3_CREDS) as s3:  # fmt: skip
+        async def put(name: str, data: bytes) -> None:
+            await s3.put_object(Bucket=bucket, Key="raw/" + name, Body=data)
+
+        async def get(name: str, size: int) -> None:
+            reply = await s3.get_object(Bucket=bucket, Key="raw/" + name)
+            async with reply["Body"] as stream:
+                assert len(await stream.read()) == size
+
+        return await compare(spec, lambda: _raw(args, put, get), args)
+
+
+def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float]]) -> None:
+    adapter, raw = rates
+    for op, a, r in (("store", adapter[0], raw[0]), ("load", adapter[1], raw[1])):
+        print(f"| {name:<7} | {op:<5} | {a:10.1f} | {r:10.1f} | {a / r if r else 0:5.2f}x |")
+
+
+async def main(args: argparse.Namespace) -> None:
+    backends = args.backends.split(",")
+    print(f"{args.num_keys} objects x {args.size_mb} MiB x {args.rounds} rounds, {args.in_flight} in flight")
+    print("| backend | op | adapter MB/s | raw MB/s | ratio |\n|---|---|---|---|---|")
+    if "fs" in backends:
+        base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-"))
+        raw_dir = base / "raw"
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"type": "fs", "base_path": str(base / "l2")}
+        _row("fs-cold" if args.cold else "fs", await raw_fs(raw_dir, args, spec))
+        shutil.rmtree(base, ignore_errors=True)
+    if "resp" in backends:
+        server = None
+        host, port = args.redis_host, args.redis_port
+        if host is None:
+            server = RedisServer(Path(tempfile.mkdtemp(prefix="lmcache-bench-redis-"))).start()
+            host, port = "127.0.0.1", server.port
+        try:
+            spec = {"type": "resp", "host": host, "port": port, "num_workers": 8}
+            _row("resp", await raw_resp(host, port, args, spec))
+        finally:
+            if server:
+                server.stop()
+    if "s3" in backends:
+        s3_server = None
+        url, bucket = args.s3_endpoint_url, args.s3_bucket
+        if url is None:
+            s3_server = S3Server(bucket=bucket).start()
+            url = s3_server.endpoint_url
+        try:
+            spec = {"type": "s3", "s3_endpoint": f"s3://{bucket}/bench", "s3_region": "us-east-1",
+                    "endpoint_url": url, **S3_CREDS}  # fmt: skip
+            _row("s3", await raw_s3(url, bucket, args, spec))
+        finally:
+            if s3_server:
+                s3_server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="fs,resp,s3")
+    parser.add_argument("--num-keys", type=int, default=16)
+    parser.add_argument("--size-mb", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6, help="Alternating rounds; medians are shown.")
+    parser.add_argument("--fs-dir", default=None)
+    parser.add_argument("--cold", action="store_true", help="fs: drop the page cache before each load phase.")
+    parser.add_argument("--redis-host", default=None)
+    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--s3-endpoint-url", default=None)
+    parser.add_argument("--s3-bucket", default="lmcache-bench")
+    asyncio.run(main(parser.parse_args()))

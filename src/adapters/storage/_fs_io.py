@@ -1,0 +1,208 @@
+"""Blocking file I/O of the fs adapter, run on its thread pool: atomic writes, verified reads, index scans.
+
+Each object moves with bulk syscalls: one `writev` of header + payload (or one `pwrite` of an aligned
+bounce buffer with O_DIRECT), one `preadv` straight into the caller's buffer. O_DIRECT needs aligned
+memory, offsets and sizes, which the caller's L1 view does not promise, so that path goes through a
+page-aligned anonymous mmap; where the file system refuses O_DIRECT (tmpfs) it falls back to buffered I/O.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lmcache.adapters.storage.object_format import (
+    MIN_READ,
+    CorruptObjectError,
+    ObjectHeader,
+    parse_header,
+    verify_payload,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lmcache.domain.keys import ObjectKey
+
+__all__ = ("object_files", "read_header", "read_object", "sizes_of", "unlink_all", "write_object")
+
+logger = logging.getLogger(__name__)
+ALIGN = 4096
+_warned_odirect = threading.Event()
+
+
+def _open(path: str, flags: int, odirect: bool) -> tuple[int, bool]:
+    """Open with O_DIRECT when asked and supported; returns (fd, direct)."""
+    if odirect:
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            if not _warned_odirect.is_set():
+                _warned_odirect.set()
+                logger.warning("fs L2: O_DIRECT not supported under %s; using buffered I/O", path)
+    return os.open(path, flags, 0o644), False
+
+
+def _write_all(fd: int, parts: list[memoryview]) -> None:
+    offset = 0
+    total = sum(p.nbytes for p in parts)
+    while offset < total:
+        # Rebuild the vector from the first unwritten byte (a short write is rare: ENOSPC, signals).
+        vec, skip = [], offset
+        for part in parts:
+            if skip >= part.nbytes:
+                skip -= part.nbytes
+                continue
+            vec.append(part[skip:])
+            skip = 0
+        written = os.pwritev(fd, vec, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "short write")
+        offset += written
+
+
+def write_object(
+    tmp_path: str,
+    final_path: str,
+    header: bytes,
+    payload: memoryview,
+    odirect: bool,
+    cancelled: threading.Event,
+) -> bool:
+    """Write header + payload to `tmp_path`, fsync, then rename onto `final_path` (atomic visibility).
+
+    Returns:
+        False when `cancelled` was set before the rename (the temp file is removed, nothing visible).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd, direct = _open(tmp_path, flags, odirect)
+    try:
+        size = len(header) + payload.nbytes
+        if direct:
+            # Freed by refcounting; an explicit close() would fail while a view is still referenced.
+            bounce = mmap.mmap(-1, -(-size // ALIGN) * ALIGN)
+            bounce[: len(header)] = header
+            bounce[len(header) : size] = payload
+            _write_all(fd, [memoryview(bounce)])
+            os.ftruncate(fd, size)
+        else:
+            _write_all(fd, [memoryview(header), payload])
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp_path)
+        raise
+    os.close(fd)
+    # The payload view was read completely above; past this check the caller may reuse it.
+    if cancelled.is_set():
+        _unlink_quietly(tmp_path)
+        return False
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    Path(tmp_path).rename(final)
+    return True
+
+
+def _unlink_quietly(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def _read_into(fd: int, dest: memoryview, offset: int) -> int:
+    done = 0
+    while done < dest.nbytes:
+        got = os.preadv(fd, [dest[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def read_header(path: str) -> tuple[ObjectHeader, int]:
+    """Parse a file's header; returns (header, file size). Raises CorruptObjectError or OSError."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return parse_header(os.pread(fd, MIN_READ, 0)), size
+    finally:
+        os.close(fd)
+
+
+def read_object(path: str, key: ObjectKey, dest: memoryview, odirect: bool, read_ahead: int | None) -> None:
+    """Read and verify one object into `dest`.
+
+    Raises:
+        FileNotFoundError: No such object.
+        CorruptObjectError: Bad header, wrong key, wrong size, truncated file or checksum mismatch.
+    """
+    fd, direct = _open(path, os.O_RDONLY, odirect)
+    try:
+        size = os.fstat(fd).st_size
+        if read_ahead:
+            os.posix_fadvise(fd, 0, min(read_ahead, size), os.POSIX_FADV_WILLNEED)
+        if direct:
+            _read_direct(fd, size, key, dest)
+            return
+        header = parse_header(os.pread(fd, MIN_READ, 0))
+        _check_sizes(header, size, dest)
+        if _read_into(fd, dest, header.header_len) != dest.nbytes:
+            raise CorruptObjectError("short read")
+        verify_payload(header, key, dest)
+    finally:
+        os.close(fd)
+
+
+def _check_sizes(header: ObjectHeader, file_size: int, dest: memoryview) -> None:
+    if header.payload_size != dest.nbytes:
+        raise CorruptObjectError("payload size differs from the buffer")
+    if file_size != header.total_size:
+        raise CorruptObjectError("file truncated or padded")
+
+
+def _read_direct(fd: int, size: int, key: ObjectKey, dest: memoryview) -> None:
+    view = memoryview(mmap.mmap(-1, max(ALIGN, -(-size // ALIGN) * ALIGN)))  # page-aligned bounce
+    if _read_into(fd, view, 0) < size:
+        raise CorruptObjectError("short read")
+    header = parse_header(view)
+    _check_sizes(header, size, dest)
+    payload = view[header.header_len : size]
+    verify_payload(header, key, payload)
+    dest[:] = payload
+
+
+def sizes_of(paths: list[str]) -> list[int | None]:
+    """File sizes, None for missing files."""
+    out: list[int | None] = []
+    for path in paths:
+        try:
+            out.append(Path(path).stat().st_size)
+        except FileNotFoundError:
+            out.append(None)
+    return out
+
+
+def unlink_all(paths: list[str]) -> list[bool]:
+    """Unlink files; True for each that existed."""
+    out = []
+    for path in paths:
+        try:
+            Path(path).unlink()
+            out.append(True)
+        except FileNotFoundError:
+            out.append(False)
+    return out
+
+
+def object_files(base: str) -> Iterator[tuple[str, str]]:
+    """(path, digest) of every object file under `base` (`<2 hex>/<digest>.kv`; staging dirs are skipped)."""
+    for top in os.scandir(base):
+        if top.is_dir() and len(top.name) == 2:
+            for entry in os.scandir(top.path):
+                if entry.name.endswith(".kv"):
+                    yield entry.path, entry.name[:-3]

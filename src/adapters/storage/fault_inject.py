@@ -1,0 +1,131 @@
+"""fault_inject: wraps another adapter and drops loads or fails stores on purpose (tests, chaos drills).
+
+Decisions are deterministic, so a failing run can be replayed:
+
+- `load_drop_rate` / `store_fail_rate`: a key is hit when blake3(seed, op, key name) falls below the
+  rate. The choice depends on the key and seed only, not on timing or call order.
+- `drop_load_indices`: 0-based sequence numbers of object loads to drop, counted across calls in
+  the order keys are asked for (the prefetch controller loads a request's chunks in order, so for one
+  request these are its chunk indices).
+- `fail_all_stores`: every store fails.
+
+A dropped load answers False without touching the inner adapter (the lookup still says present, so the
+engine's recompute path is exercised); a failed store is not forwarded. `counters` is the inner
+adapter's, so the breaker watches the real backend; `faults` counts what was injected here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from lmcache.adapters.storage._common import AdapterCounters
+from lmcache.adapters.storage.object_format import key_name
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import KeyPage, L2Adapter, L2Usage
+
+__all__ = ("FaultInjectL2Adapter",)
+
+logger = logging.getLogger(__name__)
+
+
+class FaultInjectL2Adapter:
+    """Fault-injecting wrapper around `adapter` (already built by the factory)."""
+
+    def __init__(
+        self,
+        adapter: L2Adapter,
+        seed: int = 0,
+        load_drop_rate: float = 0.0,
+        drop_load_indices: Sequence[int] = (),
+        store_fail_rate: float = 0.0,
+        fail_all_stores: bool = False,
+        shared: bool = False,
+        eviction: dict[str, Any] | None = None,
+        persist_enabled: bool = True,
+    ) -> None:
+        self.inner = adapter
+        self.seed = seed
+        self.load_drop_rate = load_drop_rate
+        self.drop_load_indices = frozenset(drop_load_indices)
+        self.store_fail_rate = store_fail_rate
+        self.fail_all_stores = fail_all_stores
+        self.faults: Counter[str] = Counter()
+        self._loads_seen = 0
+
+    @property
+    def counters(self) -> AdapterCounters:
+        """The inner adapter's counters (a fresh set when it keeps none)."""
+        counters = getattr(self.inner, "counters", None)
+        return counters if isinstance(counters, AdapterCounters) else AdapterCounters()
+
+    def _hit(self, op: str, key: ObjectKey, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        digest = blake3.blake3(f"{self.seed}\0{op}\0{key_name(key)}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") < rate * 2.0**64
+
+    def drops_load(self, key: ObjectKey, index: int) -> bool:
+        """Whether the load of `key`, the `index`-th object load, is dropped."""
+        return index in self.drop_load_indices or self._hit("load", key, self.load_drop_rate)
+
+    def fails_store(self, key: ObjectKey) -> bool:
+        """Whether a store of `key` is failed."""
+        return self.fail_all_stores or self._hit("store", key, self.store_fail_rate)
+
+    async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Forward the keys not chosen to fail."""
+        keep = [i for i, key in enumerate(keys) if not self.fails_store(key)]
+        self.faults["store"] += len(keys) - len(keep)
+        out = [False] * len(keys)
+        if keep:
+            results = await self.inner.store([keys[i] for i in keep], [buffers[i] for i in keep])
+            for i, ok in zip(keep, results, strict=True):
+                out[i] = ok
+        return out
+
+    async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Forwarded unchanged."""
+        return await self.inner.lookup_and_lock(keys)
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Forward the keys not chosen to be dropped."""
+        first = self._loads_seen
+        self._loads_seen += len(keys)
+        keep = [i for i, key in enumerate(keys) if not self.drops_load(key, first + i)]
+        if len(keep) < len(keys):
+            self.faults["load"] += len(keys) - len(keep)
+            logger.info("fault_inject: dropped %d of %d loads", len(keys) - len(keep), len(keys))
+        out = [False] * len(keys)
+        if keep:
+            results = await self.inner.load([keys[i] for i in keep], [buffers[i] for i in keep])
+            for i, ok in zip(keep, results, strict=True):
+                out[i] = ok
+        return out
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Forwarded unchanged."""
+        await self.inner.unlock(keys)
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Forwarded unchanged."""
+        return await self.inner.delete(keys)
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """Forwarded unchanged."""
+        return await self.inner.list_keys(cursor, limit)
+
+    async def usage(self) -> L2Usage:
+        """Forwarded unchanged."""
+        return await self.inner.usage()
+
+    async def close(self) -> None:
+        """Close the inner adapter."""
+        await self.inner.close()

@@ -1,0 +1,271 @@
+"""fs: one file per object under `base_path`, written through a staging directory, on a bounded thread pool.
+
+Layout: `base_path/<d[:2]>/<d>.kv`, `d` = blake3 of the object name (object_format.key_name), so names
+of any length fit a file name; the full key is in each file's header. A write goes to
+`base_path/<relative_tmp_dir or .tmp>/`, is fsynced, then renamed into place: readers see a whole object
+or none. The parent directory is not fsynced per object (a crash may lose the newest renames, never expose
+a partial file).
+
+Start-up (the constructor) removes leftover temp files (with `shared`, only those older than an hour,
+since another server may be writing) and rebuilds the in-memory index from the file headers, dropping
+files whose header or size is wrong. With `shared`, a key missing from the index is looked for on disk,
+since other servers write the same directory. `persist_enabled=False` deletes the indexed objects on close.
+`read_ahead_size` is a `posix_fadvise(WILLNEED)` over the file's first bytes before reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from lmcache.adapters.storage import _fs_io
+from lmcache.adapters.storage._common import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    page_of,
+    run_jobs,
+    usage_by_salt,
+)
+from lmcache.adapters.storage.object_format import (
+    CorruptObjectError,
+    encode_header,
+    key_name,
+    parse_key_name,
+)
+from lmcache.domain.units import gb_to_bytes
+from lmcache.ports.l2_adapter import KeyPage, L2Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from lmcache.domain.keys import ObjectKey
+
+__all__ = ("FsL2Adapter",)
+
+logger = logging.getLogger(__name__)
+IO_THREADS = 8
+_STALE_TMP_SECONDS = 3600.0
+
+
+def _digest(name: str) -> str:
+    return blake3.blake3(name.encode()).hexdigest()[:40]
+
+
+class FsL2Adapter:
+    """File-system L2 tier; see the module docstring for layout and recovery."""
+
+    def __init__(
+        self,
+        base_path: str,
+        relative_tmp_dir: str | None = None,
+        read_ahead_size: int | None = None,
+        use_odirect: bool = False,
+        max_capacity_gb: float = 0.0,
+        shared: bool = False,
+        eviction: dict[str, Any] | None = None,
+        persist_enabled: bool = True,
+    ) -> None:
+        self.base = Path(base_path)
+        self.tmp = self.base / (relative_tmp_dir or ".tmp")
+        self.read_ahead = read_ahead_size
+        self.odirect = use_odirect
+        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
+        self.shared = shared
+        self.persist = persist_enabled
+        self.counters = AdapterCounters()
+        self._index: dict[ObjectKey, int] = {}  # key -> file size
+        self._names: list[str] | None = None  # sorted object names, rebuilt after a change
+        self._reserved = 0
+        self._used = 0
+        self._locks = LockTable()
+        self._inflight = InFlight()
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="lmcache-fs-l2")
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._clean_tmp()
+        self._rebuild_index()
+
+    # -- start-up -------------------------------------------------------------------------------------
+    def _clean_tmp(self) -> None:
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for entry in os.scandir(self.tmp):
+            if entry.is_file() and (not self.shared or entry.stat().st_mtime < cutoff):
+                Path(entry.path).unlink(missing_ok=True)
+
+    def _rebuild_index(self) -> None:
+        for path, digest in _fs_io.object_files(str(self.base)):
+            self._index_file(path, digest)
+        logger.info("fs L2 %s: %d objects indexed", self.base, len(self._index))
+
+    def _index_file(self, path: str, digest: str) -> None:
+        try:
+            header, size = _fs_io.read_header(path)
+            name = header.key_name.decode()
+            if size != header.total_size or _digest(name) != digest:
+                raise CorruptObjectError("size or name mismatch")
+            self._set(parse_key_name(name), size)
+        except (CorruptObjectError, ValueError, OSError) as exc:
+            self.counters.corrupt += 1
+            logger.warning("fs L2: dropping unreadable object file %s: %s", path, exc)
+            Path(path).unlink(missing_ok=True)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _path(self, key: ObjectKey) -> str:
+        digest = _digest(key_name(key))
+        return str(self.base / digest[:2] / f"{digest}.kv")
+
+    def _set(self, key: ObjectKey, size: int | None) -> None:
+        self._used -= self._index.pop(key, 0)
+        if size is not None:
+            self._index[key] = size
+            self._used += size
+        self._names = None
+
+    # -- port ------------------------------------------------------------------------------------------
+    async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Write new objects atomically; keys already indexed count as stored."""
+        if self._inflight.closing:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            cancelled = threading.Event()
+            todo = [(k, b) for k, b in zip(keys, buffers, strict=True) if k not in self._index]
+            sizes = {k: self._admit(k, b.nbytes) for k, b in todo}
+            jobs = [self._store_job(k, b, cancelled) for k, b in todo if sizes[k]]
+            written = [k for k, _ in todo if sizes[k]]
+
+            def settle(results: list[Any]) -> None:
+                self._reserved -= sum(sizes.values())
+                for key, outcome in zip(written, results, strict=True):
+                    if isinstance(outcome, int) and not isinstance(outcome, bool):
+                        self._set(key, outcome)
+                        self.counters.stores += 1
+                    else:
+                        self._store_failed(key, outcome)
+
+            await run_jobs(self._pool, jobs, cancelled, settle)
+            return [key in self._index for key in keys]
+
+    def _admit(self, key: ObjectKey, nbytes: int) -> int:
+        size = _fs_io.ALIGN + nbytes  # upper bound of header + payload, exact after the write
+        if self.capacity_bytes and self._used + self._reserved + size > self.capacity_bytes:
+            self.counters.capacity_rejections += 1
+            self.counters.store_failures += 1
+            return 0
+        self._reserved += size
+        return size
+
+    def _store_job(
+        self, key: ObjectKey, buf: memoryview, cancelled: threading.Event
+    ) -> Callable[[], int | bool]:
+        final = self._path(key)
+        tmp = str(self.tmp / f"{Path(final).stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+        def job() -> int | bool:
+            if cancelled.is_set():
+                return False
+            header = encode_header(key, buf, align=_fs_io.ALIGN if self.odirect else 64)
+            ok = _fs_io.write_object(tmp, final, header, buf, self.odirect, cancelled)
+            return len(header) + buf.nbytes if ok else False
+
+        return job
+
+    def _store_failed(self, key: ObjectKey, outcome: Any) -> None:
+        self.counters.store_failures += 1
+        if isinstance(outcome, BaseException):
+            self.counters.backend_errors += 1
+            logger.warning("fs L2: store of %s failed: %r", key.short(), outcome)
+
+    async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Answer from the index (and, with `shared`, from the disk for keys it lacks); pin hits."""
+        present = [key in self._index for key in keys]
+        if self.shared and not all(present):
+            missing = [k for k, ok in zip(keys, present, strict=True) if not ok]
+            paths = [self._path(k) for k in missing]
+            sizes = await asyncio.get_running_loop().run_in_executor(self._pool, _fs_io.sizes_of, paths)
+            for key, size in zip(missing, sizes, strict=True):
+                if size is not None:
+                    self._set(key, size)
+            present = [key in self._index for key in keys]
+        return self._locks.lock(keys, present)
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
+        if self._inflight.closing:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            cancelled = threading.Event()
+            wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if self.shared or k in self._index]
+            jobs = [self._load_job(k, b, cancelled) for k, b in wanted]
+            answers = await run_jobs(self._pool, jobs, cancelled)
+            results = dict(zip([k for k, _ in wanted], answers, strict=True))
+            out = []
+            for key in keys:
+                outcome = results.get(key, False)
+                self.counters.loads += 1
+                if outcome is not True:
+                    self._load_failed(key, outcome)
+                out.append(outcome is True)
+            return out
+
+    def _load_job(self, key: ObjectKey, buf: memoryview, cancelled: threading.Event) -> Callable[[], bool]:
+        path = self._path(key)
+
+        def job() -> bool:
+            if cancelled.is_set():
+                return False
+            _fs_io.read_object(path, key, buf, self.odirect, self.read_ahead)
+            return True
+
+        return job
+
+    def _load_failed(self, key: ObjectKey, outcome: Any) -> None:
+        self.counters.load_misses += 1
+        if isinstance(outcome, FileNotFoundError):
+            self._set(key, None)  # deleted behind our back (another server, a person)
+        elif isinstance(outcome, CorruptObjectError):
+            self.counters.corrupt += 1
+            logger.warning("fs L2: corrupt object %s: %s", key.short(), outcome)
+        elif isinstance(outcome, BaseException):
+            self.counters.backend_errors += 1
+            logger.warning("fs L2: load of %s failed: %r", key.short(), outcome)
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Drop one pin per key."""
+        self._locks.unlock(keys)
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Unlink object files at once (pins do not defer deletion)."""
+        paths = [self._path(k) for k in keys]
+        removed = await asyncio.get_running_loop().run_in_executor(self._pool, _fs_io.unlink_all, paths)
+        for key in keys:
+            self._set(key, None)
+        return removed
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """Indexed keys ordered by object name; the cursor is the last name of the previous page."""
+        if self._names is None:
+            self._names = sorted(key_name(k) for k in self._index)
+        names, nxt = page_of(self._names, cursor, limit)
+        return KeyPage(tuple(parse_key_name(n) for n in names), nxt)
+
+    async def usage(self) -> L2Usage:
+        """Bytes of the indexed object files (headers included) and the configured capacity."""
+        used, count, by_salt = usage_by_salt(self._index.items())
+        return L2Usage(used, count, self.capacity_bytes, by_salt)
+
+    async def close(self) -> None:
+        """Finish writes in flight, drop the objects unless `persist_enabled`, stop the pool."""
+        await self._inflight.drain()
+        if not self.persist and self._index:
+            await self.delete(list(self._index))
+        self._pool.shutdown(wait=True)
+

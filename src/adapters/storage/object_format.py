@@ -1,0 +1,184 @@
+"""The stored-object format shared by every L2 backend: a small header, then the payload.
+
+Layout (little-endian)::
+
+    magic "LMKV" | version u16 | checksum algorithm u16 | header_len u32 | key_len u32 |
+    payload_size u64 | checksum(payload) 32 bytes | encoded key (key_len bytes) | zero padding | payload
+
+The checksum algorithm is 1 = blake3-256 (the only one written today); the field lets a faster hash
+(xxh3-128) be added later without a format version bump. An unknown algorithm is a failed check.
+
+`header_len` is the payload's offset: 64-byte aligned by default, 4096 for O_DIRECT files, so a reader
+can fetch the header with one small read and the payload with one bulk read into the caller's buffer.
+The encoded key is `key_name(key)`, the same string backends use as the object's name, so a load that
+finds another key's bytes (a hash collision of file names, a renamed object) is detected, and listings
+and index rebuilds recover the full `ObjectKey` from names or headers.
+
+Every failed check raises `CorruptObjectError`; callers turn it into a miss and count it, never data.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TypeAlias
+from urllib.parse import quote, unquote
+
+import blake3
+
+from lmcache.domain.keys import ObjectKey
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+__all__ = (
+    "FORMAT_VERSION",
+    "CorruptObjectError",
+    "ObjectHeader",
+    "checksum",
+    "decode_into",
+    "encode_header",
+    "header_len_for",
+    "key_name",
+    "parse_header",
+    "parse_key_name",
+    "verify_payload",
+)
+
+MAGIC = b"LMKV"
+FORMAT_VERSION = 1
+ALGO_BLAKE3 = 1
+_FIXED = struct.Struct("<4sHHIIQ32s")
+FIXED_SIZE = _FIXED.size  # 56
+MAX_KEY_LEN = 2048
+MIN_READ = 4096  # one read of this many bytes always covers a header (keys are far shorter)
+_THREADED_HASH_BYTES = 1 << 20
+
+
+class CorruptObjectError(ValueError):
+    """A stored object failed a header, size, key or checksum check."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHeader:
+    """A parsed header."""
+
+    version: int
+    header_len: int
+    key_name: bytes
+    payload_size: int
+    digest: bytes
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of the whole stored object."""
+        return self.header_len + self.payload_size
+
+
+def key_name(key: ObjectKey) -> str:
+    """The object's name: `model@salt@kv_rank@group@hash`, model and salt percent-encoded.
+
+    The result holds only `[A-Za-z0-9_.~%@-]`, so it is safe as a Redis key, an S3 key and part of a
+    file name, and `parse_key_name` inverts it exactly.
+    """
+    return (
+        f"{quote(key.model_name, safe='')}@{quote(key.cache_salt, safe='')}@"
+        f"{key.kv_rank:x}@{key.object_group_id:x}@{key.chunk_hash.hex()}"
+    )
+
+
+def parse_key_name(name: str) -> ObjectKey:
+    """Invert `key_name`.
+
+    Raises:
+        ValueError: When the name is not one `key_name` produces (InvalidKeyError is a ValueError).
+    """
+    parts = name.split("@")
+    if len(parts) != 5:
+        raise ValueError(f"not an object name: {name!r}")
+    model, salt, rank, group, digest = parts
+    chunk_hash = bytes.fromhex(digest)
+    return ObjectKey.build(chunk_hash, unquote(model), int(rank, 16), int(group, 16), unquote(salt))
+
+
+def checksum(payload: Buffer) -> bytes:
+    """blake3 of a payload; large payloads hash on several threads (the GIL is released)."""
+    view = memoryview(payload)
+    threads = blake3.blake3.AUTO if view.nbytes >= _THREADED_HASH_BYTES else 1
+    return blake3.blake3(view, max_threads=threads).digest()
+
+
+def header_len_for(name: bytes, align: int = 64) -> int:
+    """Header bytes (the payload offset) for an encoded key, rounded up to `align`."""
+    return -(-(FIXED_SIZE + len(name)) // align) * align
+
+
+def encode_header(key: ObjectKey, payload: Buffer, align: int = 64, digest: bytes | None = None) -> bytes:
+    """Build the header of one object.
+
+    Args:
+        key: The object's key.
+        payload: The payload bytes (hashed here unless `digest` is given).
+        align: Payload offset alignment (64, or 4096 for O_DIRECT).
+        digest: A precomputed `checksum(payload)`.
+    """
+    name = key_name(key).encode()
+    size = memoryview(payload).nbytes
+    hlen = header_len_for(name, align)
+    digest = digest or checksum(payload)
+    fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, ALGO_BLAKE3, hlen, len(name), size, digest)
+    return fixed + name + bytes(hlen - FIXED_SIZE - len(name))
+
+
+def parse_header(data: Buffer) -> ObjectHeader:
+    """Parse the header at the start of `data` (at least the header's bytes).
+
+    Raises:
+        CorruptObjectError: Bad magic, unknown version, impossible lengths or a short buffer.
+    """
+    view = memoryview(data)
+    if view.nbytes < FIXED_SIZE:
+        raise CorruptObjectError(f"short header ({view.nbytes} bytes)")
+    magic, version, algo, hlen, klen, size, digest = _FIXED.unpack_from(view)
+    if magic != MAGIC:
+        raise CorruptObjectError("bad magic")
+    if version != FORMAT_VERSION:
+        raise CorruptObjectError(f"unknown format version {version}")
+    if algo != ALGO_BLAKE3:
+        raise CorruptObjectError(f"unknown checksum algorithm {algo}")
+    if klen > MAX_KEY_LEN or hlen < FIXED_SIZE + klen:
+        raise CorruptObjectError("bad header lengths")
+    if view.nbytes < FIXED_SIZE + klen:
+        raise CorruptObjectError("short header")
+    name = bytes(view[FIXED_SIZE : FIXED_SIZE + klen])
+    return ObjectHeader(version, hlen, name, size, digest)
+
+
+def verify_payload(header: ObjectHeader, key: ObjectKey, payload: Buffer) -> None:
+    """Check that a header belongs to `key` and that `payload` matches its size and checksum.
+
+    Raises:
+        CorruptObjectError: On a wrong key, a size mismatch or a checksum mismatch.
+    """
+    if header.key_name != key_name(key).encode():
+        raise CorruptObjectError("object belongs to another key")
+    if memoryview(payload).nbytes != header.payload_size:
+        raise CorruptObjectError("payload size mismatch")
+    if checksum(payload) != header.digest:
+        raise CorruptObjectError("checksum mismatch")
+
+
+def decode_into(key: ObjectKey, blob: Buffer, dest: memoryview) -> None:
+    """Verify a whole stored object held in memory and copy its payload into `dest`.
+
+    Raises:
+        CorruptObjectError: On any failed check, including a payload size other than `len(dest)`.
+    """
+    view = memoryview(blob)
+    header = parse_header(view)
+    if header.payload_size != dest.nbytes:
+        raise CorruptObjectError("payload size differs from the buffer")
+    if view.nbytes != header.total_size:
+        raise CorruptObjectError("object truncated or padded")
+    payload = view[header.header_len :]
+    verify_payload(header, key, payload)
+    dest[:] = payload

@@ -1,0 +1,273 @@
+"""s3: AWS S3 or an S3-compatible store through aiobotocore, at most `s3_num_io_threads` requests at once.
+
+Each object is one S3 object `<prefix><key_name>` holding header + payload (object_format.py), written
+with one PutObject, or a multipart upload past `multipart_threshold` bytes; either way it becomes
+visible only when complete. `s3_endpoint` is `s3://bucket[/prefix]` or a bare `bucket` /
+`bucket.s3.<region>.amazonaws.com`; `endpoint_url` points at an S3-compatible server. Departures:
+aiobotocore speaks HTTP/1.1 only, so `s3_prefer_http2` is accepted and ignored; `s3_enable_s3express`
+maps to botocore's S3 Express session auth (off disables it). The client is created on first use
+(the constructor cannot await). `persist_enabled=False` deletes the objects this adapter
+stored when it closes. Usage is a ListObjectsV2 pass (approximate under concurrent writers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+from aiobotocore.session import get_session  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+from lmcache.adapters.storage._common import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    decode_all,
+    encode_all,
+    offload,
+    tally_loads,
+    usage_by_salt,
+)
+from lmcache.adapters.storage.object_format import key_name, parse_key_name
+from lmcache.domain.units import gb_to_bytes
+from lmcache.ports.l2_adapter import KeyPage, L2Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.keys import ObjectKey
+
+__all__ = ("S3L2Adapter",)
+
+logger = logging.getLogger(__name__)
+_ERRORS = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
+_PART_BYTES = 8 << 20
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, str]:
+    """Split `s3_endpoint` into (bucket, key prefix)."""
+    if endpoint.startswith("s3://"):
+        parts = urlsplit(endpoint)
+        prefix = parts.path.strip("/")
+        return parts.netloc, f"{prefix}/" if prefix else ""
+    host = endpoint.split("://")[-1].split("/")[0]
+    return (host.split(".s3.")[0] if ".s3." in host else host), ""
+
+
+class S3L2Adapter:
+    """S3 L2 tier; see the module docstring."""
+
+    multipart_threshold = 64 << 20  # bytes; an instance attribute may lower it (tests do)
+
+    def __init__(
+        self,
+        s3_endpoint: str,
+        s3_region: str,
+        s3_num_io_threads: int = 64,
+        s3_prefer_http2: bool = True,
+        s3_enable_s3express: bool = False,
+        disable_tls: bool = False,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        endpoint_url: str | None = None,
+        max_capacity_gb: float = 0.0,
+        shared: bool = False,
+        eviction: dict[str, Any] | None = None,
+        persist_enabled: bool = True,
+    ) -> None:
+        self.bucket, self.prefix = parse_endpoint(s3_endpoint)
+        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
+        self.persist = persist_enabled
+        self.counters = AdapterCounters()
+        self._stored: set[ObjectKey] = set()
+        self._locks = LockTable()
+        self._inflight = InFlight()
+        self._sem = asyncio.Semaphore(s3_num_io_threads)
+        self._client_args: dict[str, Any] = {
+            "region_name": s3_region,
+            "endpoint_url": endpoint_url,
+            "use_ssl": not disable_tls,
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+            "config": AioConfig(
+                max_pool_connections=s3_num_io_threads,
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 1, "mode": "standard"},  # the breaker does the retrying
+                s3={"disable_s3_express_session_auth": not s3_enable_s3express},
+            ),
+        }
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._client_lock = asyncio.Lock()
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    client = get_session().create_client("s3", **self._client_args)
+                    self._client = await self._stack.enter_async_context(client)
+        return self._client
+
+    def _name(self, key: ObjectKey) -> str:
+        return self.prefix + key_name(key)
+
+    def _error(self, op: str, exc: BaseException) -> None:
+        self.counters.backend_errors += 1
+        logger.warning("s3 L2 %s: %s failed: %r", self.bucket, op, exc)
+
+    async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """PUT every object concurrently (multipart past the threshold)."""
+        if self._inflight.closing:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            results = await asyncio.gather(*(self._put(k, b) for k, b in zip(keys, buffers, strict=True)))
+            if not self.persist:
+                self._stored.update(k for k, ok in zip(keys, results, strict=True) if ok)
+            self.counters.stores += sum(results)
+            self.counters.store_failures += len(results) - sum(results)
+            return list(results)
+
+    async def _put(self, key: ObjectKey, buf: memoryview) -> bool:
+        # Copied (and hashed) now, off the loop: the caller's view is not kept past this await.
+        body = (await offload(buf.nbytes, encode_all, [key], [buf]))[0]
+        async with self._sem:
+            try:
+                s3 = await self._s3()
+                if len(body) <= self.multipart_threshold:
+                    await s3.put_object(Bucket=self.bucket, Key=self._name(key), Body=body)
+                else:
+                    await self._multipart(s3, self._name(key), memoryview(body))
+                return True
+            except _ERRORS as exc:
+                self._error("store", exc)
+                return False
+
+    async def _multipart(self, s3: Any, name: str, body: memoryview) -> None:
+        upload = await s3.create_multipart_upload(Bucket=self.bucket, Key=name)
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, body.nbytes, _PART_BYTES), start=1):
+                chunk = bytes(body[start : start + _PART_BYTES])
+                reply = await s3.upload_part(
+                    Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=chunk
+                )
+                parts.append({"ETag": reply["ETag"], "PartNumber": number})
+            await s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(*_ERRORS):
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+            raise
+
+    async def _head(self, key: ObjectKey) -> bool:
+        async with self._sem:
+            try:
+                await (await self._s3()).head_object(Bucket=self.bucket, Key=self._name(key))
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    self._error("lookup", exc)
+                return False
+            except _ERRORS as exc:
+                self._error("lookup", exc)
+                return False
+
+    async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """HEAD every key concurrently; pin the hits."""
+        present = await asyncio.gather(*(self._head(k) for k in keys))
+        return self._locks.lock(keys, list(present))
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """GET every object concurrently, verify, copy each payload into its buffer."""
+        if self._inflight.closing:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            blobs = await asyncio.gather(*(self._get(k) for k in keys))
+            # offload() waits for its thread even when cancelled: buffers are written only while held.
+            nbytes = sum(len(b) for b in blobs if b is not None)
+            outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
+            return tally_loads(self.counters, keys, outcomes, logger, "s3")
+
+    async def _get(self, key: ObjectKey) -> bytes | None:
+        async with self._sem:
+            try:
+                reply = await (await self._s3()).get_object(Bucket=self.bucket, Key=self._name(key))
+                async with reply["Body"] as stream:
+                    data: bytes = await stream.read()
+                return data
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                    self._error("load", exc)
+                return None
+            except _ERRORS as exc:
+                self._error("load", exc)
+                return None
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Drop one pin per key."""
+        self._locks.unlock(keys)
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """HEAD (to report presence), then one DeleteObjects call for the present keys."""
+        present = await asyncio.gather(*(self._head(k) for k in keys))
+        names = [{"Key": self._name(k)} for k, ok in zip(keys, present, strict=True) if ok]
+        for start in range(0, len(names), 1000):
+            try:
+                await (await self._s3()).delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": names[start : start + 1000], "Quiet": True}
+                )
+            except _ERRORS as exc:
+                self._error("delete", exc)
+                return [False] * len(keys)
+        self._stored.difference_update(keys)
+        return list(present)
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """ListObjectsV2 pages under the prefix; the cursor is S3's continuation token."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": max(1, limit)}
+        if cursor:
+            args["ContinuationToken"] = cursor
+        try:
+            reply = await (await self._s3()).list_objects_v2(**args)
+        except _ERRORS as exc:
+            self._error("list", exc)
+            return KeyPage((), None)
+        keys = [k for k, _ in self._parse(reply)]
+        return KeyPage(tuple(keys), reply.get("NextContinuationToken") if reply.get("IsTruncated") else None)
+
+    def _parse(self, reply: dict[str, Any]) -> list[tuple[ObjectKey, int]]:
+        out = []
+        for item in reply.get("Contents", []):
+            try:
+                out.append((parse_key_name(item["Key"][len(self.prefix) :]), int(item["Size"])))
+            except ValueError:
+                continue  # not one of ours
+        return out
+
+    async def usage(self) -> L2Usage:
+        """Sum of object sizes under the prefix (a full ListObjectsV2 pass)."""
+        sizes: list[tuple[ObjectKey, int]] = []
+        try:
+            paginator = (await self._s3()).get_paginator("list_objects_v2")
+            async for reply in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                sizes += self._parse(reply)
+        except _ERRORS as exc:
+            self._error("usage", exc)
+        used, count, by_salt = usage_by_salt(sizes)
+        return L2Usage(used, count, self.capacity_bytes, by_salt)
+
+    async def close(self) -> None:
+        """Wait for requests in flight, delete this run's objects unless `persist_enabled`, close."""
+        await self._inflight.drain()
+        if self._stored:
+            await self.delete(list(self._stored))
+            self._stored.clear()
+        await self._stack.aclose()
+        self._client = None

@@ -1,0 +1,168 @@
+"""Fixtures of the L2 contract suite: loopback servers and one harness per backend.
+
+Adapters are built the way the server builds them (spec JSON -> validated spec -> L2 factory), without
+the resilience wrapper so each test sees the raw adapter; the outage tests add the wrapper themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from lmcache.adapters.storage import object_format
+from lmcache.app.config.l2 import L2Config
+from lmcache.app.l2_factory import build_l2_adapters
+from tests.integration.l2.servers import S3_CREDS, RedisServer, S3Server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from lmcache.domain.keys import ObjectKey
+
+ALL_BACKENDS = ["fake", "mock", "fs", "resp", "s3", "plugin", "fault_inject"]
+# Backends that keep the object format (header + checksum) and so detect tampering.
+VERIFYING = ["mock", "fs", "resp", "s3", "fault_inject"]
+PERSISTENT = ["fs", "resp", "s3"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+def build(spec: dict[str, Any]) -> Any:
+    """One raw adapter from its `--l2-adapter` JSON, through config validation and the factory."""
+    parsed = L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter
+    return build_l2_adapters(parsed, resilient=False)[0]
+
+
+def resp_spec(server: RedisServer) -> dict[str, Any]:
+    return {"type": "resp", "host": server.url(), "port": server.port, "num_workers": 4}
+
+
+def s3_spec(server: S3Server, prefix: str) -> dict[str, Any]:
+    return {"type": "s3", "s3_endpoint": f"s3://{server.bucket}/{prefix}", "s3_region": "us-east-1",
+            "endpoint_url": server.endpoint_url, "s3_num_io_threads": 8, **S3_CREDS}
+
+
+@dataclass
+class Harness:
+    """A backend under test: `make()` opens an adapter over the same storage each time."""
+
+    name: str
+    spec: dict[str, Any] | None
+    server: Any = None
+    made: list[Any] = field(default_factory=list)
+
+    @property
+    def persistent(self) -> bool:
+        return self.name in PERSISTENT
+
+    def make(self) -> Any:
+        if self.spec is None:
+            from tests.fakes.l2_adapter import FakeL2Adapter
+
+            adapter: Any = FakeL2Adapter()
+        else:
+            adapter = build(self.spec)
+        self.made.append(adapter)
+        return adapter
+
+    async def tamper(self, adapter: Any, key: ObjectKey, how: str, other: ObjectKey | None = None) -> None:
+        """Damage a stored object: `flip` a payload byte, `cut` its tail, or `swap` in another key's."""
+        blob = bytearray(await self._read(adapter, key))
+        if how == "flip":
+            blob[-1] ^= 0xFF
+        elif how == "cut":
+            del blob[-7:]
+        elif how == "swap":
+            assert other is not None
+            blob = bytearray(await self._read(adapter, other))
+        await self._write(adapter, key, bytes(blob))
+
+    async def _read(self, adapter: Any, key: ObjectKey) -> bytes:
+        inner = getattr(adapter, "inner", adapter)
+        if self.name in ("mock", "fault_inject"):
+            return bytes(inner.objects[key])
+        if self.name == "fs":
+            return Path(inner._path(key)).read_bytes()
+        if self.name == "resp":
+            return bytes(await inner.client.get("lmcache:" + object_format.key_name(key)))
+        if self.name == "s3":
+            reply = await (await inner._s3()).get_object(Bucket=inner.bucket, Key=inner._name(key))
+            async with reply["Body"] as stream:
+                return bytes(await stream.read())
+        raise AssertionError(f"{self.name} keeps no object format")
+
+    async def _write(self, adapter: Any, key: ObjectKey, blob: bytes) -> None:
+        inner = getattr(adapter, "inner", adapter)
+        if self.name in ("mock", "fault_inject"):
+            inner.objects[key] = bytearray(blob)
+        elif self.name == "fs":
+            Path(inner._path(key)).write_bytes(blob)
+        elif self.name == "resp":
+            await inner.client.set("lmcache:" + object_format.key_name(key), blob)
+        elif self.name == "s3":
+            await (await inner._s3()).put_object(Bucket=inner.bucket, Key=inner._name(key), Body=blob)
+
+
+def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any] | None, Any]:
+    mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 50}
+    if name == "fake":
+        return None, None
+    if name == "mock":
+        return mock, None
+    if name == "fault_inject":
+        return {"type": "fault_inject", "adapter": mock, "load_drop_rate": 0.0, "seed": 7}, None
+    if name == "fs":
+        return {"type": "fs", "base_path": str(tmp_path / "l2"), "relative_tmp_dir": "staging"}, None
+    if name == "plugin":
+        return {"type": "plugin", "module_path": "tests.fakes.l2_adapter", "class_name": "FakeL2Adapter",
+                "adapter_params": {"name": "plugin"}}, None
+    if name == "resp":
+        server = request.getfixturevalue("redis_server")
+        server.client().flushall()
+        return resp_spec(server), server
+    if name == "s3":
+        server = request.getfixturevalue("s3_server")
+        return s3_spec(server, f"t-{uuid.uuid4().hex[:8]}"), server
+    raise AssertionError(name)
+
+
+async def _harness(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    spec, server = _spec(name, request, tmp_path)
+    harness = Harness(name, spec, server)
+    yield harness
+    for adapter in harness.made:
+        await adapter.close()
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in _harness(request.param, request, tmp_path):
+        yield harness
+
+
+@pytest.fixture(params=VERIFYING)
+async def verifying(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in _harness(request.param, request, tmp_path):
+        yield harness
+
+
+@pytest.fixture(params=PERSISTENT)
+async def persistent(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in _harness(request.param, request, tmp_path):
+        yield harness
