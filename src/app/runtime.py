@@ -58,7 +58,12 @@ class ServerRuntime:
             kv_events = c.kv_events()
             experimental = ["kv_event_stream"] if kv_events.enabled else []
             self.handlers = OpHandlers(
-                engine, c.registrar(), engine_driven, experimental, self._on_unregister
+                engine,
+                c.registrar(),
+                engine_driven,
+                experimental,
+                self._on_unregister,
+                lmcache_driven=mode in ("lmcache_driven", "auto"),
             )
             self.engine_driven = engine_driven
             self._start_loops()

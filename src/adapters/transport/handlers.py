@@ -71,12 +71,14 @@ class OpHandlers:
         engine_driven: EngineDrivenService | None,
         experimental: list[str],
         on_unregister: Callable[[int], None] | None = None,
+        lmcache_driven: bool = True,
     ) -> None:
         self.engine = engine
         self.registrar = registrar
         self.engine_driven = engine_driven
         self.experimental = experimental
         self._on_unregister = on_unregister
+        self.lmcache_driven = lmcache_driven
         self.table: dict[str, Callable[..., Any]] = {
             name: getattr(self, name)
             for name in (
@@ -116,6 +118,10 @@ class OpHandlers:
         groups: list[Any],
     ) -> None:
         try:
+            if not self.lmcache_driven:
+                raise RequestError(
+                    "lmcache-driven transfers are disabled (--supported-transfer-mode engine_driven)"
+                )
             descriptors = [decode_descriptor(w) for w in wrappers]
             self.registrar.register(
                 instance_id, descriptors, model_name, world_size, engine_type, hints, groups

@@ -197,7 +197,9 @@ class ZmqServer:
             return
         self.requests[op.name] += 1
         args = self._decode(op, rest[2:])
-        if args is None or not mode_allows(op, self._mode):
+        # a refused registration is handled (logged loudly, listed as failed) by its handler, §1.8
+        allowed = op.name == "register_kv_cache" or mode_allows(op, self._mode)
+        if args is None or not allowed:
             self.errors[op.name] += 1
             self._reply(identity, uid, op_frame, op.failure)
             return

@@ -98,3 +98,14 @@ def test_bytes_path_raw_and_pickled() -> None:
         assert c.commit_store(key(tokens_for(14), "e", end=512), 2001, pickle.dumps([Evil()])) is False
         assert not Path("/tmp/lmcache-pwned").exists()
         assert c.commit_store(key(tokens_for(15), "w", end=512), 2001, encode_raw([b"x" * 10])) is False
+
+
+def test_refused_registration_is_loud() -> None:
+    with run_server("--supported-transfer-mode", "engine_driven") as server, server.client() as c:
+        from tests.integration.server.conftest import Engine
+
+        engine = Engine(c, 4242)
+        engine.register()  # answered (None), but refused
+        assert c.store(key(tokens_for(16), "s", end=512), 4242, [list(range(32))], b"") == (b"", False)
+        engine.close()
+    assert "Registration of instance 4242 failed: lmcache-driven transfers are disabled" in server.log()
