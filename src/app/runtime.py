@@ -14,6 +14,8 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lmcache.adapters.memory.shm import ShmL1Memory
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
@@ -46,6 +48,9 @@ class ServerRuntime:
     def start(self) -> None:
         """Build and start everything; raises on a start-up failure (after undoing what started)."""
         c, cfg = self.c, self.config
+        # Copies are ~512 KiB each: torch's intra-op threads only add wake-up latency, and an engine shares
+        # these cores. Parallelism comes from --max-gpu-workers instead (benchmarks/data_path.py).
+        torch.set_num_threads(1)
         memory = c.l1_memory()
         try:
             c.l2_adapters()
