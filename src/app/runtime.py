@@ -73,8 +73,17 @@ class ServerRuntime:
             self.engine_driven = engine_driven
             self._start_loops()
             url = f"tcp://{_bind_host(cfg.mp.host)}:{cfg.mp.port}"
+            inline = {"query_prefetch_status", "free_lookup_locks", "end_session", "ping"}
+            if not c.prefetch_controller().has_adapters:
+                inline.add("lookup")  # L1-only lookups lock in place and never wait (run_job_now)
             self.server = ZmqServer(
-                url, self.handlers.table, mode, kv_events, cfg.mp.max_gpu_workers, cfg.mp.max_cpu_workers
+                url,
+                self.handlers.table,
+                mode,
+                kv_events,
+                cfg.mp.max_gpu_workers,
+                cfg.mp.max_cpu_workers,
+                inline_ops=frozenset(inline),
             )
             self.server.start()
         except BaseException:
