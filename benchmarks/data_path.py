@@ -148,10 +148,23 @@ class Server:
         self.port = free_port()
         self.log = log
         cmd = [
-            sys.executable, "-m", "lmcache.app.cli", "server", "--host", "127.0.0.1",
-            "--port", str(self.port), "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-            "--l1-size-gb", f"{l1_size_gb:.2f}", "--eviction-policy", "LRU",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "lmcache.app.cli",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(free_port()),
+            "--l1-size-gb",
+            f"{l1_size_gb:.2f}",
+            "--eviction-policy",
+            "LRU",
+        ]
         env = dict(os.environ, DO_NOT_TRACK="1", LMCACHE_TRACK_USAGE="false")
         if threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -218,8 +231,9 @@ class Engine:
     def register(self, client: LMCacheClient) -> None:
         """`register_kv_cache` of all layers as one engine group."""
         group = EngineGroupInfo(0, tuple(range(len(self.layers))), BLOCK_SIZE)
-        client.register_kv_cache(INSTANCE, [t.descriptor for t in self.layers], MODEL, 1, "vllm",
-                                 {"kv_layout": "NHD"}, [group])  # fmt: skip
+        client.register_kv_cache(
+            INSTANCE, [t.descriptor for t in self.layers], MODEL, 1, "vllm", {"kv_layout": "NHD"}, [group]
+        )
 
     def close(self) -> None:
         """Unlink every segment."""
@@ -306,11 +320,18 @@ def bench_transfer(
     store = nbytes / median(store_s) / GB
     retrieve = nbytes / median(retrieve_s) / GB
     return {
-        "tokens": tokens_n, "bytes": nbytes, "iterations": iters, "memcpy_gbps": memcpy,
-        "store_gbps": store, "store_ratio": store / memcpy, "store_ms": median(store_s) * 1e3,
-        "retrieve_gbps": retrieve, "retrieve_ratio": retrieve / memcpy,
-        "retrieve_ms": median(retrieve_s) * 1e3, "verified": True,
-    }  # fmt: skip
+        "tokens": tokens_n,
+        "bytes": nbytes,
+        "iterations": iters,
+        "memcpy_gbps": memcpy,
+        "store_gbps": store,
+        "store_ratio": store / memcpy,
+        "store_ms": median(store_s) * 1e3,
+        "retrieve_gbps": retrieve,
+        "retrieve_ratio": retrieve / memcpy,
+        "retrieve_ms": median(retrieve_s) * 1e3,
+        "verified": True,
+    }
 
 
 class RawDealer:
@@ -375,8 +396,13 @@ def bench_lookup(client: LMCacheClient, url: str, engine: Engine, n: int) -> dic
     finally:
         raw.close()
     out: dict[str, Any] = {"lookups": n, "wrong_hit_counts": misses}
-    for name, xs in (("lookup", lookup_us), ("lookup_query", pair_us), ("lookup_raw_dealer", raw_us),
-                     ("noop", noop_us), ("noop_raw_dealer", raw_noop_us)):  # fmt: skip
+    for name, xs in (
+        ("lookup", lookup_us),
+        ("lookup_query", pair_us),
+        ("lookup_raw_dealer", raw_us),
+        ("noop", noop_us),
+        ("noop_raw_dealer", raw_noop_us),
+    ):
         out[f"{name}_p50_us"] = percentile(xs, 0.5)
         out[f"{name}_p99_us"] = percentile(xs, 0.99)
     return out
@@ -421,8 +447,9 @@ class BatchedKV:
 
     def _objects(self, extents: list[Extent]) -> list[torch.Tensor]:
         g = self.group
-        return [self.arena.narrow(0, e.offset + g.offset, g.nbytes).view(DTYPE).view(g.shape)
-                for e in extents]  # fmt: skip
+        return [
+            self.arena.narrow(0, e.offset + g.offset, g.nbytes).view(DTYPE).view(g.shape) for e in extents
+        ]
 
     def gather(self, block_ids: list[int], extents: list[Extent]) -> None:
         """Engine blocks -> objects."""
@@ -501,12 +528,16 @@ def bench_variants(engine: Engine, layers: int, repeat: int) -> list[dict[str, A
             _check(tensors, out, want, what)
         del want
         cases: dict[str, dict[str, Callable[[], None]]] = {
-            "gather": {"per_chunk": lambda: current.gather([ids], chunks, extents),
-                       "batched": lambda: batched.gather(ids, extents)},
-            "scatter": {"per_chunk": lambda: current.scatter([out_ids], chunks, extents),
-                        "batched": lambda: batched.scatter(out_ids, extents),
-                        "per_chunk_int64": lambda: batched.scatter_wide(out_ids, extents)},
-        }  # fmt: skip
+            "gather": {
+                "per_chunk": lambda: current.gather([ids], chunks, extents),
+                "batched": lambda: batched.gather(ids, extents),
+            },
+            "scatter": {
+                "per_chunk": lambda: current.scatter([out_ids], chunks, extents),
+                "batched": lambda: batched.scatter(out_ids, extents),
+                "per_chunk_int64": lambda: batched.scatter_wide(out_ids, extents),
+            },
+        }
         copy = Memcpy(nbytes)
         default_threads = torch.get_num_threads()
         rows = []
@@ -522,8 +553,11 @@ def bench_variants(engine: Engine, layers: int, repeat: int) -> list[dict[str, A
                             fn()
                             times[name].append(time.perf_counter() - t0)
                         copies.append(copy.seconds())
-                    row: dict[str, Any] = {"op": op, "threads": threads,
-                                           "memcpy_1t_gbps": nbytes / median(copies) / GB}  # fmt: skip
+                    row: dict[str, Any] = {
+                        "op": op,
+                        "threads": threads,
+                        "memcpy_1t_gbps": nbytes / median(copies) / GB,
+                    }
                     for name, xs in times.items():
                         row[f"{name}_gbps"] = nbytes / median(xs) / GB
                     rows.append(row)
@@ -622,9 +656,14 @@ def main() -> None:
         try:
             server = Server(l1_gib, Path(tmp) / "server.log", args.server_threads)
             start_s = server.wait_ready()
-            result["config"] = {"layers": layers, "l1_size_gb": l1_gib, "iterations": iters,
-                                "server_threads": args.server_threads, "server_start_s": start_s,
-                                "loadavg": os.getloadavg()[0]}  # fmt: skip
+            result["config"] = {
+                "layers": layers,
+                "l1_size_gb": l1_gib,
+                "iterations": iters,
+                "server_threads": args.server_threads,
+                "server_start_s": start_s,
+                "loadavg": os.getloadavg()[0],
+            }
             with LMCacheClient(server.url, timeout_s=120.0) as client:
                 engine.register(client)
                 if client.get_chunk_size() != CHUNK:

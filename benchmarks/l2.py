@@ -161,8 +161,10 @@ async def raw_resp(host: str, port: int, args: argparse.Namespace, spec: dict[st
 async def raw_s3(endpoint_url: str, bucket: str, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
     from aiobotocore.session import get_session
 
-    async with get_session().create_client("s3", region_name="us-east-1", endpoint_url=endpoint_url,
-                                           **S3_CREDS) as s3:  # fmt: skip
+    async with get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=endpoint_url, **S3_CREDS
+    ) as s3:
+
         async def put(name: str, data: bytes) -> None:
             await s3.put_object(Bucket=bucket, Key="raw/" + name, Body=data)
 
@@ -210,8 +212,13 @@ async def main(args: argparse.Namespace) -> None:
             s3_server = S3Server(bucket=bucket).start()
             url = s3_server.endpoint_url
         try:
-            spec = {"type": "s3", "s3_endpoint": f"s3://{bucket}/bench", "s3_region": "us-east-1",
-                    "endpoint_url": url, **S3_CREDS}  # fmt: skip
+            spec = {
+                "type": "s3",
+                "s3_endpoint": f"s3://{bucket}/bench",
+                "s3_region": "us-east-1",
+                "endpoint_url": url,
+                **S3_CREDS,
+            }
             _row("s3", await raw_s3(url, bucket, args, spec))
         finally:
             if s3_server:

@@ -59,8 +59,10 @@ def bench_index(n: int, batch: int) -> None:
     del baseline
     l1 = make_l1(n)
     fill_s = fill(l1, keys, batch)
-    print(f"reserve+finish (batches of {batch}) {fill_s / n * 1e6:8.2f} us/object | "
-          f"dict insert {dict_s / n * 1e6:.2f} us/object | {fill_s / dict_s:.1f}x")
+    print(
+        f"reserve+finish (batches of {batch}) {fill_s / n * 1e6:8.2f} us/object | "
+        f"dict insert {dict_s / n * 1e6:.2f} us/object | {fill_s / dict_s:.1f}x"
+    )
 
     rng = random.Random(1)
     lookups = 2000
@@ -75,15 +77,19 @@ def bench_index(n: int, batch: int) -> None:
     for s in starts:
         l1.prefix_len(keys[s : s + PREFIX])
     peek_s = time.perf_counter() - t0
-    print(f"lookup of a {PREFIX}-chunk prefix: lock+unlock {lock_s / lookups * 1e6:8.1f} us | "
-          f"presence only {peek_s / lookups * 1e6:.1f} us")
+    print(
+        f"lookup of a {PREFIX}-chunk prefix: lock+unlock {lock_s / lookups * 1e6:8.1f} us | "
+        f"presence only {peek_s / lookups * 1e6:.1f} us"
+    )
 
     used = l1.stats().used_bytes
     t0 = time.perf_counter()
     count, freed = l1.evict(int(used * 0.2), EvictionReason.WATERMARK)
     evict_ms = (time.perf_counter() - t0) * 1e3
-    print(f"eviction of 20% ({count} objects, {freed / 2**20:.0f} MiB): {evict_ms:8.1f} ms "
-          f"({evict_ms * 1e3 / max(count, 1):.2f} us/object)")
+    print(
+        f"eviction of 20% ({count} objects, {freed / 2**20:.0f} MiB): {evict_ms:8.1f} ms "
+        f"({evict_ms * 1e3 / max(count, 1):.2f} us/object)"
+    )
 
 
 def bench_memory(n: int, batch: int) -> None:
@@ -95,8 +101,10 @@ def bench_memory(n: int, batch: int) -> None:
     fill(l1, keys, batch)
     total = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    print(f"index memory per object: {(total - keys_only) / n:6.0f} B (+ {keys_only / n:.0f} B for the "
-          f"ObjectKey itself) over {l1.object_count} objects")
+    print(
+        f"index memory per object: {(total - keys_only) / n:6.0f} B (+ {keys_only / n:.0f} B for the "
+        f"ObjectKey itself) over {l1.object_count} objects"
+    )
 
 
 def bench_hashing(tokens_n: int = 100_000, chunk: int = 256, repeat: int = 20) -> None:
@@ -120,11 +128,13 @@ def bench_hashing(tokens_n: int = 100_000, chunk: int = 256, repeat: int = 20) -
         blake3(raw).digest()
         best_raw = min(best_raw, time.perf_counter() - t0)
     mb = len(raw) / 1e6
-    print(f"hashing {tokens_n} tokens ({chunks} chunks of {chunk}): list->digests {best_ours * 1e3:.2f} ms "
-          f"= {mb / best_ours:.0f} MB/s ({tokens_n / best_ours / 1e6:.1f} M tokens/s) | chain over packed "
-          f"tokens {best_chain * 1e3:.2f} ms = {mb / best_chain:.0f} MB/s | plain blake3 one call "
-          f"{best_raw * 1e3:.3f} ms = {mb / best_raw:.0f} MB/s | ratio {best_ours / best_raw:.1f}x "
-          f"(chain only {best_chain / best_raw:.1f}x)")
+    print(
+        f"hashing {tokens_n} tokens ({chunks} chunks of {chunk}): list->digests {best_ours * 1e3:.2f} ms "
+        f"= {mb / best_ours:.0f} MB/s ({tokens_n / best_ours / 1e6:.1f} M tokens/s) | chain over packed "
+        f"tokens {best_chain * 1e3:.2f} ms = {mb / best_chain:.0f} MB/s | plain blake3 one call "
+        f"{best_raw * 1e3:.3f} ms = {mb / best_raw:.0f} MB/s | ratio {best_ours / best_raw:.1f}x "
+        f"(chain only {best_chain / best_raw:.1f}x)"
+    )
 
 
 def main() -> None:

@@ -51,8 +51,10 @@ class OpStats:
         p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         mbps = self.nbytes / self.wall_s / 1e6 if self.wall_s else 0.0
         rate = ops / self.wall_s if self.wall_s else 0.0
-        return (f"{name:<7} {mbps:10.1f} MB/s {rate:10.1f} ops/s   p50 {p50 * 1e3:8.2f} ms   "
-                f"p99 {p99 * 1e3:8.2f} ms   failures {self.failures}")  # fmt: skip
+        return (
+            f"{name:<7} {mbps:10.1f} MB/s {rate:10.1f} ops/s   p50 {p50 * 1e3:8.2f} ms   "
+            f"p99 {p99 * 1e3:8.2f} ms   failures {self.failures}"
+        )
 
 
 async def run_phase(
@@ -78,14 +80,19 @@ async def run_phase(
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the flags of `lmcache bench l2` to a (sub)parser; `run(namespace)` then runs it."""
-    parser.add_argument("--l2-adapter", required=True, type=json.loads, metavar="JSON",
-                        help='The adapter to measure, as for the server (e.g. {"type": "mock", ...}).')
+    parser.add_argument(
+        "--l2-adapter",
+        required=True,
+        type=json.loads,
+        metavar="JSON",
+        help='The adapter to measure, as for the server (e.g. {"type": "mock", ...}).',
+    )
     parser.add_argument("--num-keys", type=int, default=64, metavar="N", help="Objects per round.")
     parser.add_argument("--data-size-kb", type=int, default=4096, metavar="KB", help="KiB per object.")
     parser.add_argument("--in-flight", type=int, default=8, metavar="N", help="Concurrent operations.")
     parser.add_argument("--rounds", type=int, default=3, metavar="N", help="Rounds (fresh keys each).")
     parser.add_argument("--only", choices=PHASES, help="Report one phase only.")
-    return parser  # fmt: skip
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +119,12 @@ async def bench(
         keys = [ObjectKey(run + i.to_bytes(16, "big"), "bench", rank) for i in range(args.num_keys)]
         data = [memoryview(os.urandom(size)) for _ in keys]
         outs = [memoryview(bytearray(size)) for _ in keys]
-        await run_phase([_call(adapter.store, k, d) for k, d in zip(keys, data, strict=True)],
-                        args.in_flight, size, stats["store"])  # fmt: skip
+        await run_phase(
+            [_call(adapter.store, k, d) for k, d in zip(keys, data, strict=True)],
+            args.in_flight,
+            size,
+            stats["store"],
+        )
         await run_phase([_lookup(adapter, k) for k in keys], args.in_flight, 0, stats["lookup"])
         if before_load is not None:
             before_load()
@@ -156,8 +167,10 @@ async def _main(args: argparse.Namespace) -> int:
         stats = await bench(adapter, args)
     finally:
         await adapter.close()
-    print(f"L2 bench: {args.l2_adapter['type']}, {args.num_keys} x {args.data_size_kb} KiB x {args.rounds} "
-          f"rounds, {args.in_flight} in flight; every object verified byte for byte")  # fmt: skip
+    print(
+        f"L2 bench: {args.l2_adapter['type']}, {args.num_keys} x {args.data_size_kb} KiB x {args.rounds} "
+        f"rounds, {args.in_flight} in flight; every object verified byte for byte"
+    )
     for phase in (args.only,) if args.only else PHASES:
         print(stats[phase].line(phase))
     return 0 if not any(s.failures for s in stats.values()) else 1

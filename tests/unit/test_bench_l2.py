@@ -31,8 +31,13 @@ def test_only_one_phase(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_failed_operations_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = json.dumps({"type": "fault_inject", "load_drop_rate": 1.0,
-                       "adapter": {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 10}})  # fmt: skip
+    spec = json.dumps(
+        {
+            "type": "fault_inject",
+            "load_drop_rate": 1.0,
+            "adapter": {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 10},
+        }
+    )
     assert main(["--l2-adapter", spec, "--num-keys", "3", "--data-size-kb", "4", "--rounds", "1"]) == 1
     load = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("load"))
     assert load.endswith("failures 3")

@@ -177,3 +177,18 @@ def test_unregister_ends_stream_and_rejects_transfers(server: RunningServer) -> 
         assert c.store(key(tokens_for(8), "s", end=512), 1000, [BLOCKS], b"") == (b"", False)
         c.unregister_kv_cache(1000)  # unknown: a no-op
         engine.close()
+
+
+def test_retrieve_from_unregistered_instance_releases_its_lookup_locks(server: RunningServer) -> None:
+    with server.client() as c:
+        engine = Engine(c)
+        engine.register()
+        tokens = tokens_for(9)
+        assert c.store(key(tokens, "s", end=512), 1000, [BLOCKS], b"")[1]
+        assert hit_chunks(c, tokens, "r") == 2  # the lookup read-locks both chunks
+        c.unregister_kv_cache(1000)
+        assert c.retrieve(key(tokens, "r", end=512), 1000, [BLOCKS], b"", 0) == (b"", False)
+        c.clear(False)  # a non-forced clear only drops unlocked objects: the failed retrieve released them
+        engine.register()
+        assert hit_chunks(c, tokens, "after") == 0
+        engine.close()
