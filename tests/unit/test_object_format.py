@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmcache.adapters.storage.object_format import (
+    ALGO_BLAKE3,
+    ALGO_XXH3,
     FIXED_SIZE,
     CorruptObjectError,
     checksum,
@@ -48,7 +50,30 @@ def test_large_payload_checksum_matches_single_threaded() -> None:
     import blake3
 
     payload = bytes(range(256)) * 8192  # 2 MiB: hashed on several threads
-    assert checksum(payload) == blake3.blake3(payload).digest()
+    assert checksum(payload, ALGO_BLAKE3) == blake3.blake3(payload).digest()
+
+
+def test_objects_are_written_with_xxh3_and_blake3_objects_still_verify() -> None:
+    import xxhash
+
+    payload = bytes(range(256)) * 40
+    blob = _blob(payload=payload)
+    assert struct.unpack_from("<H", blob, 6)[0] == ALGO_XXH3
+    assert parse_header(blob).digest == xxhash.xxh3_128_digest(payload) + bytes(16)
+    # an object written by the earlier blake3 format: algorithm 1 and a blake3 digest
+    old = bytearray(blob)
+    struct.pack_into("<H", old, 6, ALGO_BLAKE3)
+    struct.pack_into("<32s", old, 24, checksum(payload, ALGO_BLAKE3))
+    dest = bytearray(len(payload))
+    decode_into(KEY, bytes(old), memoryview(dest))
+    assert dest == payload
+    old[-1] ^= 1
+    with pytest.raises(CorruptObjectError, match="checksum"):
+        decode_into(KEY, bytes(old), memoryview(dest))
+    unknown = bytearray(blob)
+    struct.pack_into("<H", unknown, 6, 9)
+    with pytest.raises(CorruptObjectError, match="algorithm"):
+        parse_header(bytes(unknown))
 
 
 @pytest.mark.parametrize(
