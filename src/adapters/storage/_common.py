@@ -152,6 +152,11 @@ def encode_all(keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list
     return [b"".join((encode_header(k, b), b)) for k, b in zip(keys, buffers, strict=True)]
 
 
+def encode_headers(keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bytes]:
+    """The header of each object (its payload is sent as is, after it)."""
+    return [encode_header(k, b) for k, b in zip(keys, buffers, strict=True)]
+
+
 def decode_all(
     keys: Sequence[ObjectKey], blobs: Sequence[bytes | None], buffers: Sequence[memoryview]
 ) -> list[CorruptObjectError | bool]:

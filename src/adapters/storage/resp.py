@@ -1,7 +1,8 @@
 """resp: Redis or Valkey through `redis.asyncio`, one pipeline per batch, a pool of `num_workers` connections.
 
 Each object is one string value (header + payload, object_format.py) under `lmcache:<key_name>`, written
-with a single SET, so it is visible whole or not at all. `host` is a host name or a `redis://` /
+with SET (header) + APPEND (payload) inside one MULTI/EXEC, so it is visible whole or not at all
+and the payload goes from L1 to the socket without a joined copy. `host` is a host name or a `redis://` /
 `rediss://` URL (TLS); URL query options pass through to redis-py (`?ssl_ca_certs=/path/ca.pem`,
 `?ssl_cert_reqs=none`), and `port` fills in a URL without one. Listing is SCAN over the prefix; usage
 is a SCAN + STRLEN pass (approximate under concurrent writers). Backend errors are misses, logged and
@@ -22,7 +23,7 @@ from lmcache.adapters.storage._common import (
     InFlight,
     LockTable,
     decode_all,
-    encode_all,
+    encode_headers,
     offload,
     tally_loads,
     usage_by_salt,
@@ -90,20 +91,25 @@ class RedisL2Adapter:
         logger.warning("resp L2 %s: %s failed: %r", self.url.split("?")[0], op, exc)
 
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """SET every object in one pipeline; the value is built with one join per object."""
+        """SET each header and APPEND its payload inside one MULTI/EXEC: whole objects, no joined copy."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
-            values = await offload(sum(b.nbytes for b in buffers), encode_all, keys, buffers)
-            pipe = self.client.pipeline(transaction=False)
-            for key, value in zip(keys, values, strict=True):
-                pipe.set(PREFIX + key_name(key), value)
+            headers = encode_headers(keys, buffers)  # xxh3: ~0.04 ms per MiB, cheaper than a thread hop
+            pipe = self.client.pipeline(transaction=True)
+            for key, header, payload in zip(keys, headers, buffers, strict=True):
+                name = PREFIX + key_name(key)
+                pipe.set(name, header)
+                pipe.append(name, payload)
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except _ERRORS as exc:
                 self._error("store", exc)
-                replies = [exc] * len(keys)
-            out = [reply is True for reply in replies]
+                replies = [exc] * (2 * len(keys))
+            out = [
+                replies[2 * i] is True and replies[2 * i + 1] == len(h) + b.nbytes
+                for i, (h, b) in enumerate(zip(headers, buffers, strict=True))
+            ]
             self.counters.stores += sum(out)
             self.counters.store_failures += len(out) - sum(out)
             if not self.persist:
