@@ -1,8 +1,11 @@
 """A typed client for every op of wire-protocol.md, used by our tools, benchmarks and tests.
 
-One DEALER socket owned by one I/O thread; calls from any thread queue their frames and get a Future
-matched by uid. ZMQ reconnects by itself after a server restart; a call that gets no reply within its
-timeout raises `TimeoutError` and its late reply is dropped.
+Blocking calls (`call` and the typed methods) go out on a DEALER socket of the calling thread's own and
+wait for their reply on it: no hop to another thread either way, which is a third of a lookup's round
+trip (benchmarks/data_path.py). `call_async` and KV-event streams use one more DEALER owned by an I/O
+thread, whose Futures are matched by uid. Calls on one socket stay in order; a blocking call and an async
+one are not ordered with each other. ZMQ reconnects by itself after a server restart; a call that gets no
+reply within its timeout raises `TimeoutError` and its late reply is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +47,13 @@ _RESPONSES: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "subscribe_kv_events": msgspec.msgpack.Decoder(KVEventBatch),
 }
 _ONE = (1).to_bytes(8, "little")
+
+
+def _decode_reply(name: str, frames: list[bytes]) -> Any:
+    """The reply's payload decoded for op `name` (None for a reply without one)."""
+    if len(frames) < 3:
+        return None
+    return _RESPONSES.get(name, _any).decode(frames[2])
 
 
 def normalise_url(url: str) -> str:
@@ -90,12 +101,11 @@ class LMCacheClient:
         self.url = normalise_url(url)
         self.timeout_s = timeout_s
         self._ctx = zmq.Context()
-        self._socket = self._ctx.socket(zmq.DEALER)
-        for option, value in ((zmq.LINGER, 0), (zmq.CONNECT_TIMEOUT, 5000), (zmq.RECONNECT_IVL_MAX, 1000)):
-            self._socket.setsockopt(option, value)
-        self._socket.connect(self.url)
+        self._socket = self._dealer()
         self._uids = itertools.count()
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._thread_sockets: list[zmq.Socket[bytes]] = []
         self._calls: dict[int, tuple[Future[Any], str]] = {}
         self._streams: dict[bytes, KVEventStream] = {}
         self._out: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
@@ -105,6 +115,24 @@ class LMCacheClient:
         self._thread.start()
 
     # ----------------------------------------------------------------- plumbing
+    def _dealer(self) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        for option, value in ((zmq.LINGER, 0), (zmq.CONNECT_TIMEOUT, 5000), (zmq.RECONNECT_IVL_MAX, 1000)):
+            sock.setsockopt(option, value)
+        sock.connect(self.url)
+        return sock
+
+    def _thread_socket(self) -> zmq.Socket[bytes]:
+        if not self._running:
+            raise RuntimeError(f"client of {self.url} is closed")
+        sock: zmq.Socket[bytes] | None = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = self._dealer()
+            self._local.sock = sock
+            with self._lock:
+                self._thread_sockets.append(sock)
+        return sock
+
     def _send(self, frames: list[bytes]) -> None:
         self._out.put(frames)
         os.write(self._wake, _ONE)
@@ -128,7 +156,6 @@ class LMCacheClient:
                         break
                     self._on_reply(frames)
         self._socket.close(0)
-        self._ctx.term()
 
     def _on_reply(self, frames: list[bytes]) -> None:
         stream = self._streams.get(frames[0])
@@ -149,11 +176,7 @@ class LMCacheClient:
             return  # a late reply to a call that timed out
         future, name = entry
         try:
-            if len(frames) < 3:
-                future.set_result(None)
-            else:
-                decoder = _RESPONSES.get(name, _any)
-                future.set_result(decoder.decode(frames[2]))
+            future.set_result(_decode_reply(name, frames))
         except Exception as exc:
             future.set_exception(exc)
 
@@ -169,21 +192,33 @@ class LMCacheClient:
         return future
 
     def call(self, name: str, *payloads: Any, timeout_s: float | None = None) -> Any:
-        """Send and wait; raises TimeoutError when no reply comes in time."""
-        future = self.call_async(name, *payloads)
+        """Send on this thread's socket and wait there; raises TimeoutError when no reply comes in time."""
+        op = OPS_BY_NAME[name]
+        sock = self._thread_socket()
+        uid = _enc.encode(next(self._uids))
+        op_frame = _enc.encode(op.op_id if op.op_id is not None else op.name)
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         try:
-            return future.result(self.timeout_s if timeout_s is None else timeout_s)
-        except TimeoutError:
-            with self._lock:
-                self._calls = {u: e for u, e in self._calls.items() if e[0] is not future}
-            raise TimeoutError(f"{name}: no reply from {self.url}") from None
+            sock.send_multipart([uid, op_frame, *(_enc.encode(p) for p in payloads)], zmq.NOBLOCK)
+            while (remaining := deadline - time.monotonic()) > 0 and sock.poll(max(1, int(remaining * 1000))):
+                frames = sock.recv_multipart()
+                if frames[0] == uid:  # anything else is the late reply of a call that timed out
+                    return _decode_reply(name, frames)
+        except zmq.Again:
+            pass
+        raise TimeoutError(f"{name}: no reply from {self.url}")
 
     def close(self) -> None:
-        """Stop the I/O thread and close the socket; pending calls time out."""
+        """Stop the I/O thread and close every socket; calls still waiting on another thread fail."""
         if self._running:
             self._running = False
             self._thread.join(2.0)
             os.close(self._wake)
+            with self._lock:
+                sockets, self._thread_sockets = self._thread_sockets, []
+            for sock in sockets:
+                sock.close(0)
+            self._ctx.term()
 
     def __enter__(self) -> LMCacheClient:
         return self
