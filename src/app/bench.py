@@ -33,6 +33,7 @@ from lmcache.adapters.transport.wire_types import (
     RegisterEngineDrivenContextPayload,
 )
 from lmcache.app import bench_l2
+from lmcache.app.bench_args import add_bench_parser
 from lmcache.domain.arena import Extent
 from lmcache.domain.kv_layout import TensorSpec, build_layout
 
@@ -45,40 +46,13 @@ _SPEC = re.compile(r"^\((\d+(?:,\d+)*)\):(\w+):(\d+)$")
 INSTANCE_ID = 1000
 
 
-def add_bench_parser(commands: Any) -> None:
-    """Add `bench server` to the `lmcache` parser."""
-    bench = commands.add_parser("bench", help="Benchmarks and checks against a running server.")
-    sub = bench.add_subparsers(dest="bench_command", metavar="TARGET", required=True)
-    p = sub.add_parser("server", help="Store/retrieve round trips against a running lmcache server.")
-    p.add_argument("--rpc-url", default="tcp://localhost:5555", help="ZMQ URL of the server.")
-    p.add_argument("--url", default=None, help="HTTP URL of the server (checksums through the server).")
-    p.add_argument("--mode", choices=["cpu", "gpu"], default="cpu", help="Where the KV tensors live.")
-    p.add_argument(
-        "--transfer-mode",
-        choices=["lmcache_driven", "engine_driven", "auto"],
-        default="auto",
-        help="auto = engine_driven on CPU, as LMCache's bench does.",
-    )
-    p.add_argument("--num-tokens", type=int, default=512, help="Tokens per request (full chunks are used).")
-    p.add_argument(
-        "--kvcache-shape-spec",
-        default="(2,1024,16,8,128):float16:32",
-        help="(2,NB,BS,NH,HS):dtype:layers of the simulated engine.",
-    )
-    p.add_argument("--start", type=int, default=0, help="First sequence number.")
-    p.add_argument("--end", type=int, default=20, help="Sequence number to stop before.")
-    p.add_argument("--interval", type=float, default=0.0, help="Seconds to sleep between phases.")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="Summary format.")
-    p.add_argument("--output", default=None, help="Also write the summary to this file.")
-    p.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for each RPC.")
-    bench_l2.add_arguments(sub.add_parser("l2", help="Store/load throughput and checks of one L2 adapter."))
-
-
 @dataclass
 class _Stats:
     times: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     bytes_moved: int = 0
+    # Who computed each pass's digests: "server" (POST /cache/checksums) or "local" (the fallback).
+    checksums: dict[str, int] = field(default_factory=lambda: {"server": 0, "local": 0})
 
     def add(self, op: str, seconds: float) -> None:
         self.times.setdefault(op, []).append(seconds)
@@ -307,8 +281,10 @@ class _Runner:
         after = _server_checksums(self.http, blocks, self.engine.chunk // self.engine.block_size)
         if before is not None and after is not None:
             ok = before == after == local_before
+            self.stats.checksums["server"] += 1
         else:
             ok = self.engine.checksums(blocks) == local_before
+            self.stats.checksums["local"] += 1
         if not ok:
             fail(f"seq {seq}: checksum mismatch")
         self.client.end_session(warm)
@@ -360,6 +336,7 @@ def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
         "num_tokens": args.num_tokens,
         "failures": stats.failures,
         "checksum_ok": not stats.failures,
+        "checksums": stats.checksums,
         "ops": {},
     }
     for op, times in stats.times.items():
@@ -383,6 +360,8 @@ def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
                 f"  p99 {row['p99_ms']:8.3f} ms{rate}"
             )
         lines.append(f"  checks: {'all passed' if not stats.failures else f'{len(stats.failures)} FAILED'}")
+        server, local = stats.checksums["server"], stats.checksums["local"]
+        lines.append(f"  checksums: {server} by the server, {local} computed locally")
         lines.extend(f"    {f}" for f in stats.failures[:20])
         text = "\n".join(lines)
     print(text)

@@ -1,6 +1,8 @@
 """The `lmcache` command: parses flags generated from the config models and builds through the container.
 
 Configuration mistakes print one `lmcache <cmd>: error: ...` line each and exit 2, without a traceback.
+The server, coordinator and benchmark modules (torch, zmq) are imported only by the command that runs them,
+so the operator commands (`lmcache ping kvcache`, ...) and `--help` start quickly.
 """
 
 from __future__ import annotations
@@ -12,17 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import zmq
-
 from lmcache import __version__
-from lmcache.adapters.memory.factory import L1MemoryError
-from lmcache.app.bench import add_bench_parser, run_bench
+from lmcache.app.bench_args import add_bench_parser
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
-from lmcache.app.container import ServerContainer
-from lmcache.app.coordinator_main import run_coordinator
 from lmcache.app.logging_setup import configure_logging
-from lmcache.app.runtime import ServerRuntime
+from lmcache.app.ops_cli import OPS_COMMANDS, add_ops_parsers, run_ops
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -51,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(sub, model)
         sub.set_defaults(_model=model)
     add_bench_parser(commands)
+    add_ops_parsers(commands)
     return parser
 
 
@@ -58,8 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lmcache` console script; returns the exit status."""
     namespace = build_parser().parse_args(argv)
     if namespace.command == "bench":
+        from lmcache.app.bench import run_bench  # torch: only when a benchmark runs
+
         configure_logging("WARNING")
         return run_bench(namespace)
+    if namespace.command in OPS_COMMANDS:
+        return run_ops(namespace)
     args = vars(namespace)
     command: str = args.pop("command")
     model: type[BaseModel] = args.pop("_model")
@@ -79,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_server(config: Any) -> int:
+    import zmq  # the server's imports (torch, zmq) wait until one starts
+
+    from lmcache.adapters.memory.factory import L1MemoryError
+    from lmcache.app.container import ServerContainer
+    from lmcache.app.runtime import ServerRuntime
+
     container = ServerContainer(config=config)
     container.l2_adapters()  # fails here, naming --l2-adapter #N, when a backend cannot be built
     try:
@@ -95,6 +103,8 @@ def _run_server(config: Any) -> int:
 
 
 def _run_coordinator(config: Any) -> int:
+    from lmcache.app.coordinator_main import run_coordinator
+
     return run_coordinator(config)
 
 

@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lmcache.domain.events import LookupPerformed, TransferCompleted, TransferKind
 from lmcache.domain.keys import ObjectKey, kv_ranks_for, pack_kv_rank
+from lmcache.domain.null_events import NullEventSink
 from lmcache.domain.prefetch_controller import PrefetchRequest
 from lmcache.domain.session_types import LookupGrid
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from lmcache.domain.sessions import SessionManager
     from lmcache.domain.store_controller import StoreController
     from lmcache.domain.workers import Worker, WorkerRegistry
+    from lmcache.ports.events import EventSink
 
 logger = logging.getLogger("lmcache.engine")
 
@@ -71,6 +74,7 @@ class CacheEngine:
         submit: Runs a coroutine on the storage event loop (prefetches that touch L2).
         kv_events: The KV-event log (stored records).
         null_block_id: Block id marking an unallocated engine block.
+        events: Telemetry sink (lookups with their chunk hashes, finished stores and retrieves).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class CacheEngine:
         submit: Callable[[Coroutine[Any, Any, None]], object],
         kv_events: KVEventLog,
         null_block_id: int = 0,
+        events: EventSink | None = None,
     ) -> None:
         self.l1 = l1
         self.sessions = sessions
@@ -93,14 +98,31 @@ class CacheEngine:
         self.kv_events = kv_events
         self.null_block_id = null_block_id
         self.chunk_size = sessions.chunk_size
+        self._events: EventSink = events if events is not None else NullEventSink()
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, key: RequestKey) -> None:
         """Start the prefetch of `key`'s full chunks for every rank; its result is polled later."""
+        started = time.perf_counter()
+        digests = self._lookup(key)
+        seq_len = max(0, min(key.end, len(key.token_ids)))
+        self._events.publish(
+            LookupPerformed(
+                key.request_id,
+                key.model_name,
+                self.chunk_size,
+                seq_len,
+                tuple(digests),
+                time.perf_counter() - started,
+            )
+        )
+
+    def _lookup(self, key: RequestKey) -> list[bytes]:
+        """`lookup` minus telemetry; returns the chunk digests it computed (none without a layout)."""
         layout = self.workers.layout_for(key.model_name, key.world_size)
         if layout is None:
             self.sessions.begin_lookup(key.request_id, (), 0, LookupGrid(key.model_name, ()))
-            return
+            return []
         if key.num_kv_readers < 1:
             raise RequestError("lookup needs num_kv_readers >= 1")
         grid = LookupGrid(
@@ -111,13 +133,14 @@ class CacheEngine:
         )
         job = self.sessions.job(key.request_id)
         if not digests or job is None:
-            return
+            return digests
         rows = grid.rows(digests)
         request = PrefetchRequest(rows, [layout.object_bytes] * len(rows), key.num_kv_readers)
         if self.prefetch.has_adapters:
             self._submit(self.prefetch.run_job(request, job))
         else:
             self.prefetch.run_job_now(request, job)
+        return digests
 
     def query(self, request_id: str) -> int | None:
         """The lookup's hit count in chunks, once; None while running; 0 when unknown or consumed."""
@@ -167,18 +190,39 @@ class CacheEngine:
 
     def store(self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]]) -> TransferOutcome:
         """Copy the range's new chunks into L1 and commit them; all-or-nothing on errors (§5.5)."""
+        started = time.perf_counter()
+        outcome, chunks, nbytes = TransferOutcome(False, False), 0, 0
+        try:
+            outcome, chunks, nbytes = self._store(key, instance_id, block_ids, started)
+            return outcome
+        finally:
+            self.publish_transfer(TransferKind.STORE, key, chunks, nbytes, started, outcome.ok)
+
+    def publish_transfer(
+        self, kind: TransferKind, key: RequestKey, chunks: int, nbytes: int, started: float, ok: bool
+    ) -> None:
+        """Tell telemetry a store or retrieve of `chunks` chunks finished (`started`: perf_counter)."""
+        duration = time.perf_counter() - started
+        tokens = chunks * self.chunk_size
+        self._events.publish(
+            TransferCompleted(kind, key.request_id, key.model_name, tokens, nbytes, duration, ok)
+        )
+
+    def _store(
+        self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]], started: float
+    ) -> tuple[TransferOutcome, int, int]:
+        """`store` minus telemetry; returns the outcome, the chunks committed and their bytes."""
         worker = self.workers.get(instance_id)
         if worker is None or worker.transfer is None:
-            return TransferOutcome(False, False)
-        started = time.perf_counter()
+            return TransferOutcome(False, False), 0, 0
         keys, chunks = self.range_keys(key, worker)
         if not self._check_blocks(worker, block_ids, len(chunks)):
-            return TransferOutcome(True, False)
+            return TransferOutcome(True, False), 0, 0
         wanted = [i for i in chunks if not self._all_null(worker, block_ids, i)]
         extents = self.l1.reserve([keys[i] for i in wanted], worker.layout.object_bytes)
         todo = [(i, e) for i, e in zip(wanted, extents, strict=True) if e is not None]
         if not todo:
-            return TransferOutcome(True, True)
+            return TransferOutcome(True, True), 0, 0
         todo_keys = [keys[i] for i, _ in todo]
         try:
             worker.transfer.gather(block_ids, [i for i, _ in todo], [e for _, e in todo])
@@ -192,7 +236,7 @@ class CacheEngine:
         logger.info(
             "Stored %d tokens in %.4f seconds", len(todo) * self.chunk_size, time.perf_counter() - started
         )
-        return TransferOutcome(True, True)
+        return TransferOutcome(True, True), len(committed), len(committed) * worker.layout.object_bytes
 
     def _all_null(self, worker: Worker, block_ids: Sequence[Sequence[int]], chunk: int) -> bool:
         for group in worker.layout.groups:
@@ -218,24 +262,43 @@ class CacheEngine:
         self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]], skip_first_n_tokens: int
     ) -> TransferOutcome:
         """Copy the range's read-locked objects back into the engine's blocks, then release one lock each."""
+        started = time.perf_counter()
+        outcome, chunks, nbytes = TransferOutcome(False, False), 0, 0
+        try:
+            outcome, chunks, nbytes = self._retrieve(
+                key, instance_id, block_ids, skip_first_n_tokens, started
+            )
+            return outcome
+        finally:
+            self.publish_transfer(TransferKind.RETRIEVE, key, chunks, nbytes, started, outcome.ok)
+
+    def _retrieve(
+        self,
+        key: RequestKey,
+        instance_id: int,
+        block_ids: Sequence[Sequence[int]],
+        skip_first_n_tokens: int,
+        started: float,
+    ) -> tuple[TransferOutcome, int, int]:
+        """`retrieve` minus telemetry; returns the outcome, the chunks copied and their bytes."""
         worker = self.workers.get(instance_id)
         if worker is None or worker.transfer is None:
             if key.worker_id is not None:
                 self.sessions.release_rank_once(key.request_id, pack_kv_rank(key.world_size, key.worker_id))
-            return TransferOutcome(False, False)
-        started = time.perf_counter()
+            return TransferOutcome(False, False), 0, 0
         keys, chunks = self.range_keys(key, worker)
+        failed = TransferOutcome(True, False), 0, 0
         if not self._check_blocks(worker, block_ids, len(chunks)):
-            return TransferOutcome(True, False)
+            return failed
         locked = [k for k in keys if self.l1.readers(k) > 0]
         try:
             if len(locked) != len(keys):
-                return TransferOutcome(True, False)
+                return failed
             extents: list[Extent] = []
             for k in keys:
                 extent = self.l1.extent(k)
                 if extent is None:
-                    return TransferOutcome(True, False)
+                    return failed
                 extents.append(extent)
             worker.transfer.scatter(block_ids, chunks, extents, max(0, skip_first_n_tokens))
         finally:
@@ -243,7 +306,7 @@ class CacheEngine:
         logger.info(
             "Retrieved %d tokens in %.4f seconds", len(keys) * self.chunk_size, time.perf_counter() - started
         )
-        return TransferOutcome(True, True)
+        return TransferOutcome(True, True), len(keys), len(keys) * worker.layout.object_bytes
 
     def clear(self, force: bool) -> int:
         """Clear L1 (`force`: locked objects and reservations too)."""

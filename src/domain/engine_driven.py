@@ -9,11 +9,14 @@ would commit them) and releases its pending read locks.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lmcache.domain.cache_engine import RequestError
+from lmcache.domain.events import TransferKind
 from lmcache.domain.kv_layout import EngineDrivenLayout, dtype_itemsize
 from lmcache.domain.workers import Worker
 
@@ -25,11 +28,18 @@ if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
     from lmcache.ports.l1_memory import L1Memory
 
+logger = logging.getLogger("lmcache.engine")
+
 
 @dataclass(slots=True)
 class _Pending:
     keys: list[ObjectKey]
     extents: list[Extent]
+
+
+def _log_transfer(verb: str, tokens: int, started: float) -> None:
+    """The quick start's per-request line; in this mode it times the server's part (the engine copied)."""
+    logger.info("%s %d tokens in %.4f seconds", verb, tokens, time.perf_counter() - started)
 
 
 def _identity(instance_id: int, key: RequestKey) -> tuple[Any, ...]:
@@ -155,18 +165,33 @@ class EngineDrivenService:
 
     def commit_store(self, key: RequestKey, instance_id: int, chunks: Sequence[memoryview] | None) -> bool:
         """Commit the pending slots, or (with `chunks`) write the message's chunk bytes and commit them."""
+        started = time.perf_counter()
+        ok, committed, size = False, 0, 0
+        try:
+            ok, committed, size = self._commit_store(key, instance_id, chunks)
+            if committed:
+                _log_transfer("Stored", committed * self.engine.chunk_size, started)
+            return ok
+        finally:
+            self.engine.publish_transfer(TransferKind.STORE, key, committed, committed * size, started, ok)
+
+    def _commit_store(
+        self, key: RequestKey, instance_id: int, chunks: Sequence[memoryview] | None
+    ) -> tuple[bool, int, int]:
+        """`commit_store` minus telemetry: (ok, objects committed, bytes per object)."""
         worker = self._worker(instance_id)
+        size = worker.layout.object_bytes
         if chunks is not None:
-            return self._store_bytes(key, worker, chunks)
+            return (*self._store_bytes(key, worker, chunks), size)
         with self._lock:
             pending = self._stores.pop(_identity(instance_id, key), None)
         if pending is None:
-            return False
+            return False, 0, size
         committed = [k for k, ok in zip(pending.keys, self.engine.l1.finish(pending.keys), strict=True) if ok]
         self.engine.store_controller.submit(committed)
-        return len(committed) == len(pending.keys)
+        return len(committed) == len(pending.keys), len(committed), size
 
-    def _store_bytes(self, key: RequestKey, worker: Worker, chunks: Sequence[memoryview]) -> bool:
+    def _store_bytes(self, key: RequestKey, worker: Worker, chunks: Sequence[memoryview]) -> tuple[bool, int]:
         keys, _ = self.engine.range_keys(key, worker)
         size = worker.layout.object_bytes
         if len(chunks) != len(keys) or any(c.nbytes != size for c in chunks):
@@ -182,33 +207,51 @@ class EngineDrivenService:
         taken_keys = [k for k, _, _ in taken]
         committed = [k for k, ok in zip(taken_keys, self.engine.l1.finish(taken_keys), strict=True) if ok]
         self.engine.store_controller.submit(committed)
-        return len(committed) == len(taken)
+        return len(committed) == len(taken), len(committed)
 
     def prepare_retrieve(
         self, key: RequestKey, instance_id: int
     ) -> tuple[bool, list[bytearray], dict[str, Any]]:
         """Check every chunk is read-locked; answer slots (locks kept) or chunk bytes (locks released)."""
+        started = time.perf_counter()
+        result: tuple[bool, list[bytearray], dict[str, Any]] = (False, [], {})
+        chunks = size = 0
+        try:
+            result, chunks, size = self._prepare_retrieve(key, instance_id)
+            if result[0] and chunks:
+                _log_transfer("Retrieved", chunks * self.engine.chunk_size, started)
+            return result
+        finally:
+            self.engine.publish_transfer(
+                TransferKind.RETRIEVE, key, chunks, chunks * size, started, result[0]
+            )
+
+    def _prepare_retrieve(
+        self, key: RequestKey, instance_id: int
+    ) -> tuple[tuple[bool, list[bytearray], dict[str, Any]], int, int]:
+        """`prepare_retrieve` minus telemetry: its answer, the chunks handed out and bytes per chunk."""
         worker = self._worker(instance_id)
+        size = worker.layout.object_bytes
         keys, _ = self.engine.range_keys(key, worker)
         l1 = self.engine.l1
         extents = [l1.extent(k) if l1.readers(k) > 0 else None for k in keys]
         if any(e is None for e in extents):
             l1.unlock_read([k for k, e in zip(keys, extents, strict=True) if e is not None], 1)
-            return False, [], {}
+            return (False, [], {}), 0, size
         ready = [e for e in extents if e is not None]
         if not self.pool_name:
             try:
-                data = [bytearray(self.memory.view(e.offset, worker.layout.object_bytes)) for e in ready]
+                data = [bytearray(self.memory.view(e.offset, size)) for e in ready]
             finally:
                 l1.unlock_read(keys, 1)
-            return True, data, {}
+            return (True, data, {}), len(keys), size
         ident = _identity(instance_id, key)
         with self._lock:
             old = self._reads.pop(ident, None)
             self._reads[ident] = _Pending(keys, ready)
         if old is not None:
             l1.unlock_read(old.keys, 1)
-        return True, [], {"slots": [self._slot(worker.layout, e) for e in ready]}
+        return (True, [], {"slots": [self._slot(worker.layout, e) for e in ready]}), len(keys), size
 
     def commit_retrieve(self, key: RequestKey, instance_id: int) -> bool:
         """Release the locks a pool retrieve kept; True (also when the bytes already travelled)."""

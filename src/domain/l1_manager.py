@@ -12,7 +12,8 @@ EventSink contract keeps that cheap).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import itertools
+from typing import TYPE_CHECKING, NamedTuple
 
 from lmcache.domain.events import AllocationFailed, EvictionReason, L1Read, L1WriteAborted, L1WriteCommitted
 from lmcache.domain.l1_core import L1Core
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.keys import ObjectKey
+
+# Entries one listing page may scan under the lock when filters skip most of them (bounds the lock hold).
+_SCAN_FACTOR = 16
+
+
+class ObjectInfo(NamedTuple):
+    """One resident object as `/cache/objects` lists it: its size, whether it is visible, live read locks."""
+
+    key: ObjectKey
+    size: int
+    ready: bool
+    readers: int
 
 
 class L1Manager(L1Core):
@@ -231,3 +244,57 @@ class L1Manager(L1Core):
                 entry = self._entries.get(key)
                 if entry is not None and entry.ready:
                     self.policy.touch(key)
+
+    # -------------------------------------------------------------- admin
+    def objects_page(
+        self, cursor: int, limit: int, model_name: str | None = None, cache_salt: str | None = None
+    ) -> tuple[list[ObjectInfo], int | None]:
+        """One page of resident objects (reservations included) in insertion order, for the admin API.
+
+        The cursor counts index entries scanned, so objects that leave between pages may shift the next
+        page by as many entries (a listing is a snapshot per page, not of the whole index). A page scans at
+        most `limit * 16` entries, so a filter that matches little returns short pages rather than hold the
+        lock long.
+
+        Args:
+            cursor: 0 for the first page, else the previous page's next cursor.
+            limit: Objects per page at most (>= 1).
+            model_name: Only objects of this model, when given.
+            cache_salt: Only objects of this salt ("" = the default salt), when given.
+
+        Returns:
+            The page and the next cursor (None after the last entry).
+        """
+        if cursor < 0 or limit < 1:
+            raise ValueError("cursor must be >= 0 and limit >= 1")
+        out: list[ObjectInfo] = []
+        with self._lock:
+            now = self._tick()
+            total = len(self._entries)
+            scanned = 0
+            for key, entry in itertools.islice(self._entries.items(), cursor, cursor + limit * _SCAN_FACTOR):
+                scanned += 1
+                if (model_name is None or key.model_name == model_name) and (
+                    cache_salt is None or key.cache_salt == cache_salt
+                ):
+                    live = entry.readers if entry.ready and entry.deadline > now else 0
+                    out.append(ObjectInfo(key, entry.extent.size, entry.ready, live))
+                    if len(out) == limit:
+                        break
+            nxt = cursor + scanned
+        return out, (nxt if nxt < total else None)
+
+    def retain(self, keys: Iterable[ObjectKey]) -> int:
+        """Make ready objects normal again (no longer temporary); returns how many changed.
+
+        A prefetch asked for by the coordinator loads objects to keep, even under the `default` prefetch
+        policy whose loads otherwise leave L1 after their readers.
+        """
+        changed = 0
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and entry.ready and entry.temporary:
+                    entry.temporary = False
+                    changed += 1
+        return changed

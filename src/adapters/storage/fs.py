@@ -268,4 +268,3 @@ class FsL2Adapter:
         if not self.persist and self._index:
             await self.delete(list(self._index))
         self._pool.shutdown(wait=True)
-

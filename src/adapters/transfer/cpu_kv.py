@@ -93,6 +93,7 @@ class CpuKVTransfer:
         self._layout = layout
         self._arena = arena
         self._closers = list(closers)
+        self._layers = tuple(layers)
         self._planes = [[_planes(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
 
@@ -100,6 +101,11 @@ class CpuKVTransfer:
     def layout(self) -> RegisteredLayout:
         """The object layout of this registration."""
         return self._layout
+
+    @property
+    def layers(self) -> tuple[torch.Tensor, ...]:
+        """The engine's per-layer tensors in registration order (read by `POST /cache/checksums`)."""
+        return self._layers
 
     def _object(self, group: KernelGroup, extent: Extent) -> torch.Tensor:
         raw = self._arena.narrow(0, extent.offset + group.offset, group.nbytes)
@@ -162,6 +168,7 @@ class CpuKVTransfer:
     def close(self) -> None:
         """Drop the views and unmap the engine's segments; idempotent."""
         self._planes = []
+        self._layers = ()
         closers, self._closers = self._closers, []
         for closer in closers:
             close = getattr(closer, "close", None)

@@ -170,3 +170,10 @@ class HttpConfig(Section):
         "0.0.0.0", min_length=1, metavar="HOST", description="Address the HTTP frontend binds."
     )
     http_port: int = flag(8080, **_PORT, description="Port the HTTP frontend binds.")
+    enable_run_script: bool = flag(
+        False,
+        env="LMCACHE_ENABLE_RUN_SCRIPT",
+        description="Let POST /run_script run uploaded Python scripts inside the server (imports limited "
+        "to --script-allowed-imports). Off: the endpoint answers 404. Only for trusted operators: the "
+        "restrictions are guard rails, not a sandbox.",
+    )

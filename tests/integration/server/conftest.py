@@ -43,6 +43,7 @@ class RunningServer:
 
     proc: subprocess.Popen[str]
     url: str
+    http_url: str = ""
     lines: list[str] = field(default_factory=list)
 
     def client(self, timeout_s: float = 10.0) -> LMCacheClient:
@@ -73,10 +74,22 @@ def _pump(server: RunningServer, ready: threading.Event) -> None:
     ready.set()
 
 
+def _flag_value(flags: tuple[str, ...], name: str) -> str | None:
+    """The last value given to `name` in `flags` (argparse keeps the last one)."""
+    values = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == name]
+    values += [f.split("=", 1)[1] for f in flags if f.startswith(name + "=")]
+    return values[-1] if values else None
+
+
 @contextlib.contextmanager
 def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
-    """Start a server with `flags` on a free port; stop it (SIGTERM) afterwards and check it exited 0."""
+    """Start a server with `flags` on free loopback ports; stop it (SIGTERM) afterwards, check it exited 0.
+
+    The HTTP frontend and the Prometheus endpoint get free loopback ports too, unless `flags` name them
+    (later flags win); `RunningServer.http_url` is the frontend's URL.
+    """
     port = free_port()
+    http_port = _flag_value(flags, "--http-port") or str(free_port())
     cmd = [
         sys.executable,
         "-m",
@@ -90,11 +103,17 @@ def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
         l1_gb,
         "--eviction-policy",
         "LRU",
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        http_port,
+        "--prometheus-port",
+        str(free_port()),
         *flags,
     ]
     env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    server = RunningServer(proc, f"tcp://127.0.0.1:{port}")
+    server = RunningServer(proc, f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
     ready = threading.Event()
     threading.Thread(target=_pump, args=(server, ready), daemon=True).start()
     try:

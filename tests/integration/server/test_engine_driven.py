@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -60,6 +61,9 @@ def test_shm_pool_round_trip() -> None:
                 )
                 assert torch.equal(view, chunk)
             assert c.commit_retrieve(key(tokens, "r", end=512), 2000) is True
+            log = server.log()
+            assert re.search(r"Stored 512 tokens in \d+\.\d+ seconds", log), log
+            assert re.search(r"Retrieved 512 tokens in \d+\.\d+ seconds", log), log
             # without a lookup the objects are not locked: prepare_retrieve fails
             assert not c.prepare_retrieve(key(tokens, "nolookup", end=512), 2000).success
             # lmcache-driven ops are disabled in this mode: failure values, not silence

@@ -1,0 +1,68 @@
+"""The HTTP frontend's Litestar app: every route of issue 6 over one `HttpServices`.
+
+Handlers receive the services (and the prefetch book and script runner) as named dependencies. No OpenAPI
+schema and no Litestar logging config: the CLI owns logging.
+"""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from lmcache.adapters.http import schemas
+from lmcache.adapters.http.errors import EXCEPTION_HANDLERS
+from lmcache.adapters.http.l2_prefetch import PrefetchBook
+from lmcache.adapters.http.routes_cache import CACHE_ROUTES
+from lmcache.adapters.http.routes_info import INFO_ROUTES
+from lmcache.adapters.http.routes_l2 import L2_ROUTES
+from lmcache.adapters.http.routes_quota import QUOTA_ROUTES
+from lmcache.adapters.http.run_script import RUN_SCRIPT_ROUTES
+from lmcache.adapters.http.sandbox import ScriptRunner
+from lmcache.adapters.http.services import HttpServices
+
+__all__ = ("MAX_BODY_BYTES", "build_http_app")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # 10,000 keys or block ids fit many times over
+
+
+def build_http_app(services: HttpServices) -> Litestar:
+    """Build the ASGI app serving `services`."""
+    book = PrefetchBook()
+    runner = ScriptRunner(services.settings.script_allowed_imports)
+
+    def provide_services() -> HttpServices:
+        return services
+
+    def provide_book() -> PrefetchBook:
+        return book
+
+    def provide_runner() -> ScriptRunner:
+        return runner
+
+    # handlers annotate their types under TYPE_CHECKING; Litestar resolves them from this namespace
+    namespace: dict[str, object] = {
+        name: getattr(schemas, name) for name in schemas.__all__ if isinstance(getattr(schemas, name), type)
+    }
+    namespace.update(
+        HttpServices=HttpServices,
+        PrefetchBook=PrefetchBook,
+        ScriptRunner=ScriptRunner,
+        FromPath=FromPath,
+        FromQuery=FromQuery,
+        JSONBody=JSONBody,
+        NamedDependency=NamedDependency,
+    )
+    return Litestar(
+        route_handlers=[*INFO_ROUTES, *CACHE_ROUTES, *L2_ROUTES, *QUOTA_ROUTES, *RUN_SCRIPT_ROUTES],
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False, use_cache=True),
+            "prefetches": Provide(provide_book, sync_to_thread=False, use_cache=True),
+            "runner": Provide(provide_runner, sync_to_thread=False, use_cache=True),
+        },
+        signature_namespace=namespace,
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=None,
+        logging_config=None,
+        request_max_body_size=MAX_BODY_BYTES,
+    )

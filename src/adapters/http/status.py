@@ -1,0 +1,161 @@
+"""The `/status` document (wire-protocol.md §7.2: what `lmcache describe kvcache` reads) and health.
+
+Field names follow LMCache 0.5.6 where a tool reads them (`is_healthy`, `engine_type`, `chunk_size`,
+`active_sessions`, `storage_manager.l1_manager.*`, `storage_manager.eviction_controller.eviction_policy`,
+`storage_manager.l2_adapters[].type/is_healthy`, `cache_context_meta.<id>.kv_cache_layout.*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from lmcache.adapters.http.l2_ops import USAGE_TIMEOUT_S, usage_all
+from lmcache.adapters.http.layout_view import worker_meta
+
+if TYPE_CHECKING:
+    from lmcache.adapters.http.services import HttpServices
+
+__all__ = ("build_status", "health_problem", "loops_view")
+
+ENGINE_TYPE = "MPCacheServer"
+
+
+def health_problem(services: HttpServices) -> str | None:
+    """Why the server is unhealthy (the engine is not up, or a supervised loop is down), else None."""
+    problem = services.engine_problem()
+    if problem is not None:
+        return problem
+    down = sorted(name for name, h in services.supervisor.health().items() if not h.healthy)
+    if down:
+        return f"background loop(s) down: {', '.join(down)}"
+    return None
+
+
+def loops_view(services: HttpServices) -> dict[str, dict[str, Any]]:
+    """Every supervised loop: alive (up), completed steps, failures and the last error."""
+    return {
+        name: {"alive": h.healthy, "runs": h.runs, "failures": h.failures, "last_error": h.last_error}
+        for name, h in services.supervisor.health().items()
+    }
+
+
+def _l1(services: HttpServices) -> dict[str, Any]:
+    l1 = services.engine.l1
+    stats = l1.stats()
+    return {
+        "memory_total_bytes": stats.total_bytes,
+        "memory_used_bytes": stats.used_bytes,
+        "memory_usage_ratio": stats.used_bytes / stats.total_bytes if stats.total_bytes else 0.0,
+        "total_object_count": l1.object_count,
+        "free_bytes": stats.free_bytes,
+        "largest_free_bytes": stats.largest_free,
+        "fragmentation": stats.fragmentation,
+        "write_ttl_seconds": l1.write_ttl_s,
+        "read_ttl_seconds": l1.read_ttl_s,
+    }
+
+
+def _l2(services: HttpServices, usages: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for index, (adapter, kind, usage) in enumerate(
+        zip(services.l2_adapters, services.l2_types, usages, strict=True)
+    ):
+        breaker = getattr(adapter, "breaker", None)
+        state = getattr(breaker, "state", "closed")
+        entry: dict[str, Any] = {"index": index, "type": kind, "is_healthy": state != "open"}
+        entry["circuit_breaker"] = state
+        if usage is not None:
+            cap = usage.capacity_bytes
+            entry["usage"] = {
+                "used_bytes": usage.used_bytes,
+                "objects": usage.objects,
+                "capacity_bytes": cap,
+                "usage_ratio": usage.used_bytes / cap if cap else None,
+            }
+        else:
+            entry["usage"] = None
+        out.append(entry)
+    return out
+
+
+def _workers(services: HttpServices) -> tuple[dict[str, Any], dict[str, Any]]:
+    workers = services.engine.workers
+    now = workers.now()
+    meta, liveness = {}, {}
+    for worker in sorted(workers.workers(), key=lambda w: w.instance_id):
+        meta[str(worker.instance_id)] = worker_meta(worker, services.settings.chunk_size)
+        liveness[str(worker.instance_id)] = {
+            "seconds_since_seen": round(now - worker.last_seen, 3),
+            "has_pinged": worker.has_pinged,
+            "reap_after_seconds": workers.reap_timeout_s if worker.has_pinged else workers.grace_s,
+        }
+    return meta, liveness
+
+
+async def build_status(services: HttpServices) -> dict[str, Any]:
+    """The whole document; L2 usage is asked of the adapters on the storage loop (bounded wait).
+
+    The rest reads domain state under its locks, so it runs in a worker thread, off the event loop.
+    """
+    usages: list[Any] = [None] * len(services.l2_adapters)
+    if services.l2_adapters:
+        future = services.run_storage(usage_all(services.l2_adapters))
+        try:
+            usages = await asyncio.wait_for(asyncio.wrap_future(future), USAGE_TIMEOUT_S + 1.0)
+        except TimeoutError:
+            future.cancel()
+    return await asyncio.to_thread(_document, services, usages)
+
+
+def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
+    engine, settings = services.engine, services.settings
+    loops = services.supervisor.health()
+    meta, liveness = _workers(services)
+    store, prefetch, kv_events = engine.store_controller, engine.prefetch, engine.kv_events
+    return {
+        "is_healthy": health_problem(services) is None,
+        "engine_type": ENGINE_TYPE,
+        "instance_id": settings.instance_id,
+        "version": services.version,
+        "chunk_size": settings.chunk_size,
+        "hash_algorithm": settings.hash_algorithm,
+        "supported_transfer_mode": settings.transfer_mode,
+        "active_sessions": len(engine.sessions),
+        "registered_gpu_ids": [int(i) for i in meta],
+        "failed_registrations": {str(k): v for k, v in engine.workers.failed.items()},
+        "storage_manager": {
+            "l1_manager": _l1(services),
+            "eviction_controller": {
+                "eviction_policy": settings.eviction_policy,
+                "trigger_watermark": services.eviction.trigger_watermark,
+                "eviction_ratio": services.eviction.eviction_ratio,
+                "thread_alive": loops["eviction"].healthy if "eviction" in loops else False,
+            },
+            "store_controller": {
+                "policy": store.policy,
+                "pending": store.pending,
+                "stored": store.stored,
+                "dropped": store.dropped,
+                "queue_size": store.queue_size,
+                "thread_alive": loops["l2_store"].healthy if "l2_store" in loops else False,
+            },
+            "prefetch_controller": {
+                "policy": prefetch.policy,
+                "max_in_flight": prefetch.max_in_flight,
+                "num_adapters": len(services.l2_adapters),
+            },
+            "l2_adapters": _l2(services, usages),
+        },
+        "cache_context_meta": meta,
+        "worker_liveness": liveness,
+        "workers_reaped_total": engine.workers.reaped_total,
+        "kv_events": {
+            "enabled": kv_events.enabled,
+            "incarnation": kv_events.incarnation,
+            "log_depth": len(kv_events),
+            "log_capacity": kv_events.capacity,
+            "next_seq": kv_events.next_seq,
+        },
+        "loops": loops_view(services),
+    }

@@ -1,0 +1,83 @@
+"""Builds and starts the HTTP frontend of `lmcache server` from the container (issue 6, routes).
+
+The frontend adapter never imports the app layer, so this module collects what its routes need into one
+`HttpServices`: the domain services, the L2 cascade and its types, the storage loop's `submit`, a redacted
+configuration dump, the metrics registry when metrics are on, and the runtime's engine-health callable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from lmcache import __version__
+from lmcache.adapters.http.app import build_http_app
+from lmcache.adapters.http.config_view import redact_secrets
+from lmcache.adapters.http.server import HttpServer, HttpStartError
+from lmcache.adapters.http.services import HttpServices, HttpSettings, MetricsSource
+from lmcache.app.config.errors import ConfigError
+from lmcache.app.l2_factory import spec_type
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lmcache.app.container import ServerContainer
+
+__all__ = ("build_http_services", "start_http_frontend")
+
+
+def _metrics(container: ServerContainer) -> MetricsSource | None:
+    """The metrics registry when the container has one and metrics are on, else None (`/metrics` 503)."""
+    if not hasattr(container, "metrics"):
+        return None
+    metrics = container.metrics()
+    if not getattr(metrics, "enabled", True) or not callable(getattr(metrics, "render", None)):
+        return None
+    return metrics
+
+
+def build_http_services(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServices:
+    """Collect the running services for the routes."""
+    cfg = container.config()
+    settings = HttpSettings(
+        instance_id=cfg.mp.instance_id,
+        chunk_size=cfg.mp.chunk_size,
+        hash_algorithm=cfg.mp.hash_algorithm,
+        eviction_policy=cfg.l1.eviction_policy,
+        transfer_mode=cfg.mp.supported_transfer_mode,
+        enable_run_script=cfg.http.enable_run_script,
+        script_allowed_imports=tuple(cfg.mp.script_allowed_imports),
+    )
+    return HttpServices(
+        settings=settings,
+        engine=container.engine(),
+        quotas=container.quotas(),
+        supervisor=container.supervisor(),
+        eviction=container.eviction_loop(),
+        hasher=container.hasher(),
+        l2_adapters=container.l2_adapters(),
+        l2_types=[spec_type(spec) for spec in cfg.l2.l2_adapter],
+        run_storage=container.storage_loop().submit,
+        engine_problem=engine_problem,
+        config=redact_secrets(cfg.model_dump(mode="json")),
+        version=__version__,
+        metrics=_metrics(container),
+        started_at=time.time(),
+    )
+
+
+def start_http_frontend(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServer:
+    """Start uvicorn on `--http-host/--http-port`; a ConfigError naming the flags when it cannot bind."""
+    cfg = container.config().http
+    server = HttpServer(
+        build_http_app(build_http_services(container, engine_problem)), cfg.http_host, cfg.http_port
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"--http-host/--http-port: cannot bind {cfg.http_host}:{cfg.http_port} ({exc.strerror or exc})"
+        ) from None
+    except HttpStartError as exc:
+        raise ConfigError(f"--http-host/--http-port: {exc}") from None
+    return server

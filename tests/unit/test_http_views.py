@@ -1,0 +1,50 @@
+"""Pure pieces of the HTTP frontend: config redaction, block-id parsing, layout shapes, health reasons."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.exceptions import ValidationException
+
+from lmcache.adapters.http.config_view import REDACTED, redact_secrets
+from lmcache.adapters.http.layout_view import engine_kv_shape
+from lmcache.adapters.http.routes_cache import parse_block_ids
+from lmcache.domain.kv_layout import TensorSpec, detect_layer
+
+
+def test_secrets_are_redacted_at_any_depth_and_only_when_set() -> None:
+    config = {
+        "l2": {"l2_adapter": [{"type": "s3", "aws_secret_access_key": "abc", "bucket": "b"}]},
+        "resp": {"password": "pw", "username": "u"},
+        "coordinator": {"api_token": None, "url": "http://c"},
+    }
+    shown = redact_secrets(config)
+    assert shown["l2"]["l2_adapter"][0] == {"type": "s3", "aws_secret_access_key": REDACTED, "bucket": "b"}
+    assert shown["resp"] == {"password": REDACTED, "username": "u"}
+    assert shown["coordinator"] == {"api_token": None, "url": "http://c"}
+    assert config["resp"]["password"] == "pw"  # the input is not modified
+
+
+def test_block_ids_parse_lists_and_ranges() -> None:
+    assert parse_block_ids("8-11,20, 22,") == [8, 9, 10, 11, 20, 22]
+    assert parse_block_ids("5") == [5]
+    for bad in ("3-1", "a", "1-x", "-2", f"0-{1 << 21}"):
+        with pytest.raises(ValidationException, match="block_ids"):
+            parse_block_ids(bad)
+
+
+@pytest.mark.parametrize(
+    ("shape", "hint", "expected"),
+    [
+        ((2, 64, 16, 8, 128), "NHD", [2, 64, 16, 8, 128]),
+        ((2, 64, 8, 16, 128), "HND", [2, 64, 8, 16, 128]),
+        ((64, 2, 16, 8, 128), "NHD", [64, 2, 16, 8, 128]),
+        ((64, 16, 576), None, [64, 16, 576]),
+        ((64, 16, 8, 256), "NHD", [64, 16, 8, 256]),
+    ],
+)
+def test_engine_shapes_are_rebuilt_from_the_detected_format(
+    shape: tuple[int, ...], hint: str | None, expected: list[int]
+) -> None:
+    stride = tuple(1 for _ in shape)
+    geom = detect_layer(TensorSpec("float16", shape, stride), hint, cpu_only=False)
+    assert engine_kv_shape(geom) == expected
