@@ -8,14 +8,17 @@ providers are resolved on demand, and the runtime (the serving issue) starts the
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
 from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
+from lmcache.app.l2_factory import build_l2_adapters, spec_type
 from lmcache.app.storage_loop import StorageLoop
+from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.event_fanout import FanoutEventSink
@@ -33,6 +36,11 @@ from lmcache.domain.system_clock import SystemClock
 from lmcache.domain.units import gb_to_bytes
 from lmcache.domain.workers import WorkerRegistry
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.app.config.l2_base import L2SpecBase
+
 __all__ = ("ServerContainer",)
 
 
@@ -46,6 +54,10 @@ def _event_log_size(size: int, observability_off: bool) -> int:
 
 def _arena_tensor(memory: object) -> object:
     return memory.tensor  # type: ignore[attr-defined]
+
+
+def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:
+    return [spec_type(spec) for spec in specs]
 
 
 class ServerContainer(containers.DeclarativeContainer):
@@ -62,7 +74,14 @@ class ServerContainer(containers.DeclarativeContainer):
         ),
         incarnation=providers.Callable(time.time_ns),
     )
-    events = providers.Singleton(FanoutEventSink, providers.List(kv_events))
+    event_bus = providers.Singleton(build_event_bus, config.provided.observability)
+    coordinator_client = providers.Singleton(build_coordinator_client, config)  # None without a URL
+    events = providers.Singleton(
+        FanoutEventSink,
+        providers.Callable(
+            with_coordinator_sink, providers.Callable(event_sinks, kv_events, event_bus), coordinator_client
+        ),
+    )
     quotas = providers.Singleton(QuotaTable)
     eviction_policy = providers.Selector(
         config.provided.l1.eviction_policy,
@@ -142,7 +161,19 @@ class ServerContainer(containers.DeclarativeContainer):
         submit=storage_loop.provided.submit,
         kv_events=kv_events,
         null_block_id=config.provided.mp.null_block_id,
+        events=events,
     )
     registrar = providers.Singleton(
         CpuRegistrar, workers, providers.Callable(_arena_tensor, l1_memory), config.provided.mp.chunk_size
     )
+    metrics = providers.Singleton(
+        build_metrics,
+        config,
+        event_bus,
+        providers.Callable(_adapter_types, config.provided.l2.l2_adapter),
+        l1,
+        workers,
+        sessions,
+        store_controller,
+    )
+    telemetry = providers.Singleton(build_telemetry, config, event_bus, metrics)

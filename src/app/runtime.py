@@ -1,9 +1,11 @@
 """The server's lifecycle: start the services in dependency order, serve, drain and release on a signal.
 
-Start: L1 memory, L2 adapters, the storage loop (store controller), supervised loops (eviction, TTL
-reaping, session expiry, worker reaper), then the ZMQ server, then the ready line. Stop (SIGTERM/SIGINT):
-stop reading requests and let in-flight ones finish, stop the loops, flush L2 stores, close adapters and
-free L1 (unlinking the SHM pool we created). Engines' own segments are only unmapped, never unlinked.
+Start: L1 memory, L2 adapters, telemetry (event bus, --prometheus-port), the storage loop (store
+controller), supervised loops (eviction, TTL reaping, session expiry, worker reaper), then the ZMQ server,
+then the HTTP frontend, then the ready line. Stop (SIGTERM/SIGINT): stop the HTTP frontend, stop reading
+requests and let in-flight ones finish, stop the loops, flush L2 stores, close adapters, stop telemetry
+(delivering queued events) and free L1 (unlinking the SHM pool we created). Engines' own segments are
+only unmapped, never unlinked.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ import torch
 from lmcache.adapters.memory.shm import ShmL1Memory
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
+from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
+from lmcache.app.http_frontend import start_http_frontend
 from lmcache.domain.engine_driven import EngineDrivenService
+from lmcache.domain.events import WorkerReaped
 
 if TYPE_CHECKING:
+    from lmcache.adapters.http.server import HttpServer
     from lmcache.app.container import ServerContainer
+    from lmcache.app.telemetry import Telemetry
 
 __all__ = ("ServerRuntime",)
 logger = logging.getLogger("lmcache.runtime")
@@ -42,6 +49,8 @@ class ServerRuntime:
         self.server: ZmqServer | None = None
         self.handlers: OpHandlers | None = None
         self.engine_driven: EngineDrivenService | None = None
+        self.http: HttpServer | None = None
+        self.telemetry: Telemetry | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ start
@@ -54,6 +63,8 @@ class ServerRuntime:
         memory = c.l1_memory()
         try:
             c.l2_adapters()
+            self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
+            self.telemetry.start()
             engine = c.engine()
             mode = cfg.mp.supported_transfer_mode
             engine_driven = None
@@ -85,12 +96,15 @@ class ServerRuntime:
                 cfg.mp.max_cpu_workers,
                 inline_ops=frozenset(inline),
             )
+            self.telemetry.watch_transport(self.server)
             self.server.start()
+            self.http = start_http_frontend(c, self._engine_problem)
+            start_fleet_membership(c.coordinator_client())  # the coordinator calls our HTTP port back
         except BaseException:
             self.close()
             raise
         logger.info(
-            "LMCache cache server is running on %s (HTTP frontend not built yet)", self.server.endpoint
+            "LMCache cache server is running on %s (HTTP frontend on %s)", self.server.endpoint, self.http.url
         )
         logger.info("LMCache cache server is running...")
 
@@ -112,11 +126,21 @@ class ServerRuntime:
     def _reap_workers(self) -> None:
         for worker in self.c.workers().reap():
             logger.warning("Reaped silent worker %d (%s)", worker.instance_id, worker.model_name)
+            self.c.events().publish(WorkerReaped(worker.instance_id, worker.model_name))
             if worker.transfer is not None:
                 worker.transfer.close()
             if self.engine_driven is not None and worker.kind == "engine_driven":
                 self.engine_driven.unregister(worker.instance_id)
             self._on_unregister(worker.instance_id)
+
+    def _engine_problem(self) -> str | None:
+        """Why the engine does not serve (shown by /healthcheck), or None while it does."""
+        if self._closed:
+            return "the server is shutting down"
+        thread = None if self.server is None else self.server._thread
+        if thread is None or not thread.is_alive():
+            return "the ZMQ server is not running"
+        return None
 
     def _on_unregister(self, instance_id: int) -> None:
         if self.server is not None:
@@ -145,6 +169,10 @@ class ServerRuntime:
             return
         self._closed = True
         c = self.c
+        stop_fleet_membership(c.coordinator_client())  # deregister while our HTTP port still answers
+        if self.http is not None:  # first: no admin request races the teardown below
+            self.http.stop()
+            self.http = None
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -168,5 +196,7 @@ class ServerRuntime:
             except Exception:
                 logger.exception("closing L2 adapter %s", type(adapter).__name__)
         loop.stop()
+        if self.telemetry is not None:  # after the L2 flush, so its events are still delivered
+            self.telemetry.stop()
         c.l1_memory().close()
         logger.info("LMCache cache server stopped")

@@ -77,6 +77,7 @@ class L2Stored:
     succeeded: int
     failed: int
     nbytes: int
+    sizes: tuple[int, ...] = ()  # per key: the bytes stored, 0 where that key's store failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,53 @@ class PrefetchCompleted:
     l2_errors: int
 
 
+class TransferKind(StrEnum):
+    """Direction of a transfer between an engine and L1."""
+
+    STORE = "store"
+    RETRIEVE = "retrieve"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompleted:
+    """A store or retrieve request finished (`ok` False: refused, partial or failed).
+
+    `tokens` and `nbytes` count what was copied (a store of chunks already present copies nothing);
+    `duration_s` is the time the server spent on the request.
+    """
+
+    kind: TransferKind
+    request_id: str
+    model_name: str
+    tokens: int
+    nbytes: int
+    duration_s: float
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LookupPerformed:
+    """A lookup was accepted: the chunk hashes it computed (for the lookup-hash log) and its size.
+
+    `seq_len` is the tokens the lookup covered; `chunk_hashes` are its full chunks' digests, in order.
+    """
+
+    request_id: str
+    model_name: str
+    chunk_size: int
+    seq_len: int
+    chunk_hashes: tuple[bytes, ...]
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReaped:
+    """A silent worker was dropped by the reaper."""
+
+    instance_id: int
+    model_name: str
+
+
 StorageEvent = (
     L1WriteCommitted
     | L1WriteAborted
@@ -117,4 +165,7 @@ StorageEvent = (
     | L2Loaded
     | L2StoreDropped
     | PrefetchCompleted
+    | TransferCompleted
+    | LookupPerformed
+    | WorkerReaped
 )

@@ -146,6 +146,6 @@ class StoreController:
             logger.warning("L2 adapter #%d store failed: %r", index, exc)
             results = [False] * len(keys)
         ok = sum(results)
-        nbytes = sum(len(v) for v, r in zip(views, results, strict=True) if r)
-        self._events.publish(L2Stored(index, tuple(keys), ok, len(keys) - ok, nbytes))
+        sizes = tuple(len(v) if r else 0 for v, r in zip(views, results, strict=True))
+        self._events.publish(L2Stored(index, tuple(keys), ok, len(keys) - ok, sum(sizes), sizes))
         return results

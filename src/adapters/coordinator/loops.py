@@ -167,9 +167,10 @@ class FleetLoops:
                 logger.warning("L2 resync from %s stopped: %s", server.instance_id, exc)
                 return
             for key, nbytes in items:
-                entry = self._state.directory.get(key)
-                if entry is None or entry.nbytes != nbytes:
-                    self._state.directory.store(key, nbytes, entry.instance_id if entry else "")
+                # A listed size may be the server's mean object size (headers included); the size a store
+                # event or the checkpoint recorded is exact, so only keys not known yet take the listed one.
+                if key not in self._state.directory:
+                    self._state.directory.store(key, nbytes)
                 seen.add(key)
             self._metrics.resynced_keys.inc(len(items))
             if token is None:
