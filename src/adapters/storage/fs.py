@@ -46,7 +46,7 @@ from lmcache.domain.units import gb_to_bytes
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from lmcache.domain.keys import ObjectKey
 
@@ -251,7 +251,20 @@ class FsL2Adapter:
         return removed
 
     async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
-        """Indexed keys ordered by object name; the cursor is the last name of the previous page."""
+        """Indexed keys ordered by object name; the cursor is the last name of the previous page.
+
+        With `shared`, the first page first syncs the index with the directory (other servers' objects
+        added, vanished ones dropped), so a coordinator resyncing from one server sees the whole tier.
+        """
+        if self.shared and cursor is None:
+            known = {_digest(key_name(k)): k for k in self._index}
+            found, gone = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _scan_directory, str(self.base), known.keys()
+            )
+            for digest in gone:
+                self._set(known[digest], None)
+            for key, size in found:
+                self._set(key, size)
         if self._names is None:
             self._names = sorted(key_name(k) for k in self._index)
         names, nxt = page_of(self._names, cursor, limit)
@@ -268,3 +281,21 @@ class FsL2Adapter:
         if not self.persist and self._index:
             await self.delete(list(self._index))
         self._pool.shutdown(wait=True)
+
+
+def _scan_directory(base: str, known: Iterable[str]) -> tuple[list[tuple[ObjectKey, int]], list[str]]:
+    """Objects on disk that `known` (file digests) lacks, read from their headers; known digests gone."""
+    unseen = set(known)
+    found: list[tuple[ObjectKey, int]] = []
+    for path, digest in _fs_io.object_files(base):
+        if digest in unseen:
+            unseen.discard(digest)
+            continue
+        try:
+            header, size = _fs_io.read_header(path)
+            name = header.key_name.decode()
+            if size == header.total_size and _digest(name) == digest:
+                found.append((parse_key_name(name), size))
+        except (CorruptObjectError, ValueError, OSError):
+            continue  # being replaced or damaged: its own load reports it
+    return found, sorted(unseen)

@@ -91,6 +91,23 @@ async def test_shared_directory_sees_other_writers(tmp_path: Path) -> None:
     await b.close()
 
 
+async def test_shared_listing_includes_other_writers_and_drops_vanished_objects(tmp_path: Path) -> None:
+    a = _fs(tmp_path, shared=True)
+    b = _fs(tmp_path, shared=True)
+    assert await a.store([key(1), key(2)], [payload(1, 500), payload(2, 500)]) == [True, True]
+    assert await b.store([key(3)], [payload(3, 500)]) == [True]
+    listed = await b.list_keys(None, 10)
+    assert set(listed.keys) == {key(1), key(2), key(3)} and listed.next_cursor is None
+    assert (await b.usage()).objects == 3
+    await a.delete([key(1)])
+    assert set((await b.list_keys(None, 10)).keys) == {key(2), key(3)}
+    unshared = _fs(tmp_path / "other")
+    assert await unshared.store([key(4)], [payload(4, 500)]) == [True]
+    assert set((await unshared.list_keys(None, 10)).keys) == {key(4)}
+    for adapter in (a, b, unshared):
+        await adapter.close()
+
+
 async def test_persist_disabled_removes_objects_on_close(tmp_path: Path) -> None:
     adapter = _fs(tmp_path, persist_enabled=False)
     await adapter.store([key(1)], [payload(1, 100)])
