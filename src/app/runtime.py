@@ -137,8 +137,7 @@ class ServerRuntime:
         """Why the engine does not serve (shown by /healthcheck), or None while it does."""
         if self._closed:
             return "the server is shutting down"
-        thread = None if self.server is None else self.server._thread
-        if thread is None or not thread.is_alive():
+        if self.server is None or not self.server.alive:
             return "the ZMQ server is not running"
         return None
 

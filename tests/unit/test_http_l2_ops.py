@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from lmcache.adapters.http.l2_ops import (
@@ -17,13 +19,19 @@ from tests.fakes.l2_adapter import FakeL2Adapter
 
 from ._storage import key
 
+if TYPE_CHECKING:
+    from lmcache.domain.keys import ObjectKey
+
 
 class PinnedFake(FakeL2Adapter):
-    """A fake whose reader pins live in the LockTable the built-in adapters share."""
+    """A fake with the built-in adapters' pins: a LockTable answered through `is_locked`."""
 
     def __init__(self) -> None:
         super().__init__()
         self._locks = LockTable()
+
+    def is_locked(self, k: ObjectKey) -> bool:
+        return self._locks.is_locked(k)
 
 
 class ProbedFake(FakeL2Adapter):

@@ -4,11 +4,11 @@ The L2Adapter port is only called from the storage loop (ports/l2_adapter.py), s
 coroutines there (`HttpServices.run_storage`) and await the result from uvicorn's loop.
 
 Capabilities the port does not state are discovered along an adapter's wrapper chain (`inner`): an
-adapter whose `can_list_keys` is False cannot list (a 501), and read pins are seen through a public
-`is_locked(key)` or the shared `LockTable` the built-in adapters keep. The port has no per-key size, so a
-listed key's `bytes` is the adapter's mean object size (exact when one model fills the tier), measured
-on the first page and carried in the page token (`<mean>.<adapter cursor>`), so a listing asks the adapter
-for its usage once rather than per page.
+adapter whose `can_list_keys` is False cannot list (a 501), and read pins are seen through the
+`is_locked(key)` the built-in adapters have (one without it is taken as never pinned). The port has
+no per-key size, so a listed key's `bytes` is the adapter's mean object size (exact when one model fills
+the tier), measured on the first page and carried in the page token (`<mean>.<adapter cursor>`), so a
+listing asks the adapter for its usage once rather than per page.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from lmcache.adapters.storage._common import LockTable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -57,9 +55,6 @@ def _lock_probe(adapter: object) -> Callable[[ObjectKey], bool] | None:
         probe = getattr(layer, "is_locked", None)
         if callable(probe):
             return probe  # type: ignore[no-any-return]
-        pins = getattr(layer, "_locks", None)
-        if isinstance(pins, LockTable):
-            return pins.is_locked
     return None
 
 

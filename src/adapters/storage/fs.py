@@ -238,6 +238,10 @@ class FsL2Adapter:
             self.counters.backend_errors += 1
             logger.warning("fs L2: load of %s failed: %r", key.short(), outcome)
 
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         """Drop one pin per key."""
         self._locks.unlock(keys)

@@ -110,6 +110,10 @@ class MockL2Adapter:
             return False
         return True
 
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         """Drop one pin per key."""
         self._locks.unlock(keys)

@@ -148,6 +148,10 @@ class RedisL2Adapter:
             outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
             return tally_loads(self.counters, keys, outcomes, logger, "resp")
 
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         """Drop one pin per key."""
         self._locks.unlock(keys)

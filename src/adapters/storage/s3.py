@@ -210,6 +210,10 @@ class S3L2Adapter:
                 self._error("load", exc)
                 return None
 
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         """Drop one pin per key."""
         self._locks.unlock(keys)

@@ -97,6 +97,11 @@ class ZmqServer:
         self._thread = threading.Thread(target=self._serve, name="lmcache-zmq", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the socket thread is running (it exits only on stop or a fatal socket error)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Stop reading requests, let the pools finish and send their replies, then close the socket."""
         self._accepting = False
