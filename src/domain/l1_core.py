@@ -102,7 +102,8 @@ class L1Core:
         """Remove ready, unlocked objects (`force`: any object, locks and reservations included)."""
         with self._lock:
             self._tick()
-            chosen = [k for k in keys if k in self._entries and (force or self._evictable(k))]
+            unique = dict.fromkeys(keys)  # a key named twice is removed once
+            chosen = [k for k in unique if k in self._entries and (force or self._evictable(k))]
             return self._remove_all(chosen, EvictionReason.CLEAR)[0]
 
     def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:

@@ -162,3 +162,11 @@ def test_deadline_heap_stays_bounded_under_many_refreshes() -> None:
         l1.lock_read([k])
         l1.unlock_read([k])
     assert len(l1._deadlines) <= 8192
+
+
+def test_delete_of_a_key_named_twice_removes_it_once() -> None:
+    l1, _, _ = make_l1()
+    put(l1, key(1))
+    put(l1, key(2))
+    assert l1.delete([key(1), key(1), key(2)]) == 2
+    assert not l1.contains(key(1)) and not l1.contains(key(2))
