@@ -1,1 +1,1 @@
-"""vLLM-facing re-export modules: vLLM imports these exact paths, the logic lives in `lmcache.adapters.vllm`."""
+"""Re-export modules at the exact paths vLLM imports; the logic lives in `lmcache.adapters.vllm`."""
