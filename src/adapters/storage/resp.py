@@ -1,8 +1,8 @@
 """resp: Redis or Valkey through `redis.asyncio`, one pipeline per batch, a pool of `num_workers` connections.
 
 Each object is one string value (header + payload, object_format.py) under `lmcache:<key_name>`, written
-with SET (header) + APPEND (payload) inside one MULTI/EXEC, so it is visible whole or not at all
-and the payload goes from L1 to the socket without a joined copy. `host` is a host name or a `redis://` /
+with one SET whose value is written to the socket as header then payload (RESP by hand, no joined copy
+of the object), so it is visible whole or not at all. `host` is a host name or a `redis://` /
 `rediss://` URL (TLS); URL query options pass through to redis-py (`?ssl_ca_certs=/path/ca.pem`,
 `?ssl_cert_reqs=none`), and `port` fills in a URL without one. Listing is SCAN over the prefix; usage
 is a SCAN + STRLEN pass (approximate under concurrent writers). Backend errors are misses, logged and
@@ -91,30 +91,48 @@ class RedisL2Adapter:
         logger.warning("resp L2 %s: %s failed: %r", self.url.split("?")[0], op, exc)
 
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """SET each header and APPEND its payload inside one MULTI/EXEC: whole objects, no joined copy."""
+        """One SET per object, pipelined on one connection; each value is sent as header then payload."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
             headers = encode_headers(keys, buffers)  # xxh3: ~0.04 ms per MiB, cheaper than a thread hop
-            pipe = self.client.pipeline(transaction=True)
-            for key, header, payload in zip(keys, headers, buffers, strict=True):
-                name = PREFIX + key_name(key)
-                pipe.set(name, header)
-                pipe.append(name, payload)
             try:
-                replies = await pipe.execute(raise_on_error=False)
+                out = await self._set_all(keys, headers, buffers)
             except _ERRORS as exc:
                 self._error("store", exc)
-                replies = [exc] * (2 * len(keys))
-            out = [
-                replies[2 * i] is True and replies[2 * i + 1] == len(h) + b.nbytes
-                for i, (h, b) in enumerate(zip(headers, buffers, strict=True))
-            ]
+                out = [False] * len(keys)
             self.counters.stores += sum(out)
             self.counters.store_failures += len(out) - sum(out)
             if not self.persist:
                 self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
             return out
+
+    async def _set_all(
+        self, keys: Sequence[ObjectKey], headers: Sequence[bytes], payloads: Sequence[memoryview]
+    ) -> list[bool]:
+        """Pipelined SETs written as RESP by hand, one connection for the batch.
+
+        A bulk string need not be one buffer, so the header and the L1 payload go to the socket as they
+        are (redis-py would need them joined into one value first, a copy of every object). One SET per
+        object keeps each object visible whole or not at all.
+        """
+        frames: list[bytes | memoryview] = []
+        for key, header, payload in zip(keys, headers, payloads, strict=True):
+            name = (PREFIX + key_name(key)).encode()
+            size = len(header) + payload.nbytes
+            frames += [b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(name), name, size), header, payload]
+            frames.append(b"\r\n")
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(frames)
+            replies = [await conn.read_response() for _ in keys]
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            await pool.release(conn)
+        return [reply in (b"OK", "OK", True) for reply in replies]
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """EXISTS per key in one pipeline; pin the hits."""
