@@ -175,21 +175,31 @@ class LMCacheClient:
         if entry is None:
             return  # a late reply to a call that timed out
         future, name = entry
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled by a caller that stopped waiting
         try:
             future.set_result(_decode_reply(name, frames))
         except Exception as exc:
             future.set_exception(exc)
 
     def call_async(self, name: str, *payloads: Any) -> Future[Any]:
-        """Send op `name` with its payloads (all of them, defaults included); the Future gets the reply."""
+        """Send op `name` with its payloads (all of them, defaults included); the Future gets the reply.
+
+        Cancelling the Future forgets the call: a late reply is then dropped.
+        """
         op = OPS_BY_NAME[name]
         uid = next(self._uids)
         future: Future[Any] = Future()
         with self._lock:
             self._calls[uid] = (future, name)
+        future.add_done_callback(lambda f: self._forget(uid) if f.cancelled() else None)
         op_frame = _enc.encode(op.op_id if op.op_id is not None else op.name)
         self._send([_enc.encode(uid), op_frame, *(_enc.encode(p) for p in payloads)])
         return future
+
+    def _forget(self, uid: int) -> None:
+        with self._lock:
+            self._calls.pop(uid, None)
 
     def call(self, name: str, *payloads: Any, timeout_s: float | None = None) -> Any:
         """Send on this thread's socket and wait there; raises TimeoutError when no reply comes in time."""

@@ -61,3 +61,25 @@ def test_late_reply_is_dropped_and_calls_from_threads_get_their_own_answers() ->
         router.join(2)
     with pytest.raises(RuntimeError, match="closed"):
         client.get_chunk_size()
+
+
+def test_a_cancelled_async_call_forgets_its_reply_and_the_client_keeps_working() -> None:
+    url: list[str] = []
+    stop, release = threading.Event(), threading.Event()
+    router = threading.Thread(target=_slow_then_fast_router, args=(url, stop, release), daemon=True)
+    router.start()
+    while not url:
+        threading.Event().wait(0.01)
+    client = LMCacheClient(url[0], timeout_s=5.0)
+    try:
+        pending = client.call_async("get_chunk_size")
+        threading.Event().wait(0.2)  # the router holds it
+        assert pending.cancel()
+        assert client._calls == {}
+        release.set()
+        assert client.get_chunk_size() == 2  # the held request got 1; its reply reached a forgotten call
+        assert client.call_async("get_chunk_size").result(5) == 3  # the I/O thread survived it
+    finally:
+        client.close()
+        stop.set()
+        router.join(2)
