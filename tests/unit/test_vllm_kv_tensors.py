@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lmcache.adapters.vllm.kv_tensors import migrate_to_shm, physical
+from lmcache.adapters.vllm.kv_tensors import migrate_to_shm, physical, remove_stale_segments
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,6 +40,22 @@ def test_every_view_of_a_migrated_storage_lives_in_the_segment(tmp_path: Path) -
     assert not path.exists()
     del peer
     other.close()
+
+
+def test_segments_of_exited_workers_are_removed_before_a_migration(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"lmcache_kv_{dead_pid}_0"
+    mine = tmp_path / f"lmcache_kv_{os.getpid()}_7"
+    other = tmp_path / "lmcache_kv_notapid_0"
+    for path in (stale, mine, other):
+        path.write_bytes(b"x")
+    migrate_to_shm([torch.zeros(4, dtype=torch.float16)], str(tmp_path))
+    assert not stale.exists() and mine.exists() and other.exists()
+    assert remove_stale_segments(str(tmp_path)) == []
 
 
 def test_physical_orders_dims_by_decreasing_stride() -> None:

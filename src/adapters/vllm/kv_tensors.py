@@ -7,7 +7,10 @@ storage, including the per-layer and kernel-block views bound to its attention l
 now lives in shared memory that the server maps by name. Re-pointing only the tensors handed to the
 connector (`Tensor.set_`) would leave vLLM's other views on the old memory, so without the swap the
 migration refuses instead of serving stale KV. This process owns the segments and unlinks their names at
-shutdown; the pages stay mapped for as long as vLLM's tensors live.
+shutdown; the pages stay mapped for as long as vLLM's tensors live. vLLM kills its workers with SIGKILL
+soon after SIGTERM, so that unlink often never runs: each migration first removes the segments of
+workers that no longer exist (`remove_stale_segments`), so a restarted vLLM reclaims what the last one
+left in /dev/shm.
 
 CUDA tensors (§4.1, §4.3): a `cuda` descriptor built from PyTorch's storage IPC handle.
 """
@@ -123,10 +126,39 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
+    """Unlink `lmcache_kv_<pid>_<n>` segments whose process is gone; returns their names.
+
+    A server still mapping one keeps its pages until it unmaps them; only the name goes.
+    """
+    removed = []
+    for path in Path(shm_dir).glob("lmcache_kv_*_*"):
+        parts = path.name.split("_")
+        if len(parts) != 4 or not parts[2].isdigit() or _pid_alive(int(parts[2])):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        logger.info("Removed %d SHM segments of exited workers: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 def migrate_to_shm(
     tensors: Sequence[torch.Tensor], shm_dir: str = SHM_DIR
 ) -> tuple[list[CpuShmDescriptor], list[ShmKVStorage]]:
     """Move the tensors' storages into SHM (each storage once) and describe every tensor."""
+    remove_stale_segments(shm_dir)
     by_storage: dict[int, ShmKVStorage] = {}
     descriptors = []
     try:
