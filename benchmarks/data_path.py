@@ -43,7 +43,7 @@ from lmcache.domain.arena import Extent
 from lmcache.domain.kv_layout import EngineGroup, RegisteredLayout, TensorSpec, build_layout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 NUM_BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE = 1024, 16, 8, 128
 DTYPE = torch.float16
@@ -144,7 +144,9 @@ class Server:
         threads: OMP_NUM_THREADS of the server (torch intra-op threads); None leaves torch's default.
     """
 
-    def __init__(self, l1_size_gb: float, log: Path, threads: int | None = None) -> None:
+    def __init__(
+        self, l1_size_gb: float, log: Path, threads: int | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.log = log
         cmd = [
@@ -164,6 +166,9 @@ class Server:
             f"{l1_size_gb:.2f}",
             "--eviction-policy",
             "LRU",
+            "--prometheus-port",
+            str(free_port()),
+            *extra,
         ]
         env = dict(os.environ, DO_NOT_TRACK="1", LMCACHE_TRACK_USAGE="false")
         if threads:
@@ -641,6 +646,7 @@ def main() -> None:
         default=None,
         help="OMP_NUM_THREADS for the server (default: unset, torch uses one thread per core)",
     )
+    add("--server-arg", action="append", default=[], help="extra flag for the server (repeatable)")
     add("--format", choices=("text", "json"), default="text")
     args = parser.parse_args()
     layers = args.layers or (4 if args.quick else 32)
@@ -654,7 +660,7 @@ def main() -> None:
         engine = Engine(layers)
         server: Server | None = None
         try:
-            server = Server(l1_gib, Path(tmp) / "server.log", args.server_threads)
+            server = Server(l1_gib, Path(tmp) / "server.log", args.server_threads, args.server_arg)
             start_s = server.wait_ready()
             result["config"] = {
                 "layers": layers,
