@@ -108,6 +108,7 @@ def test_metrics_serve_prometheus_text_that_moves(fe: Frontend) -> None:
         lines = [ln for ln in reply.text.splitlines() if ln.startswith("lmcache_mp_store_requests_total ")]
         return float(lines[0].split()[1]) if lines else 0.0
 
+    time.sleep(0.2)  # events of earlier tests' requests reach the metrics within the bus's batch window
     before = stores()
     fe.store(2)
     wait_for(lambda: stores() >= before + 1)  # events reach the metrics through the bus thread
