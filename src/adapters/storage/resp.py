@@ -134,17 +134,23 @@ class RedisL2Adapter:
             await pool.release(conn)
         return [reply in (b"OK", "OK", True) for reply in replies]
 
+    async def _per_key(self, op: str, command: str, keys: Sequence[ObjectKey]) -> list[Any] | None:
+        """`command` on every key's name in one pipeline; None (logged, counted) when the backend failed."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            getattr(pipe, command)(PREFIX + key_name(key))
+        try:
+            return list(await pipe.execute())
+        except _ERRORS as exc:
+            self._error(op, exc)
+            return None
+
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """EXISTS per key in one pipeline; pin the hits."""
         if not keys:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(PREFIX + key_name(key))
-        try:
-            replies = await pipe.execute()
-        except _ERRORS as exc:
-            self._error("lookup", exc)
+        replies = await self._per_key("lookup", "exists", keys)
+        if replies is None:
             return [False] * len(keys)
         return self._locks.lock(keys, [reply == 1 for reply in replies])
 
@@ -153,14 +159,7 @@ class RedisL2Adapter:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(PREFIX + key_name(key))
-            try:
-                blobs = await pipe.execute()
-            except _ERRORS as exc:
-                self._error("load", exc)
-                blobs = [None] * len(keys)
+            blobs = await self._per_key("load", "get", keys) or [None] * len(keys)
             # offload() waits for its thread even when cancelled: buffers are written only while held.
             nbytes = sum(len(b) for b in blobs if b is not None)
             outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
@@ -178,13 +177,8 @@ class RedisL2Adapter:
         """DEL per key in one pipeline (at once, pins do not defer it)."""
         if not keys:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.delete(PREFIX + key_name(key))
-        try:
-            replies = await pipe.execute()
-        except _ERRORS as exc:
-            self._error("delete", exc)
+        replies = await self._per_key("delete", "delete", keys)
+        if replies is None:
             return [False] * len(keys)
         self._stored.difference_update(keys)
         return [reply == 1 for reply in replies]
