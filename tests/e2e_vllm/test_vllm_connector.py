@@ -55,6 +55,8 @@ MAX_TOKENS = 16
 STORED = r"Stored (\d+) tokens"
 RETRIEVED = r"Retrieved (\d+) tokens"
 REGISTERED = r"Registered KV cache for GPU ID \d+ with 2 layers"
+UNHEALTHY = "marking it unhealthy"  # a heartbeat (worker's or scheduler's) lost the server
+RECOVERED = "LMCache server answers again"  # ... and found it again
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 STORE_TOKENS = "lmcache_mp_store_tokens_total"
 RETRIEVE_TOKENS = "lmcache_mp_retrieve_tokens_total"
@@ -175,6 +177,15 @@ def _check(vllm: VllmServer, reference: dict[str, list[int]], name: str) -> Comp
     return out
 
 
+def _wait_recovered(vllm: VllmServer, timeout: float = 30.0) -> None:
+    """Wait until every heartbeat that lost the server found it again (scheduler's and worker's)."""
+    deadline = time.monotonic() + timeout
+    while vllm.proc.count(RECOVERED) < vllm.proc.count(UNHEALTHY) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lost, back = vllm.proc.count(UNHEALTHY), vllm.proc.count(RECOVERED)
+    assert back >= lost > 0, f"heartbeats lost the server {lost} times and found it again {back} times"
+
+
 def _check_stored(
     vllm: VllmServer, lmcache: LMCacheServer, reference: dict[str, list[int]], name: str
 ) -> Completion:
@@ -274,5 +285,6 @@ def test_server_down_and_restarted(
     proc = lmcache.start()  # same ports, empty L1, no registered KV caches
     assert _check(vllm, reference, "restarted").cached_tokens == 0
     proc.wait_for_log(REGISTERED, timeout=HEARTBEAT_S * 10 + 20)  # the heartbeat re-registers the worker
+    _wait_recovered(vllm)  # the scheduler's heartbeat recovers on its own probe: lookups miss until then
     assert _check_stored(vllm, lmcache, reference, "reregistered").cached_tokens == 0
     assert _check(vllm, reference, "reregistered").cached_tokens == FULL_HIT

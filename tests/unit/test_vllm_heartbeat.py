@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from lmcache.adapters.vllm.heartbeat import Heartbeat
+from lmcache.adapters.vllm.heartbeat import RECOVERY_PROBE_S, Heartbeat
 from lmcache.adapters.vllm.transfer_base import Waiter
 
 
@@ -16,9 +16,11 @@ class FlakyServer:
         self.pings = 0
         self.recoveries = 0
         self.recovery_works = True
+        self.timeouts: list[float] = []
 
-    def ping(self) -> None:
+    def ping(self, timeout_s: float) -> None:
         self.pings += 1
+        self.timeouts.append(timeout_s)
         if not self.up:
             raise TimeoutError("no reply")
 
@@ -65,6 +67,26 @@ def test_the_thread_pings_until_stopped() -> None:
     beat.stop()
     assert server.pings >= 3
     assert not beat.started
+
+
+def test_an_unhealthy_server_is_probed_faster_until_it_recovers() -> None:
+    server = FlakyServer()
+    beat = Heartbeat(server.ping, 10.0, server.recover)
+    beat.beat()
+    server.up = False
+    beat.beat()
+    server.up = True
+    server.recovery_works = False
+    beat.beat()  # answered, but recovery failed: still probing fast
+    server.recovery_works = True
+    beat.beat()
+    beat.beat()
+    assert server.timeouts == [10.0, 10.0, RECOVERY_PROBE_S, RECOVERY_PROBE_S, 10.0]
+    short = Heartbeat(server.ping, 0.2, server.recover)
+    server.up = False
+    short.beat()
+    short.beat()
+    assert server.timeouts[-2:] == [0.2, 0.2]  # the probe never exceeds the interval
 
 
 def test_the_waiter_returns_replies_and_gives_up_on_an_unhealthy_server() -> None:

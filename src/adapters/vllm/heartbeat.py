@@ -4,7 +4,9 @@ A ping without a reply within the interval marks the server unhealthy (lookups t
 are dropped and loads fail over to recompute). The first reply after that runs the recovery callback
 (the worker re-registers its KV caches); until the callback succeeds the server stays unhealthy. A caller
 that learns the server forgot us (a store answered "unknown instance") asks for recovery with
-`request_recovery`.
+`request_recovery`. While unhealthy it probes every `RECOVERY_PROBE_S` (with that timeout) rather than every
+interval, so a restarted server is served again within about a second instead of up to two intervals
+(20 s at the default); a healthy server still sees one ping per interval, as wire-protocol.md §5.8 says.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("Heartbeat",)
+__all__ = ("RECOVERY_PROBE_S", "Heartbeat")
+
+#: Seconds between pings, and their timeout, while the server is unhealthy (capped by the interval).
+RECOVERY_PROBE_S = 1.0
 
 logger = logging.getLogger("lmcache.vllm.heartbeat")
 
 
 class Heartbeat:
-    """Pings `ping()` every `interval_s` seconds on a daemon thread once `start()` was called.
+    """Pings `ping(timeout_s)` every `interval_s` seconds on a daemon thread once `start()` was called.
 
     Args:
-        ping: Sends one ping and returns when answered; raises (e.g. TimeoutError) when not.
-        interval_s: Seconds between pings (and the ping timeout the callable should use).
+        ping: Sends one ping and returns when answered within `timeout_s`; raises (e.g. TimeoutError) when
+            not.
+        interval_s: Seconds between pings of a healthy server, and their timeout.
         on_recover: Called on this thread when the server answers after an outage or when recovery was
             requested; returns False to stay unhealthy and try again at the next ping.
         name: Thread name.
@@ -34,7 +40,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        ping: Callable[[], object],
+        ping: Callable[[float], object],
         interval_s: float,
         on_recover: Callable[[], bool] | None = None,
         name: str = "lmcache-heartbeat",
@@ -88,10 +94,17 @@ class Heartbeat:
         self._wake.set()
         self.start()
 
+    @property
+    def _period_s(self) -> float:
+        """Ping timeout and pause of the current state: the interval, or the faster probe when unhealthy."""
+        if self._healthy.is_set() and not self._recover:
+            return self.interval_s
+        return min(self.interval_s, RECOVERY_PROBE_S)
+
     def beat(self) -> bool:
         """One ping (and recovery when due); returns the health afterwards. The thread calls this."""
         try:
-            self._ping()
+            self._ping(self._period_s)
         except Exception as exc:
             if self._healthy.is_set():
                 logger.warning("LMCache server did not answer a heartbeat (%s); marking it unhealthy", exc)
@@ -119,7 +132,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.beat()
-            self._wake.wait(self.interval_s)
+            self._wake.wait(self._period_s)
             self._wake.clear()
 
     def stop(self) -> None:

@@ -110,7 +110,7 @@ class LMCacheMPSchedulerAdapter:
         self._lookups: dict[str, _Lookup] = {}
         self._lock = threading.Lock()
         self.heartbeat = Heartbeat(
-            lambda: self.client.call("ping", None, timeout_s=heartbeat_interval),
+            lambda timeout_s: self.client.call("ping", None, timeout_s=timeout_s),
             heartbeat_interval,
             name="lmcache-scheduler-heartbeat",
         )

@@ -77,7 +77,7 @@ class LMCacheMPWorkerAdapter:
         self.chunk_size = connect_chunk_size(self.client, mq_timeout, vllm_block_size)
         self.instance_id = uuid.uuid4().int & ((1 << 63) - 1)
         self.heartbeat = Heartbeat(
-            lambda: self.client.call("ping", self.instance_id, timeout_s=heartbeat_interval),
+            lambda timeout_s: self.client.call("ping", self.instance_id, timeout_s=timeout_s),
             heartbeat_interval,
             self._reregister,
             name="lmcache-worker-heartbeat",
