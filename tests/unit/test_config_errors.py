@@ -62,7 +62,7 @@ def _errors(argv: list[str], *, required: bool = True, **kwargs: object) -> tupl
         (
             ["--l1-devdax-path", "/dev/dax0.0", "--no-l1-use-lazy"],
             '--l1-devdax-path needs --shm-name "" (the L1 bytes live in the DAX mapping, not in a shareable '
-            'SHM '
+            "SHM "
             "segment)",
         ),
     ],

@@ -92,7 +92,10 @@ def test_on_demand_eviction_lets_steady_pressure_succeed() -> None:
         assert l1.finish([key(i)]) == [True]
     assert l1.object_count == 4
     assert [k for k in (key(96), key(97), key(98), key(99)) if l1.contains(k)] == [
-        key(96), key(97), key(98), key(99)
+        key(96),
+        key(97),
+        key(98),
+        key(99),
     ]
     removed = events.of_type(L1Removed)
     assert removed and all(e.reason == EvictionReason.ON_DEMAND for e in removed)

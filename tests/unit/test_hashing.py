@@ -11,23 +11,39 @@ import pytest
 from lmcache.domain.hashing import TokenError, TokenHasher, builtin_triple_hash
 
 VECTORS = [
-    (4, list(range(1, 10)), [
-        "6309ed506b8721905753f5c73c070bb21c3aafbd9b474b1e231f41368b71123c",
-        "98efc76eafb06cfe774c31ff151f300b61a614c27982a211bb8cdbd83a8c0e19",
-    ]),
+    (
+        4,
+        list(range(1, 10)),
+        [
+            "6309ed506b8721905753f5c73c070bb21c3aafbd9b474b1e231f41368b71123c",
+            "98efc76eafb06cfe774c31ff151f300b61a614c27982a211bb8cdbd83a8c0e19",
+        ],
+    ),
     (256, list(range(256)), ["084547b6c40ed5b05ba8cd0305db5bf74d5617673948d9ed193ab7d6cbc484d4"]),
-    (256, [0] + [9906] * 512, [
-        "d65391f7dcbfb7f8472e8942ce76f5ca70a3ab0ffd0978c0640a27d07a9a336f",
-        "4d033f8a28112da0d40257c88d086c2816f3827becdbb9056a484d19d8ea4b64",
-    ]),
-    (256, [1] + [9906] * 512, [
-        "a8564142a68a3bda3362424182f768bda1cbd41925dd4e6f4dc5d20c38e7af5d",
-        "520c53219ad3dedea1fa4608ec3612c6d6a07a6b93afcd79c4eeea68b2197e32",
-    ]),
-    (256, [5] + [9906] * 512, [
-        "af962d3fc90b924c8c687e61cecee9fcbc372ad2d787aef53659d249c71180a3",
-        "eb47fe95491db5880f0eaddb98bddbe85c0b350b05adc4788944bfdcaadd40c2",
-    ]),
+    (
+        256,
+        [0] + [9906] * 512,
+        [
+            "d65391f7dcbfb7f8472e8942ce76f5ca70a3ab0ffd0978c0640a27d07a9a336f",
+            "4d033f8a28112da0d40257c88d086c2816f3827becdbb9056a484d19d8ea4b64",
+        ],
+    ),
+    (
+        256,
+        [1] + [9906] * 512,
+        [
+            "a8564142a68a3bda3362424182f768bda1cbd41925dd4e6f4dc5d20c38e7af5d",
+            "520c53219ad3dedea1fa4608ec3612c6d6a07a6b93afcd79c4eeea68b2197e32",
+        ],
+    ),
+    (
+        256,
+        [5] + [9906] * 512,
+        [
+            "af962d3fc90b924c8c687e61cecee9fcbc372ad2d787aef53659d249c71180a3",
+            "eb47fe95491db5880f0eaddb98bddbe85c0b350b05adc4788944bfdcaadd40c2",
+        ],
+    ),
 ]
 
 
@@ -126,8 +142,12 @@ def test_builtin_is_stable_across_processes_with_pythonhashseed() -> None:
         "print(TokenHasher(2, 'builtin').chunk_hashes([1, 2, 3, 4])[1].hex())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123"}
-    runs = {subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)}
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
     assert len(runs) == 1
 
 

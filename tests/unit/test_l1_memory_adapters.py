@@ -115,7 +115,11 @@ def test_factory_chooses_the_medium(tmp_path: Path) -> None:
     ]
     try:
         assert [type(m).__name__ for m in picks] == [
-            "AnonymousL1Memory", "ShmL1Memory", "AnonymousL1Memory", "AnonymousL1Memory", "DevdaxL1Memory"
+            "AnonymousL1Memory",
+            "ShmL1Memory",
+            "AnonymousL1Memory",
+            "AnonymousL1Memory",
+            "DevdaxL1Memory",
         ]
     finally:
         for m in picks:

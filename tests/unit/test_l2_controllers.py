@@ -114,7 +114,9 @@ async def test_raising_or_hanging_adapter_is_a_failed_store_not_a_stall() -> Non
     await ctl.drain()
     assert key(1) in good.objects
     assert sorted((e.adapter_index, e.succeeded, e.failed) for e in events.of_type(L2Stored)) == [
-        (0, 0, 1), (1, 0, 1), (2, 1, 0)
+        (0, 0, 1),
+        (1, 0, 1),
+        (2, 1, 0),
     ]
     size = len(good.objects[key(1)])
     assert sorted((e.adapter_index, e.sizes) for e in events.of_type(L2Stored)) == [

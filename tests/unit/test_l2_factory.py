@@ -157,8 +157,12 @@ def test_plugin_errors_name_the_adapter(module: str, cls: str, message: str) -> 
 
 
 def test_plugin_bad_params_are_a_config_error() -> None:
-    spec = {"type": "plugin", "module_path": "tests.fakes.l2_adapter", "class_name": "FakeL2Adapter",
-            "adapter_params": {"nope": 1}}
+    spec = {
+        "type": "plugin",
+        "module_path": "tests.fakes.l2_adapter",
+        "class_name": "FakeL2Adapter",
+        "adapter_params": {"nope": 1},
+    }
     with pytest.raises(ConfigError, match="adapter_params do not fit"):
         build_l2_adapters(_parse(spec))
 

@@ -69,6 +69,7 @@ def open_l1_memory(
     if want_shm_pool and shm_name != "":
         if shm_room(shm_dir) >= size_bytes:
             return ShmL1Memory(size_bytes, shm_name)
-        logger.warning("%s cannot hold the %d-byte L1; engine-driven transfers fall back to pickle", shm_dir,
-                       size_bytes)
+        logger.warning(
+            "%s cannot hold the %d-byte L1; engine-driven transfers fall back to pickle", shm_dir, size_bytes
+        )
     return AnonymousL1Memory(size_bytes, use_lazy=use_lazy, init_size_bytes=init_size_bytes)

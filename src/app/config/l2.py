@@ -47,6 +47,7 @@ class FaultInjectSpec(L2SpecBase):
     store_fail_rate: float = flag(0.0, ge=0, le=1, description="Share of keys whose stores fail.")
     fail_all_stores: bool = flag(False, description="Fail every store.")
 
+
 L2AdapterSpec = Annotated[
     NixlStoreSpec
     | NixlStoreDynamicSpec

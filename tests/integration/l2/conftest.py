@@ -54,8 +54,14 @@ def resp_spec(server: RedisServer) -> dict[str, Any]:
 
 
 def s3_spec(server: S3Server, prefix: str) -> dict[str, Any]:
-    return {"type": "s3", "s3_endpoint": f"s3://{server.bucket}/{prefix}", "s3_region": "us-east-1",
-            "endpoint_url": server.endpoint_url, "s3_num_io_threads": 8, **S3_CREDS}
+    return {
+        "type": "s3",
+        "s3_endpoint": f"s3://{server.bucket}/{prefix}",
+        "s3_region": "us-east-1",
+        "endpoint_url": server.endpoint_url,
+        "s3_num_io_threads": 8,
+        **S3_CREDS,
+    }
 
 
 @dataclass
@@ -130,8 +136,12 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
     if name == "fs":
         return {"type": "fs", "base_path": str(tmp_path / "l2"), "relative_tmp_dir": "staging"}, None
     if name == "plugin":
-        return {"type": "plugin", "module_path": "tests.fakes.l2_adapter", "class_name": "FakeL2Adapter",
-                "adapter_params": {"name": "plugin"}}, None
+        return {
+            "type": "plugin",
+            "module_path": "tests.fakes.l2_adapter",
+            "class_name": "FakeL2Adapter",
+            "adapter_params": {"name": "plugin"},
+        }, None
     if name == "resp":
         server = request.getfixturevalue("redis_server")
         server.client().flushall()

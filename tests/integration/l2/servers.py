@@ -74,14 +74,36 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
-                "--appendonly", "no", "--protected-mode", "no"]
+        args = [
+            REDIS_SERVER,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
         if self.tls:
             if not self.ca.exists():
                 _make_cert(self.workdir)
-            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.ca),
-                     "--tls-key-file", str(self.workdir / "key.pem"), "--tls-ca-cert-file", str(self.ca),
-                     "--tls-auth-clients", "no"]
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.ca),
+                "--tls-key-file",
+                str(self.workdir / "key.pem"),
+                "--tls-ca-cert-file",
+                str(self.ca),
+                "--tls-auth-clients",
+                "no",
+            ]
         else:
             args += ["--port", str(self.port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,10 +122,26 @@ class RedisServer:
 
 def _make_cert(workdir: Path) -> None:
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(workdir / "key.pem"),
-         "-out", str(workdir / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(workdir / "key.pem"),
+            "-out",
+            str(workdir / "cert.pem"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -123,7 +161,8 @@ class S3Server:
     def start(self) -> S3Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait(self._up, "moto S3 server", self.proc, timeout=30)
         self.client().create_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]

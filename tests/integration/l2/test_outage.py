@@ -28,8 +28,7 @@ DEADLINE_S = 2.0
 
 def _wrap(adapter: Any) -> ResilientL2Adapter:
     breaker = CircuitBreaker(
-        SystemClock(), "outage", 
-        failure_threshold=2, base_backoff_s=0.2, max_backoff_s=0.4
+        SystemClock(), "outage", failure_threshold=2, base_backoff_s=0.2, max_backoff_s=0.4
     )
     return ResilientL2Adapter(adapter, deadline_s=DEADLINE_S, store_deadline_s=DEADLINE_S, breaker=breaker)
 
@@ -40,8 +39,9 @@ async def _timed(call: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
-async def _outage_and_recovery(adapter: ResilientL2Adapter, stop: Callable[[], None],
-                               start: Callable[[], None]) -> None:
+async def _outage_and_recovery(
+    adapter: ResilientL2Adapter, stop: Callable[[], None], start: Callable[[], None]
+) -> None:
     data = payload(1, 100_000)
     assert await adapter.store([key(1)], [data]) == [True]
     stop()
