@@ -95,6 +95,7 @@ class ServerRuntime:
                 cfg.mp.max_gpu_workers,
                 cfg.mp.max_cpu_workers,
                 inline_ops=frozenset(inline),
+                busy_poll_s=cfg.mp.busy_poll_us / 1e6,
             )
             self.telemetry.watch_transport(self.server)
             self.server.start()

@@ -132,40 +132,63 @@ class PrefetchController:
         """
         if self._adapters:
             raise RuntimeError("run_job_now needs a server without L2 adapters")
-        coro = self.run_job(request, job)
         try:
-            coro.send(None)
-        except StopIteration:
-            return
-        coro.close()
-        job.set_result(0)
-        raise RuntimeError("prefetch suspended although no L2 adapter is configured")
+            plan = self._begin(request)
+            result = self._finish(plan, request, self._first_gap(plan, len(request.rows[0])), [])
+        except Exception:
+            logger.exception("Prefetch failed; reporting 0 hits")
+            job.set_result(0)
+            raise
+        job.set_result(result.prefix_chunks)
 
     async def prefetch(self, request: PrefetchRequest) -> PrefetchResult:
         """Lock and load the longest prefix present in every row; see the module docstring."""
-        nrows = len(request.rows)
-        ncols = len(request.rows[0]) if nrows else 0
-        if any(len(row) != ncols for row in request.rows) or len(request.object_sizes) != nrows:
-            raise ValueError("prefetch rows must have equal lengths and one object size each")
-        keys = [request.rows[r][c] for c in range(ncols) for r in range(nrows)]
-        n = request.num_kv_readers
-        plan = _Plan(keys, nrows, self._l1.lock_read(keys, n), [-1] * len(keys))
+        plan = self._begin(request)
+        ncols = len(plan.keys) // plan.nrows if plan.nrows else 0
         missing = [i for i, hit in enumerate(plan.l1) if not hit]
-        prefix = ncols
         loaded: list[int] = []
         if missing and self._adapters:
             await self._ask_adapters(plan, missing)
-        prefix = min([plan.col(i) for i in missing if plan.source[i] < 0], default=ncols)
+        prefix = self._first_gap(plan, ncols)
         try:
             if any(plan.source[i] >= 0 and plan.col(i) < prefix for i in missing):
                 prefix, loaded = await self._load(plan, request, prefix)
         finally:
             await self._release_l2(plan)
+        return self._finish(plan, request, prefix, loaded)
+
+    def _begin(self, request: PrefetchRequest) -> _Plan:
+        """Validate the grid, flatten it column-major and read-lock its L1 hits."""
+        nrows = len(request.rows)
+        ncols = len(request.rows[0]) if nrows else 0
+        if any(len(row) != ncols for row in request.rows) or len(request.object_sizes) != nrows:
+            raise ValueError("prefetch rows must have equal lengths and one object size each")
+        if nrows == 1:
+            keys = list(request.rows[0])
+        else:
+            keys = [request.rows[r][c] for c in range(ncols) for r in range(nrows)]
+        return _Plan(keys, nrows, self._l1.lock_read(keys, request.num_kv_readers), [-1] * len(keys))
+
+    @staticmethod
+    def _first_gap(plan: _Plan, ncols: int) -> int:
+        """The first column with an object in no tier (`ncols` when there is none)."""
+        for i, (hit, source) in enumerate(zip(plan.l1, plan.source, strict=True)):
+            if not hit and source < 0:
+                return plan.col(i)
+        return ncols
+
+    def _finish(
+        self, plan: _Plan, request: PrefetchRequest, prefix: int, loaded: list[int]
+    ) -> PrefetchResult:
+        """Release the locks past `prefix` (L1 hits and loaded objects), publish and return the result."""
+        nrows, keys = plan.nrows, plan.keys
         loaded_set = set(loaded)
         past = [keys[i] for i in range(prefix * nrows, len(keys)) if plan.l1[i] or i in loaded_set]
-        self._l1.unlock_read(past, n)
+        if past:
+            self._l1.unlock_read(past, request.num_kv_readers)
         l1_hits = sum(plan.l1[: prefix * nrows])
         result = PrefetchResult(prefix, l1_hits, prefix * nrows - l1_hits, plan.errors)
+        ncols = len(keys) // nrows if nrows else 0
         self._events.publish(PrefetchCompleted(ncols, prefix, result.l1_hits, result.l2_hits, plan.errors))
         return result
 

@@ -54,27 +54,44 @@ class LookupGrid:
 class PrefetchJob:
     """The result of one lookup's prefetch: set once by the controller, read by the status ops.
 
-    Thread-safe: `set_result` from the storage loop, `wait` / `done` from worker threads.
+    Thread-safe: `set_result` from the storage loop, `wait` / `done` from worker threads. The Event a
+    waiter blocks on is made only when someone waits: one job per lookup, and a threading.Event (a
+    Condition and two locks) costs several microseconds of a lookup that mostly nobody waits on.
     """
 
+    __slots__ = ("_done", "_event", "_lock", "result")
+
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self._event: threading.Event | None = None
         self.result = 0
 
     @property
     def done(self) -> bool:
         """True once the result is set."""
-        return self._event.is_set()
+        return self._done
 
     def set_result(self, hit_chunks: int) -> None:
         """Record the hit count (chunks); later calls are ignored."""
-        if not self._event.is_set():
+        with self._lock:
+            if self._done:
+                return
             self.result = hit_chunks
-            self._event.set()
+            self._done = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     def wait(self, timeout_s: float | None) -> bool:
         """Block until done or `timeout_s` (real time; for `wait_prefetch_status`); True when done."""
-        return self._event.wait(timeout_s)
+        with self._lock:
+            if self._done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout_s)
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ def _errors(argv: list[str], *, required: bool = True, **kwargs: object) -> tupl
         (["--eviction-trigger-watermark", "-0.1"], "--eviction-trigger-watermark: must be >= 0 (got -0.1)"),
         (["--chunk-size", "0"], "--chunk-size: must be > 0 (got 0)"),
         (["--port", "70000"], "--port: must be <= 65535 (got 70000)"),
+        (["--busy-poll-us", "-1"], "--busy-poll-us: must be >= 0 (got -1)"),
         (
             ["--l1-size-gb", "lots"],
             "--l1-size-gb: input should be a valid number, unable to parse string as a number (got lots)",

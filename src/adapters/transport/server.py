@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,11 @@ logger = logging.getLogger("lmcache.server")
 _encoder = msgspec.msgpack.Encoder()
 _any = msgspec.msgpack.Decoder()
 _ONE = (1).to_bytes(8, "little")
+# pyzmq's send_multipart spends about 5 us per reply on type checks and flag enums; small replies (every
+# lookup, poll and ping) go frame by frame through the C-level send instead.
+_RAW_SEND = zmq.backend.Socket.send
+_MORE = int(zmq.SNDMORE)
+_ZERO_COPY_BYTES = 65536
 
 
 class ZmqServer:
@@ -52,6 +58,9 @@ class ZmqServer:
         max_in_flight: Requests queued or running in the pools at most; more get their failure value.
         inline_ops: CPU-pool ops cheap enough to run on the socket thread (dictionary reads and L1-only
             lookups): the pool hop costs ~100 us of a ~300 us round trip (benchmarks/data_path.py).
+        busy_poll_s: After handling requests, poll without blocking this long (`--busy-poll-us`): a
+            blocked thread's wake-up is the largest part of a small request's latency on a VM, and the
+            requests of an engine step come in bursts (lookup, status poll, lock release, end_session).
     """
 
     def __init__(
@@ -64,6 +73,7 @@ class ZmqServer:
         cpu_workers: int = 1,
         max_in_flight: int = 4096,
         inline_ops: frozenset[str] = frozenset(),
+        busy_poll_s: float = 0.0,
     ) -> None:
         self.url = url
         self._handlers = handlers
@@ -84,6 +94,7 @@ class ZmqServer:
         self._in_flight_lock = threading.Lock()
         self.max_in_flight = max_in_flight
         self._inline = inline_ops
+        self.busy_poll_s = busy_poll_s
         self.errors: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
         self._running = threading.Event()
@@ -131,7 +142,13 @@ class ZmqServer:
 
     def _send(self, frames: list[bytes]) -> None:
         try:
-            self._socket.send_multipart(frames, copy=len(frames[-1]) < 65536)
+            if len(frames[-1]) >= _ZERO_COPY_BYTES:
+                self._socket.send_multipart(frames, copy=False)
+            else:
+                sock = self._socket
+                for frame in frames[:-1]:
+                    _RAW_SEND(sock, frame, _MORE)
+                _RAW_SEND(sock, frames[-1], 0)
         except zmq.ZMQError as exc:
             logger.debug("Reply to a vanished client dropped: %s", exc)
 
@@ -139,8 +156,11 @@ class ZmqServer:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._wake, zmq.POLLIN)
+        spin_until = 0.0
         while self._running.is_set() or not self._replies.empty():
             timeout = 10 if len(self._streams) else 200
+            if spin_until and time.monotonic() < spin_until:
+                timeout = 0
             ready = dict(poller.poll(timeout))
             if ready.get(self._wake):
                 with contextlib.suppress(BlockingIOError):
@@ -162,6 +182,8 @@ class ZmqServer:
                         if len(frames) >= 2:
                             self._send([frames[0], frames[1], b""])
                 self._flush_replies()
+                if self.busy_poll_s:
+                    spin_until = time.monotonic() + self.busy_poll_s
             if len(self._streams):
                 self._streams.pump()
         self._streams.close_all()
