@@ -5,7 +5,9 @@ Run: python benchmarks/l2.py [--backends fs,resp,s3] [--num-keys 16] [--size-mb 
 
 Per backend, store and load MB/s of N objects through the adapter (built by the L2 factory, resilience
 wrapper included, every object verified byte for byte) next to the raw baseline with the same
-concurrency on the same target, adapter and raw rounds alternating (a VM disk drifts), medians shown:
+concurrency on the same target, adapter and raw rounds alternating (a VM disk drifts); MB/s are medians
+over rounds, the ratio is the median of the per-round ratios (each adapter round against the raw round
+next to it, which cancels most of the drift):
 
 - fs: plain open + write + fsync of the same bytes into the same directory, and open + readinto back
   (from the page cache; with --cold both sides drop the cache first, so loads come from the disk);
@@ -63,7 +65,7 @@ async def _adapter_round(adapter: Any, args: argparse.Namespace) -> tuple[float,
     return _mbps(stats["store"]), _mbps(stats["load"])
 
 
-async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Alternate adapter and raw rounds (disks and shared servers drift); medians of the per-round rates."""
     adapter = build_l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)[0]
     ours, raw = [], []
@@ -81,7 +83,10 @@ async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace
     def med(rows: list[tuple[float, float]]) -> tuple[float, float]:
         return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
-    return med(ours), med(raw)
+    def paired(op: int) -> float:
+        return statistics.median(o[op] / r[op] for o, r in zip(ours, raw, strict=True) if r[op])
+
+    return med(ours), med(raw), (paired(0), paired(1))
 
 
 async def _raw(args: argparse.Namespace, put: Any, get: Any, cold: Path | None = None) -> tuple[float, float]:
@@ -106,7 +111,7 @@ def _bind(fn: Any, *a: Any) -> Any:
     return call
 
 
-async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> tuple[Any, Any]:
+async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
     pool = ThreadPoolExecutor(IO_THREADS)
     loop = asyncio.get_running_loop()
 
@@ -176,10 +181,10 @@ async def raw_s3(endpoint_url: str, bucket: str, args: argparse.Namespace, spec:
         return await compare(spec, lambda: _raw(args, put, get), args)
 
 
-def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float]]) -> None:
-    adapter, raw = rates
-    for op, a, r in (("store", adapter[0], raw[0]), ("load", adapter[1], raw[1])):
-        print(f"| {name:<7} | {op:<5} | {a:10.1f} | {r:10.1f} | {a / r if r else 0:5.2f}x |")
+def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]) -> None:
+    adapter, raw, ratio = rates
+    for i, op in enumerate(("store", "load")):
+        print(f"| {name:<7} | {op:<5} | {adapter[i]:10.1f} | {raw[i]:10.1f} | {ratio[i]:5.2f}x |")
 
 
 async def main(args: argparse.Namespace) -> None:

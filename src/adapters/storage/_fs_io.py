@@ -20,6 +20,7 @@ from lmcache.adapters.storage.object_format import (
     MIN_READ,
     CorruptObjectError,
     ObjectHeader,
+    copy_payload,
     parse_header,
     verify_payload,
 )
@@ -173,7 +174,7 @@ def _read_direct(fd: int, size: int, key: ObjectKey, dest: memoryview) -> None:
     _check_sizes(header, size, dest)
     payload = view[header.header_len : size]
     verify_payload(header, key, payload)
-    dest[:] = payload
+    copy_payload(dest, payload)
 
 
 def sizes_of(paths: list[str]) -> list[int | None]:

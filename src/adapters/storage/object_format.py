@@ -27,6 +27,7 @@ from typing import TypeAlias
 from urllib.parse import quote, unquote
 
 import blake3
+import numpy as np
 import xxhash
 
 from lmcache.domain.keys import ObjectKey
@@ -40,6 +41,7 @@ __all__ = (
     "CorruptObjectError",
     "ObjectHeader",
     "checksum",
+    "copy_payload",
     "decode_into",
     "encode_header",
     "header_len_for",
@@ -58,6 +60,7 @@ _FIXED = struct.Struct("<4sHHIIQ32s")
 FIXED_SIZE = _FIXED.size  # 56
 MAX_KEY_LEN = 2048
 MIN_READ = 4096  # one read of this many bytes always covers a header (keys are far shorter)
+_GIL_FREE_COPY = 256 << 10  # numpy's copy releases the GIL; below this, a memoryview copy is cheaper
 _THREADED_HASH_BYTES = 1 << 20
 
 
@@ -193,4 +196,16 @@ def decode_into(key: ObjectKey, blob: Buffer, dest: memoryview) -> None:
         raise CorruptObjectError("object truncated or padded")
     payload = view[header.header_len :]
     verify_payload(header, key, payload)
-    dest[:] = payload
+    copy_payload(dest, payload)
+
+
+def copy_payload(dest: memoryview, payload: Buffer) -> None:
+    """`dest[:] = payload`, without holding the GIL for large objects.
+
+    Loads copy on I/O threads while the event loop reads the next reply off a socket; a memoryview copy
+    holds the GIL for its whole length (about 0.4 ms per 4 MiB), numpy's does not.
+    """
+    if dest.nbytes < _GIL_FREE_COPY:
+        dest[:] = payload
+        return
+    np.copyto(np.frombuffer(dest, np.uint8), np.frombuffer(payload, np.uint8))
