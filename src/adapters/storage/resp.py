@@ -6,12 +6,17 @@ of the object), so it is visible whole or not at all. `host` is a host name or a
 `rediss://` URL (TLS); URL query options pass through to redis-py (`?ssl_ca_certs=/path/ca.pem`,
 `?ssl_cert_reqs=none`), and `port` fills in a URL without one. Listing is SCAN over the prefix; usage
 is a SCAN + STRLEN pass (approximate under concurrent writers). Backend errors are misses, logged and
-counted in `counters.backend_errors` (which trips the circuit breaker, resilience.py).
+counted in `counters.backend_errors` (which trips the circuit breaker, resilience.py). Loads leave the
+asyncio client: `num_workers` threads with redis-py's synchronous connections receive each value straight
+into its L1 buffer (_resp_reader.py says why).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,12 +27,11 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
-    decode_all,
     encode_headers,
-    offload,
     tally_loads,
     usage_by_salt,
 )
+from lmcache.adapters.storage._resp_reader import BlockingGetPool, LoadCancel
 from lmcache.adapters.storage.object_format import key_name
 from lmcache.adapters.storage.object_format import parse_key_name as _parse_name
 from lmcache.domain.units import gb_to_bytes
@@ -85,6 +89,10 @@ class RedisL2Adapter:
             socket_timeout=_SOCKET_TIMEOUT_S,
             socket_connect_timeout=_SOCKET_TIMEOUT_S,
         )
+        self._getter = BlockingGetPool(
+            self.url, username or None, password or None, num_workers, _SOCKET_TIMEOUT_S
+        )
+        self._load_threads = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-resp-load")
 
     def _error(self, op: str, exc: BaseException) -> None:
         self.counters.backend_errors += 1
@@ -155,15 +163,29 @@ class RedisL2Adapter:
         return self._locks.lock(keys, [reply == 1 for reply in replies])
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """GET every object in one pipeline, verify, copy each payload into its buffer."""
+        """GET every object in one pipeline on a load thread, each payload received into its buffer."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
-            blobs = await self._per_key("load", "get", keys) or [None] * len(keys)
-            # offload() waits for its thread even when cancelled: buffers are written only while held.
-            nbytes = sum(len(b) for b in blobs if b is not None)
-            outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
-            return tally_loads(self.counters, keys, outcomes, logger, "resp")
+            names = [(PREFIX + key_name(key)).encode() for key in keys]
+            cancel = LoadCancel()
+            job = functools.partial(self._getter.load, names, keys, buffers, cancel)
+            thread = asyncio.get_running_loop().run_in_executor(self._load_threads, job)
+            try:
+                outcome: Any = await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                # A deadline: unblock the thread, and return only once it stopped writing into buffers.
+                cancel.cancel()
+                await asyncio.gather(thread, return_exceptions=True)
+                raise
+            except Exception as exc:
+                outcome = exc
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, _ERRORS):
+                    raise outcome
+                self._error("load", outcome)
+                outcome = [False] * len(keys)
+            return tally_loads(self.counters, keys, outcome, logger, "resp")
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
@@ -236,6 +258,8 @@ class RedisL2Adapter:
         if self._stored:
             await self.delete(list(self._stored))
         await self.client.aclose()
+        self._load_threads.shutdown(wait=True)
+        self._getter.close()
 
 
 def _text(raw: bytes | str) -> str:

@@ -61,6 +61,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     tls: bool = False
+    password: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,14 +107,19 @@ class RedisServer:
             ]
         else:
             args += ["--port", str(self.port)]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self.client().ping(), "redis-server", self.proc)
         return self
 
     def client(self) -> redis.Redis:
+        password = self.password or None
         if self.tls:
-            return redis.Redis(host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca))
-        return redis.Redis(host="127.0.0.1", port=self.port)
+            return redis.Redis(
+                host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca), password=password
+            )
+        return redis.Redis(host="127.0.0.1", port=self.port, password=password)
 
     def stop(self) -> None:
         _stop(self.proc)
