@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +54,17 @@ class RunningServer:
     def log(self) -> str:
         """Everything logged so far."""
         return "".join(self.lines)
+
+    def wait_for_log(self, pattern: str, timeout_s: float = 10.0) -> str:
+        """Wait until the log matches the regular expression; the match, or an AssertionError with the log.
+
+        A reply can reach the client before the server's log line for it reaches our reader thread.
+        """
+        deadline = time.monotonic() + timeout_s
+        while (found := re.search(pattern, self.log())) is None:
+            assert time.monotonic() < deadline, f"no {pattern!r} in the server log:\n{self.log()}"
+            time.sleep(0.02)
+        return found.group(0)
 
     def stop(self) -> int:
         """SIGTERM, wait, return the exit status."""

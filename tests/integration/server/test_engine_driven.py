@@ -61,9 +61,8 @@ def test_shm_pool_round_trip() -> None:
                 )
                 assert torch.equal(view, chunk)
             assert c.commit_retrieve(key(tokens, "r", end=512), 2000) is True
-            log = server.log()
-            assert re.search(r"Stored 512 tokens in \d+\.\d+ seconds", log), log
-            assert re.search(r"Retrieved 512 tokens in \d+\.\d+ seconds", log), log
+            server.wait_for_log(r"Stored 512 tokens in \d+\.\d+ seconds")
+            server.wait_for_log(r"Retrieved 512 tokens in \d+\.\d+ seconds")
             # without a lookup the objects are not locked: prepare_retrieve fails
             assert not c.prepare_retrieve(key(tokens, "nolookup", end=512), 2000).success
             # lmcache-driven ops are disabled in this mode: failure values, not silence
@@ -112,4 +111,6 @@ def test_refused_registration_is_loud() -> None:
         engine.register()  # answered (None), but refused
         assert c.store(key(tokens_for(16), "s", end=512), 4242, [list(range(32))], b"") == (b"", False)
         engine.close()
-    assert "Registration of instance 4242 failed: lmcache-driven transfers are disabled" in server.log()
+    server.wait_for_log(
+        re.escape("Registration of instance 4242 failed: lmcache-driven transfers are disabled")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -48,7 +49,7 @@ def test_silent_worker_is_reaped() -> None:
         assert c.store(key(tokens_for(33), "b", end=512), 1000, [BLOCKS], b"") == (b"", False)  # reaped too
         pinger.close()
         silent.close()
-        assert "Reaped silent worker 1001" in server.log()
+        server.wait_for_log(re.escape("Reaped silent worker 1001"))
 
 
 def test_lru_pressure_never_fails_a_store() -> None:
