@@ -106,11 +106,16 @@ class _Replies:
         if line == b"_":  # RESP3's null (redis-py speaks RESP3 where the server does)
             return False
         if line[:1] == b"!":  # RESP3's blob error
+            if not line[1:].isdigit():
+                raise redis.exceptions.InvalidResponse(f"bad blob error length {line[:40]!r}")
             self._skip(int(line[1:]) + 2)
             return CorruptObjectError("redis answered with an error")
         if line[:1] != b"$":
             raise redis.exceptions.InvalidResponse(f"unexpected reply {line[:40]!r} to GET")
-        size = int(line[1:])
+        try:
+            size = int(line[1:])
+        except ValueError:
+            raise redis.exceptions.InvalidResponse(f"bad bulk length {line[:40]!r}") from None
         if size < 0:
             return False
         try:
