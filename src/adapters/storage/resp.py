@@ -172,20 +172,16 @@ class RedisL2Adapter:
             job = functools.partial(self._getter.load, names, keys, buffers, cancel)
             thread = asyncio.get_running_loop().run_in_executor(self._load_threads, job)
             try:
-                outcome: Any = await asyncio.shield(thread)
+                outcomes = await asyncio.shield(thread)
             except asyncio.CancelledError:
                 # A deadline: unblock the thread, and return only once it stopped writing into buffers.
                 cancel.cancel()
                 await asyncio.gather(thread, return_exceptions=True)
                 raise
-            except Exception as exc:
-                outcome = exc
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, _ERRORS):
-                    raise outcome
-                self._error("load", outcome)
-                outcome = [False] * len(keys)
-            return tally_loads(self.counters, keys, outcome, logger, "resp")
+            except _ERRORS as exc:
+                self._error("load", exc)
+                return tally_loads(self.counters, keys, [False] * len(keys), logger, "resp")
+            return tally_loads(self.counters, keys, outcomes, logger, "resp")
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
