@@ -39,6 +39,14 @@ def _bind_host(host: str) -> str:
     return "127.0.0.1" if host == "localhost" else host
 
 
+def _torch_device() -> str:
+    """The device the server's copies run on, named as LMCache's start-up line names it (quick start)."""
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return "StubCPUDevice(device_type=cpu)"
+
+
 class ServerRuntime:
     """Owns the running server built from a container."""
 
@@ -61,6 +69,12 @@ class ServerRuntime:
         # these cores. Parallelism comes from --max-gpu-workers instead (benchmarks/data_path.py).
         torch.set_num_threads(1)
         memory = c.l1_memory()
+        logger.info(
+            "torch_dev=%s, L1 %.2f GB, transfer modes: %s",
+            _torch_device(),
+            cfg.l1.l1_size_gb,
+            cfg.mp.supported_transfer_mode,
+        )
         try:
             c.l2_adapters()
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +205,31 @@ def test_model_output_depends_on_the_first_token(reference: dict[str, list[int]]
     # Without this, identical outputs would not prove the retrieved KV was right.
     assert reference["early_change"] != reference["main"]
     assert reference["main_again"] == reference["main"]
+
+
+@pytest.mark.parametrize(
+    "module_path",
+    [None, "lmcache.integration.vllm.lmcache_mp_connector", "lmcache.adapters.vllm.connector"],
+)
+def test_every_way_of_naming_the_connector_resolves_to_ours(vllm_py: Path, module_path: str | None) -> None:
+    # vLLM's own factory, as `vllm serve` uses it: the registry name alone, the quick start's module path,
+    # and the path of our adapter package must all give our class (not vLLM's builtin one).
+    code = (
+        "import sys\n"
+        "from vllm.config import KVTransferConfig\n"
+        "from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory\n"
+        "path = sys.argv[1] or None\n"
+        "cfg = KVTransferConfig(kv_connector='LMCacheMPConnector', kv_role='kv_both',\n"
+        "                       kv_connector_module_path=path)\n"
+        "cls = KVConnectorFactory.get_connector_class(cfg)\n"
+        "print('RESOLVED', cls.__module__, cls.__qualname__)\n"
+    )
+    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    done = subprocess.run(
+        [str(vllm_py), "-c", code, module_path or ""], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESOLVED lmcache.adapters.vllm.connector LMCacheMPConnector" in done.stdout, done.stdout
 
 
 def test_vllm_loads_our_connector_and_registers(mode: str, vllm: VllmServer, lmcache: LMCacheServer) -> None:

@@ -39,6 +39,9 @@ class RecordingAdapter:
     def finish_request(self, request_id: str, token_ids: Any, locked_end: int, cache_salt: str = "") -> None:
         self.calls.append(("finish", request_id, locked_end))
 
+    def report_block_allocations(self, records: Any) -> None:
+        self.calls.append(("alloc", [(r.req_id, r.new_block_ids, r.new_token_ids) for r in records]))
+
     def named(self, name: str) -> list[tuple[Any, ...]]:
         return [c for c in self.calls if c[0] == name]
 
@@ -161,3 +164,26 @@ def test_short_prompts_and_full_local_hits_skip_the_lookup() -> None:
     assert half.get_num_new_matched_tokens(_request("short", 200), 0) == (0, False)
     assert half.get_num_new_matched_tokens(_request("local", 600), 512) == (0, False)
     assert adapter.named("lookup") == []
+
+
+def test_new_blocks_are_reported_with_the_tokens_they_hold() -> None:
+    half, adapter = _half()
+    request = _request("r", n=70)
+    half.get_num_new_matched_tokens(request, 0)
+    half.update_state_after_alloc(request, ([5, 6],), 0)
+    half.build_plan(_output("r", [5, 6], 0, 64))
+    assert adapter.named("alloc") == [("alloc", [("r", [5, 6], list(range(64)))])]
+    request.all_token_ids.extend([900, 901])  # decoding ran past the prompt: one more block
+    cached = SimpleNamespace(
+        req_ids=["r", "r2"], new_block_ids=[([7],), None], resumed_req_ids=set(), num_computed_tokens=[64, 0]
+    )
+    step = SimpleNamespace(scheduled_new_reqs=[], scheduled_cached_reqs=cached, num_scheduled_tokens={"r": 8})
+    half.build_plan(step)
+    assert adapter.named("alloc")[1] == ("alloc", [("r", [7], [*range(64, 70), 900, 901])])
+    quiet = SimpleNamespace(
+        req_ids=["r"], new_block_ids=[None], resumed_req_ids=set(), num_computed_tokens=[72]
+    )
+    half.build_plan(
+        SimpleNamespace(scheduled_new_reqs=[], scheduled_cached_reqs=quiet, num_scheduled_tokens={})
+    )
+    assert len(adapter.named("alloc")) == 2  # a step without new blocks reports nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.transport.wire_types import BlockAllocationRecord
 from lmcache.adapters.vllm.tracking import RequestTracker
 from lmcache.adapters.vllm.transfer_ops import ConnectorPlan, RequestOp
 from lmcache.domain.keys import InvalidKeyError, validate_cache_salt
@@ -131,11 +132,13 @@ class SchedulerHalf:
     def build_plan(self, scheduler_output: Any) -> ConnectorPlan:
         """This step's loads (decided at allocation) and stores (chunks that become full)."""
         plan = ConnectorPlan()
+        allocations: list[BlockAllocationRecord] = []
         scheduled: dict[str, int] = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
             tracker = self.trackers.get(new.req_id)
             if tracker is not None:
                 tracker.set_blocks(first_group(new.block_ids))
+                self._allocated(tracker, len(tracker.block_ids), allocations)
                 self._plan(tracker, new.num_computed_tokens + scheduled.get(new.req_id, 0), plan)
         cached = scheduler_output.scheduled_cached_reqs
         resumed: set[str] = getattr(cached, "resumed_req_ids", set())
@@ -146,10 +149,27 @@ class SchedulerHalf:
             new_blocks = cached.new_block_ids[index]
             if req_id in resumed:
                 tracker.set_blocks(first_group(new_blocks))
+                self._allocated(tracker, len(tracker.block_ids), allocations)
             elif new_blocks is not None:
-                tracker.add_blocks(first_group(new_blocks))
+                added = first_group(new_blocks)
+                tracker.add_blocks(added)
+                self._allocated(tracker, len(added), allocations)
             self._plan(tracker, cached.num_computed_tokens[index] + scheduled.get(req_id, 0), plan)
+        if allocations:
+            self.adapter.report_block_allocations(allocations)
         return plan
+
+    def _allocated(self, tracker: RequestTracker, count: int, out: list[BlockAllocationRecord]) -> None:
+        """The last `count` blocks are new: record them with the tokens they hold (observability only)."""
+        if count <= 0 or not tracker.cacheable:
+            return
+        total = len(tracker.block_ids)
+        start, end = (total - count) * self.block_size, total * self.block_size
+        out.append(
+            BlockAllocationRecord(
+                tracker.request_id, tracker.block_ids[total - count :], list(tracker.token_ids[start:end])
+            )
+        )
 
     def _plan(self, tracker: RequestTracker, computed_after_step: int, plan: ConnectorPlan) -> None:
         load = tracker.take_load()

@@ -96,3 +96,11 @@ def test_eight_concurrent_clients_round_trip_byte_exact() -> None:
         for t in threads:
             t.join(120)
     assert errors == []
+
+
+def test_start_up_names_the_device_as_the_quick_start_shows() -> None:
+    # The CPU-only quick start's expected line; CI machines have no GPU.
+    with run_server() as server:
+        line = server.wait_for_log(r"torch_dev=\S.*")
+    if not torch.cuda.is_available():
+        assert line.startswith("torch_dev=StubCPUDevice(device_type=cpu), L1 0.05 GB"), line

@@ -219,3 +219,13 @@ def test_a_registration_the_server_cannot_serve_fails_at_start(mode: str, server
         pytest.raises(RegistrationRejectedError),
     ):
         FakeVLLM(other.url, mode, seed=22)
+
+
+def test_block_allocations_reach_the_server() -> None:
+    with run_server("--log-level", "DEBUG") as debug_server:
+        engine = FakeVLLM(debug_server.url, "lmcache_driven", seed=3)
+        try:
+            _cold_store(engine, _tokens(9), "alloc", list(range(1, 20)))
+            assert debug_server.wait_for_log(r"Block allocation report from \d+ for tiny: 1 requests")
+        finally:
+            engine.close()
