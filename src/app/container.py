@@ -175,5 +175,6 @@ class ServerContainer(containers.DeclarativeContainer):
         workers,
         sessions,
         store_controller,
+        coordinator_client,
     )
     telemetry = providers.Singleton(build_telemetry, config, event_bus, metrics)

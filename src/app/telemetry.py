@@ -24,6 +24,7 @@ from lmcache.app.config.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from lmcache.adapters.coordinator.client import CoordinatorClient
     from lmcache.adapters.telemetry.live_state import Countable, QueueStats, TransportStats
     from lmcache.app.config import ServerConfig
     from lmcache.app.config.observability import ObservabilityConfig
@@ -65,8 +66,12 @@ def build_metrics(
     workers: Countable,
     sessions: Countable,
     store_queue: QueueStats,
+    coordinator: CoordinatorClient | None = None,
 ) -> ServerMetrics:
-    """The server's metrics; disabled (empty, no port) with --disable-metrics or --disable-observability."""
+    """The server's metrics; disabled (empty, no port) with --disable-metrics or --disable-observability.
+
+    With `--coordinator-l2-event-reporting`, the reporter's drops are exported too.
+    """
     obs = config.observability
     return ServerMetrics(
         enabled=not (obs.disable_metrics or obs.disable_observability),
@@ -78,6 +83,7 @@ def build_metrics(
         workers=workers,
         sessions=sessions,
         store_queue=store_queue,
+        coordinator_events=coordinator.events if coordinator is not None else None,
     )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+from dependency_injector import providers
+
 from lmcache.adapters.coordinator.client import CoordinatorClient
 from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
 from lmcache.app.container import ServerContainer
 from lmcache.app.fleet_membership import STOP_TIMEOUT_S, start_fleet_membership, stop_fleet_membership
 from lmcache.domain.events import L2Stored
 from lmcache.domain.keys import ObjectKey
+from tests.fakes.l1_memory import FakeL1Memory
 from tests.unit.config_helpers import server
 
 FLEET = [
@@ -73,3 +76,20 @@ def test_an_unreachable_coordinator_blocks_neither_start_nor_stop() -> None:
     assert time.monotonic() - began < STOP_TIMEOUT_S
     assert not client.registered  # port 9 (discard) refuses: never registered
     stop_fleet_membership(None)
+
+
+def _fake_memory(container: ServerContainer) -> ServerContainer:
+    container.l1_memory.override(providers.Object(FakeL1Memory(1 << 20)))  # no SHM pool to leak
+    return container
+
+
+def test_event_reporting_exports_the_reporters_drops_on_the_server_metrics() -> None:
+    container = _fake_memory(ServerContainer(config=server([*FLEET, "--coordinator-l2-event-reporting"])))
+    metrics = container.metrics()
+    assert metrics.registry.get_sample_value("lmcache_mp_coordinator_l2_events_dropped_total") == 0
+    client = container.coordinator_client()
+    assert client is not None and client.events is not None
+    client.events.dropped = 7  # what the reporter counts when its buffer overflows
+    assert b"lmcache_mp_coordinator_l2_events_dropped_total 7.0" in metrics.render()[0]
+    plain = _fake_memory(ServerContainer(config=server(FLEET))).metrics()  # no reporting: no such metric
+    assert plain.registry.get_sample_value("lmcache_mp_coordinator_l2_events_dropped_total") is None

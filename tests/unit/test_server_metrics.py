@@ -193,3 +193,19 @@ def test_serve_and_close_the_standalone_endpoint() -> None:
     assert m.port is None
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_coordinator_event_drops_are_a_counter_read_at_scrape_time() -> None:
+    from lmcache.adapters.coordinator.l2_events import L2EventReporter
+
+    reporter = L2EventReporter("inst", max_buffered=2)
+    m = ServerMetrics(True, 1.0, 256, coordinator_events=reporter)
+    assert value(m, "lmcache_mp_coordinator_l2_events_dropped_total") == 0
+    for i in range(5):
+        reporter.record_store(ObjectKey(bytes([i]) * 32, "m", 0, 0, ""), 10)
+    assert (
+        value(m, "lmcache_mp_coordinator_l2_events_dropped_total") == 3
+    )  # the 3 oldest of 5 in a buffer of 2
+    assert b"lmcache_mp_coordinator_l2_events_dropped_total 3.0" in m.render()[0]
+    without = ServerMetrics(True, 1.0, 256)  # no event reporting: no such metric
+    assert without.registry.get_sample_value("lmcache_mp_coordinator_l2_events_dropped_total") is None

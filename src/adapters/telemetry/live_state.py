@@ -1,7 +1,8 @@
 """Metrics read from live server state at scrape time instead of being pushed per event.
 
-L1 usage, queue depths, registered workers, active sessions and the ZMQ server's request and error
-counters change on every request; reading them when Prometheus scrapes costs nothing on the data path.
+L1 usage, queue depths, registered workers, active sessions, the ZMQ server's request and error counters
+and the coordinator event reporter's drops change on every request; reading them when Prometheus scrapes
+costs nothing on the data path.
 The ZMQ server exists only once the runtime starts it, so it is attached later (`watch_transport`).
 """
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.telemetry.event_bus import EventBus
     from lmcache.domain.l1_manager import L1Manager
 
-__all__ = ("Countable", "LiveStateCollector", "QueueStats", "TransportStats")
+__all__ = ("Countable", "DropCounter", "LiveStateCollector", "QueueStats", "TransportStats")
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,15 @@ class QueueStats(Protocol):
         ...
 
 
+class DropCounter(Protocol):
+    """A bounded buffer that drops its oldest items when full (the coordinator's L2 event reporter)."""
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped so far."""
+        ...
+
+
 def _snapshot(counts: Mapping[str, int]) -> dict[str, int]:
     """Copy a Counter another thread updates; dict() of a dict is atomic under the GIL, retry otherwise."""
     for _ in range(3):
@@ -79,6 +89,7 @@ class LiveStateCollector:
         workers: The worker registry (registered workers).
         sessions: The session table (active sessions).
         store_queue: The L2 store controller (keys waiting to be stored).
+        coordinator_events: The coordinator's L2 event reporter (`--coordinator-l2-event-reporting`).
     """
 
     def __init__(
@@ -88,12 +99,14 @@ class LiveStateCollector:
         workers: Countable | None = None,
         sessions: Countable | None = None,
         store_queue: QueueStats | None = None,
+        coordinator_events: DropCounter | None = None,
     ) -> None:
         self.l1 = l1
         self.bus = bus
         self.workers = workers
         self.sessions = sessions
         self.store_queue = store_queue
+        self.coordinator_events = coordinator_events
         self.transport: TransportStats | None = None
 
     def watch_transport(self, transport: TransportStats | None) -> None:
@@ -183,4 +196,10 @@ class LiveStateCollector:
                 "lmcache_mp_l2_store_queue_depth",
                 "Objects waiting to be stored to L2.",
                 self.store_queue.pending,
+            )
+        if self.coordinator_events is not None:
+            yield CounterMetricFamily(
+                "lmcache_mp_coordinator_l2_events_dropped",
+                "L2 events for the coordinator dropped (oldest first) because its buffer was full.",
+                self.coordinator_events.dropped,
             )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from lmcache.adapters.telemetry.event_bus import EventBus
-    from lmcache.adapters.telemetry.live_state import Countable, QueueStats, TransportStats
+    from lmcache.adapters.telemetry.live_state import Countable, DropCounter, QueueStats, TransportStats
     from lmcache.domain.l1_manager import L1Manager
 
 __all__ = ("ServerMetrics",)
@@ -43,6 +43,7 @@ class ServerMetrics:
         workers: The worker registry.
         sessions: The session table.
         store_queue: The L2 store controller.
+        coordinator_events: The coordinator's L2 event reporter (None without event reporting).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class ServerMetrics:
         workers: Countable | None = None,
         sessions: Countable | None = None,
         store_queue: QueueStats | None = None,
+        coordinator_events: DropCounter | None = None,
     ) -> None:
         self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
@@ -65,7 +67,7 @@ class ServerMetrics:
         self._thread: threading.Thread | None = None
         if not enabled:
             return
-        self.live = LiveStateCollector(l1, bus, workers, sessions, store_queue)
+        self.live = LiveStateCollector(l1, bus, workers, sessions, store_queue, coordinator_events)
         self.registry.register(self.live)
         if bus is not None:
             self.events = EventMetrics(self.registry, sample_rate, chunk_size, adapter_types)
