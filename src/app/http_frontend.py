@@ -2,7 +2,8 @@
 
 The frontend adapter never imports the app layer, so this module collects what its routes need into one
 `HttpServices`: the domain services, the L2 cascade and its types, the storage loop's `submit`, a redacted
-configuration dump, the metrics registry when metrics are on, and the runtime's engine-health callable.
+configuration dump, the metrics registry when metrics are on, the runtime's engine-health callable, and
+the domain's event fan-out (L2 deletes made through the routes reach the coordinator's reporter there).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
         version=__version__,
         metrics=_metrics(container),
         started_at=time.time(),
+        events=container.events(),
     )
 
 

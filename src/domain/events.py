@@ -91,6 +91,19 @@ class L2Loaded:
 
 
 @dataclass(frozen=True, slots=True)
+class L2Deleted:
+    """Objects were deleted from one L2 adapter (an admin request or the coordinator's fleet eviction).
+
+    `keys` are only the objects actually removed (missing and pinned ones are not); `sizes` gives each
+    key's bytes where the deleting path knows them, 0 where it does not (the L2 port has no per-key size).
+    """
+
+    adapter_index: int
+    keys: tuple[ObjectKey, ...]
+    sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class L2StoreDropped:
     """Store requests dropped because the store queue was full."""
 
@@ -163,6 +176,7 @@ StorageEvent = (
     | AllocationFailed
     | L2Stored
     | L2Loaded
+    | L2Deleted
     | L2StoreDropped
     | PrefetchCompleted
     | TransferCompleted

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
 from lmcache.adapters.coordinator.l2_events import L2EventReporter
-from lmcache.domain.events import L1Read, L2Loaded, L2Stored
+from lmcache.domain.events import L1Read, L2Deleted, L2Loaded, L2Stored
 from lmcache.domain.keys import ObjectKey
 
 
@@ -27,3 +27,20 @@ def test_first_adapter_stores_and_loads_are_recorded_failures_and_others_are_not
         ("lookup", "01", 0),
     ]
     assert batch["events"][0]["key"]["cache_salt"] == "salt"
+
+
+def test_first_adapter_deletes_are_recorded_with_their_size_where_known() -> None:
+    reporter = L2EventReporter("inst")
+    forward = CoordinatorEventForwarder(reporter)
+    forward.publish(L2Deleted(0, (_key(1), _key(2))))  # sizes unknown: 0
+    forward.publish(L2Deleted(1, (_key(3),)))  # a later adapter: not the fleet's
+    forward.publish(L2Deleted(0, (_key(4), _key(5)), (4096,)))  # a short sizes tuple: the rest unknown
+    forward.publish(L2Deleted(0, ()))
+    batch = reporter._take_batch()
+    assert batch is not None
+    assert [(e["type"], e["key"]["chunk_hash_hex"][:2], e["bytes"]) for e in batch["events"]] == [
+        ("delete", "01", 0),
+        ("delete", "02", 0),
+        ("delete", "04", 4096),
+        ("delete", "05", 0),
+    ]

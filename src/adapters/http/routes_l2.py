@@ -1,7 +1,8 @@
 """L2 routes the coordinator calls (adapters/coordinator/servers.py fixes their shapes).
 
 - `DELETE /l2` `{"keys": [EncodedObjectKey, ...]}` (at most 10,000) on the first adapter: missing and
-  pinned keys are skipped and counted -> `{"deleted", "missing", "locked", "requested"}`.
+  pinned keys are skipped and counted -> `{"deleted", "missing", "locked", "requested"}`; the deleted
+  ones are published as an `L2Deleted` event (reported to the coordinator as `delete` events).
 - `GET /l2/keys?page_size=&page_token=&model_name=&cache_salt=` -> `{"keys": [{"key", "bytes"}],
   "next_page_token"}`; 501 when the adapter cannot list, 404 without an L2 tier.
 - `POST /l2/prefetch` / `GET /l2/prefetch/{request_id}`: see l2_prefetch.py.
@@ -14,9 +15,15 @@ from typing import TYPE_CHECKING, Any
 from litestar import delete, get, post
 
 from lmcache.adapters.http.errors import http_error
-from lmcache.adapters.http.l2_ops import can_list_keys, delete_unlocked
+from lmcache.adapters.http.l2_ops import can_list_keys
 from lmcache.adapters.http.schemas import EncodedKey, decode_keys
-from lmcache.adapters.http.storage_calls import check_page_size, l2_page, on_storage, parse_salt, pick_adapter
+from lmcache.adapters.http.storage_calls import (
+    check_page_size,
+    delete_from_l2,
+    l2_page,
+    parse_salt,
+    pick_adapter,
+)
 
 if TYPE_CHECKING:
     from litestar.di import NamedDependency
@@ -34,7 +41,7 @@ __all__ = ("L2_ROUTES",)
 async def delete_l2(data: JSONBody[KeysBody], services: NamedDependency[HttpServices]) -> dict[str, Any]:
     """Delete keys from the first L2 adapter, skipping missing and pinned ones."""
     keys = list(dict.fromkeys(decode_keys(data.keys)))
-    report = await on_storage(services, delete_unlocked(pick_adapter(services, 0), keys))
+    report = await delete_from_l2(services, 0, keys)
     return {
         "requested": len(keys),
         "deleted": report.deleted,

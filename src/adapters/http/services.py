@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lmcache.domain.null_events import NullEventSink
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
     from concurrent.futures import Future
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from lmcache.domain.hashing import TokenHasher
     from lmcache.domain.quotas import QuotaTable
     from lmcache.domain.supervisor import Supervisor
+    from lmcache.ports.events import EventSink
     from lmcache.ports.l2_adapter import L2Adapter
 
 __all__ = ("HttpServices", "HttpSettings", "MetricsSource")
@@ -75,6 +78,8 @@ class HttpServices:
         version: The package version.
         metrics: The metrics registry; None when metrics are off (then `/metrics` answers 503).
         started_at: Wall-clock start time (seconds since the epoch), for `/`.
+        events: Where the routes publish the storage events they cause (L2 deletes: the coordinator's
+            event reporter and telemetry listen there); None drops them.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class HttpServices:
         version: str = "",
         metrics: MetricsSource | None = None,
         started_at: float = 0.0,
+        events: EventSink | None = None,
     ) -> None:
         if len(l2_types) != len(l2_adapters):
             raise ValueError("l2_types must name every L2 adapter")
@@ -111,3 +117,4 @@ class HttpServices:
         self.version = version
         self.metrics = metrics
         self.started_at = started_at
+        self.events: EventSink = events if events is not None else NullEventSink()

@@ -1,4 +1,9 @@
-"""Await storage-loop work from uvicorn's loop, and the small argument checks shared by the routes."""
+"""Await storage-loop work from uvicorn's loop, and the small argument checks shared by the routes.
+
+L2 deletes go through `delete_from_l2`, which publishes an `L2Deleted` event for the objects actually
+removed, on the storage loop right after the adapter answered (so the event is not lost when the HTTP
+side gives up with a 504): the coordinator's event reporter turns it into `delete` events.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,33 @@ import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lmcache.adapters.http.errors import bad_request, http_error
-from lmcache.adapters.http.l2_ops import BadPageToken, KeyListing, list_keys_page
+from lmcache.adapters.http.l2_ops import (
+    BadPageToken,
+    DeleteReport,
+    KeyListing,
+    delete_unlocked,
+    list_keys_page,
+)
 from lmcache.adapters.http.schemas import MAX_KEYS
+from lmcache.domain.events import L2Deleted
 from lmcache.domain.keys import InvalidKeyError, salt_from_alias, validate_cache_salt
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
 
     from lmcache.adapters.http.services import HttpServices
     from lmcache.domain.keys import ObjectKey
     from lmcache.ports.l2_adapter import L2Adapter
 
-__all__ = ("STORAGE_TIMEOUT_S", "check_page_size", "l2_page", "on_storage", "parse_salt", "pick_adapter")
+__all__ = (
+    "STORAGE_TIMEOUT_S",
+    "check_page_size",
+    "delete_from_l2",
+    "l2_page",
+    "on_storage",
+    "parse_salt",
+    "pick_adapter",
+)
 
 T = TypeVar("T")
 STORAGE_TIMEOUT_S = 30.0
@@ -74,3 +94,21 @@ async def l2_page(
         return await on_storage(services, list_keys_page(adapter, token or None, page_size, keep))
     except BadPageToken:
         raise bad_request("page_token", f"not a token this server handed out: {token!r}", "query") from None
+
+
+async def delete_from_l2(services: HttpServices, index: int, keys: Sequence[ObjectKey]) -> DeleteReport:
+    """Delete the unpinned `keys` from adapter `index` (404/400 as `pick_adapter`) and publish what went.
+
+    The L2 port has no per-key size, so the event carries none (the coordinator subtracts the size it
+    recorded when the object was stored).
+    """
+    adapter = pick_adapter(services, index)
+    events = services.events
+
+    async def delete_and_publish() -> DeleteReport:
+        report = await delete_unlocked(adapter, keys)
+        if report.removed:
+            events.publish(L2Deleted(index, report.removed))
+        return report
+
+    return await on_storage(services, delete_and_publish())
