@@ -47,7 +47,7 @@ def _chain(adapter: object) -> Iterator[object]:
 
 def can_list_keys(adapter: object) -> bool:
     """False when any layer of the adapter says it cannot list (`can_list_keys = False`)."""
-    return True
+    return all(getattr(layer, "can_list_keys", True) is not False for layer in _chain(adapter))
 
 
 def _lock_probe(adapter: object) -> Callable[[ObjectKey], bool] | None:
@@ -74,7 +74,7 @@ class DeleteReport:
 async def delete_unlocked(adapter: L2Adapter, keys: Sequence[ObjectKey]) -> DeleteReport:
     """Delete the keys no reader has pinned; missing keys are counted, not an error."""
     probe = _lock_probe(adapter)
-    pinned = set()
+    pinned = {k for k in keys if probe(k)} if probe is not None else set()
     chosen = [k for k in dict.fromkeys(keys) if k not in pinned]
     results = await adapter.delete(chosen) if chosen else []
     removed = tuple(k for k, ok in zip(chosen, results, strict=False) if ok)
