@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import uvicorn
 from dependency_injector import providers
 from litestar import Litestar
 
 from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.app.cli import build_parser
 from lmcache.app.config import CoordinatorConfig, load_config
 from lmcache.app.coordinator_container import CoordinatorContainer
+from lmcache.app.coordinator_main import build_server
 from tests.fakes.clock import FakeClock
 
 
@@ -40,3 +43,20 @@ def test_every_setting_comes_from_the_config() -> None:
     assert settings.instance_timeout == 7 and settings.eviction_ratio == 0.5
     assert settings.checkpoint_path == Path("/tmp/c.json") and settings.blend_probe_stride == 2
     assert settings.resync_page_size == 50 and settings.enable_startup_resync is False
+
+
+def _uvicorn_keep_alive(argv: list[str], env: dict[str, str] | None = None) -> float:
+    args = vars(build_parser().parse_args(["coordinator", *argv]))
+    del args["command"], args["_model"]
+    config = load_config(CoordinatorConfig, env=env or {}, flags=args)
+    server = build_server(config, CoordinatorContainer(config=config))
+    assert isinstance(server.config, uvicorn.Config)
+    return float(server.config.timeout_keep_alive)
+
+
+def test_timeout_keep_alive_reaches_uvicorn() -> None:
+    assert _uvicorn_keep_alive([]) == 10  # the spec's default
+    assert _uvicorn_keep_alive(["--timeout-keep-alive", "2.5"]) == 2.5  # a fraction is kept
+    env = {"LMCACHE_MP_COORDINATOR_TIMEOUT_KEEP_ALIVE": "7"}
+    assert _uvicorn_keep_alive([], env) == 7
+    assert _uvicorn_keep_alive(["--timeout-keep-alive", "3"], env) == 3  # the flag wins over the env
