@@ -1,0 +1,106 @@
+"""`POST /cache/clear` over real HTTP: `force` decides whether read-locked objects go; bad bodies are 400s.
+
+(Write reservations dropped by a forced clear are covered in test_l2_pins_and_listing.py, where a slow L2
+load keeps them open.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.integration.http.frontend import BLOCKS, detail, frontend
+from tests.integration.server.conftest import key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.integration.http.frontend import Frontend
+
+
+@pytest.fixture(scope="module")
+def fe() -> Iterator[Frontend]:
+    with frontend() as running:
+        yield running
+
+
+def _objects(fe: Frontend) -> list[dict[str, Any]]:
+    reply = fe.http.get("/cache/objects")
+    assert reply.status_code == 200, reply.text
+    objects: list[dict[str, Any]] = reply.json()["objects"]
+    return objects
+
+
+def _l1_used(fe: Frontend) -> int:
+    return int(fe.http.get("/status").json()["storage_manager"]["l1_manager"]["memory_used_bytes"])
+
+
+def test_force_decides_whether_read_locked_objects_are_cleared(fe: Frontend) -> None:
+    assert fe.http.post("/clear-cache").status_code == 200
+    locked = fe.store(31, salt="locked")
+    fe.store(32, salt="free")
+    # A scheduler's lookup read-locks its hit until the worker retrieves it (or the lock's TTL).
+    fe.zmq.lookup(key(locked, "held", worker=None, end=512, salt="locked"))
+    assert fe.zmq.wait_prefetch_status("held", 10) == 2
+    assert sorted((o["key"]["cache_salt"], o["readers"]) for o in _objects(fe)) == [
+        ("free", 0),
+        ("free", 0),
+        ("locked", 1),
+        ("locked", 1),
+    ]
+
+    gentle = fe.http.post("/cache/clear", json={"tier": "l1", "force": False})
+    assert gentle.status_code == 200, gentle.text
+    assert gentle.json() == {"status": "ok", "cleared": {"tier": "l1"}, "force": False, "removed_objects": 2}
+    assert [(o["key"]["cache_salt"], o["readers"]) for o in _objects(fe)] == [("locked", 1), ("locked", 1)]
+    assert _l1_used(fe) > 0
+    # Litestar reads JSON leniently ("false", 0 and "0" are booleans), but never as a forced clear.
+    for lenient in ("false", 0, "0"):
+        reply = fe.http.post("/cache/clear", json={"tier": "l1", "force": lenient})
+        assert reply.status_code == 200 and reply.json()["removed_objects"] == 0, (lenient, reply.text)
+    assert len(_objects(fe)) == 2
+
+    forced = fe.http.post("/cache/clear", json={"tier": "l1", "force": True})
+    assert forced.status_code == 200, forced.text
+    assert forced.json() == {"status": "ok", "cleared": {"tier": "l1"}, "force": True, "removed_objects": 2}
+    assert _objects(fe) == []
+    assert _l1_used(fe) == 0
+    # The lookup's worker comes too late: its retrieve fails cleanly, and the server goes on serving.
+    assert not fe.zmq.retrieve(key(locked, "held", end=512, salt="locked"), 1000, [BLOCKS], b"", 0)[1]
+    fe.zmq.end_session("held")
+    assert fe.hits(locked, "after-force", salt="locked") == 0
+    fe.store(31, salt="locked")
+    assert fe.hits(locked, "stored-again", salt="locked") == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"tier": "l2"}, "tier"),
+        ({"tier": "L1"}, "tier"),
+        ({"tier": ""}, "tier"),
+        ({"tier": 1}, "tier"),
+        ({"tier": None}, "tier"),
+        ({"tier": ["l1"]}, "tier"),
+        ({"tier": "l1", "force": "maybe"}, "force"),
+        ({"tier": "l1", "force": 2}, "force"),
+        ({"tier": "l1", "force": []}, "force"),
+        ({"force": None}, "force"),
+        ([{"tier": "l1"}], "body"),
+        ("l1", "body"),
+    ],
+)
+def test_bad_bodies_are_refused_naming_the_field(fe: Frontend, body: object, field: str) -> None:
+    fe.store(33)
+    before = len(_objects(fe))
+    reply = fe.http.post("/cache/clear", json=body)
+    assert reply.status_code == 400, reply.text
+    assert detail(reply).startswith(field), detail(reply)
+    assert len(_objects(fe)) == before  # nothing was cleared
+
+
+def test_a_body_that_is_not_json_is_refused(fe: Frontend) -> None:
+    reply = fe.http.post("/cache/clear", content=b"{tier: l1", headers={"content-type": "application/json"})
+    assert reply.status_code == 400
+    assert "JSON" in detail(reply)
