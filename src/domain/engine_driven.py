@@ -234,9 +234,10 @@ class EngineDrivenService:
         size = worker.layout.object_bytes
         keys, _ = self.engine.range_keys(key, worker)
         l1 = self.engine.l1
-        extents = [l1.extent(k) if l1.readers(k) > 0 else None for k in keys]
-        if any(e is None for e in extents):
-            l1.unlock_read([k for k, e in zip(keys, extents, strict=True) if e is not None], 1)
+        held = [k for k in keys if l1.readers(k) > 0]
+        extents = [l1.extent(k) for k in held]
+        if len(held) != len(keys) or any(e is None for e in extents):
+            l1.unlock_read(held, 1)  # retired objects included: their memory waits for this release
             return (False, [], {}), 0, size
         ready = [e for e in extents if e is not None]
         if not self.pool_name:

@@ -2,6 +2,12 @@
 
 Split from l1_manager.py (which adds the read and write operations) to keep modules small; the two are
 one class. Thread-safety: public methods take `_lock`; `_`-methods expect it held.
+
+A forced delete or clear removes locked objects from the index at once, but their memory is only freed
+when the holder lets go (commit, abort or last read unlock) or its lock expires: a reader may still be
+copying out of it and a writer still filling it, and handing those bytes to a new object would corrupt
+one or the other. Until then such an entry is "retired": invisible, not evictable, and its key cannot be
+reserved again.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class L1Core:
         self.read_ttl_s = read_ttl_s
         self._lock = threading.Lock()
         self._entries: dict[ObjectKey, Entry] = {}
+        self._retired: dict[ObjectKey, Entry] = {}
         self._deadlines: DeadlineHeap[ObjectKey] = DeadlineHeap()
         self._salt_bytes: dict[str, int] = {}
         self._now = clock.monotonic()
@@ -76,6 +83,8 @@ class L1Core:
                 entry.deadline = 0.0
                 if entry.temporary:
                     temporaries.append((key, self._free(key, entry)))
+            for key in [k for k, e in self._retired.items() if e.deadline <= now]:
+                self._release_retired(key)
             if expired_writes:
                 self._events.publish(L1WriteAborted(tuple(expired_writes), expired=True))
             self._publish_removed(temporaries, EvictionReason.TEMPORARY)
@@ -104,7 +113,7 @@ class L1Core:
             self._tick()
             unique = dict.fromkeys(keys)  # a key named twice is removed once
             chosen = [k for k in unique if k in self._entries and (force or self._evictable(k))]
-            return self._remove_all(chosen, EvictionReason.CLEAR)[0]
+            return self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
 
     def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:
         """Drop ready objects now when unlocked, else when their last read lock goes; returns dropped now."""
@@ -127,11 +136,11 @@ class L1Core:
             now = self._tick()
             if force:
                 chosen = list(self._entries)
-                self._deadlines.clear()
+                self._deadlines.clear()  # retired entries expire through the sweep in reap_expired
             else:
                 entries = self._entries.items()
                 chosen = [k for k, e in entries if (e.ready and self._evictable(k)) or e.deadline <= now]
-            return self._remove_all(chosen, EvictionReason.CLEAR)[0]
+            return self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
 
     def usage_by_salt(self) -> dict[str, int]:
         """Bytes held per cache_salt (reservations included)."""
@@ -142,6 +151,11 @@ class L1Core:
         """Arena usage and fragmentation."""
         with self._lock:
             return self.arena.stats()
+
+    @property
+    def retired_count(self) -> int:
+        """Objects removed by force whose memory waits for its lock holder."""
+        return len(self._retired)
 
     @property
     def object_count(self) -> int:
@@ -175,9 +189,12 @@ class L1Core:
 
     def _free(self, key: ObjectKey, entry: Entry) -> int:
         del self._entries[key]
-        self.arena.free(entry.extent)
         if entry.ready:
             self.policy.remove(key)
+        return self._free_memory(key, entry)
+
+    def _free_memory(self, key: ObjectKey, entry: Entry) -> int:
+        self.arena.free(entry.extent)
         left = self._salt_bytes[key.cache_salt] - entry.extent.size
         if left:
             self._salt_bytes[key.cache_salt] = left
@@ -185,8 +202,30 @@ class L1Core:
             del self._salt_bytes[key.cache_salt]
         return entry.extent.size
 
-    def _remove_all(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> tuple[int, int]:
-        removed = [(key, self._free(key, self._entries[key])) for key in keys]
+    def _retire(self, key: ObjectKey, entry: Entry) -> int:
+        """Take a held entry out of the index; its memory stays until the holder lets go (module doc)."""
+        del self._entries[key]
+        if entry.ready:
+            self.policy.remove(key)
+        self._retired[key] = entry
+        return entry.extent.size
+
+    def _release_retired(self, key: ObjectKey) -> None:
+        self._free_memory(key, self._retired.pop(key))
+
+    def _held(self, entry: Entry) -> bool:
+        return entry.deadline > self._now and (not entry.ready or entry.readers > 0)
+
+    def _remove_all(
+        self, keys: Iterable[ObjectKey], reason: EvictionReason, *, retire_held: bool = False
+    ) -> tuple[int, int]:
+        removed = []
+        for key in keys:
+            entry = self._entries[key]
+            if retire_held and self._held(entry):
+                removed.append((key, self._retire(key, entry)))
+            else:
+                removed.append((key, self._free(key, entry)))
         self._publish_removed(removed, reason)
         return len(removed), sum(size for _, size in removed)
 

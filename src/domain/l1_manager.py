@@ -74,6 +74,12 @@ class L1Manager(L1Core):
                 if entry is not None and not (not entry.ready and entry.deadline <= now):
                     out.append(None)
                     continue
+                retired = self._retired.get(key)
+                if retired is not None:
+                    if retired.deadline > now:  # its old writer or readers still use the memory
+                        out.append(None)
+                        continue
+                    self._release_retired(key)
                 if entry is not None:
                     self._drop_write(key, entry, expired=True)
                 extent = self._alloc(size, evicted)
@@ -107,6 +113,7 @@ class L1Manager(L1Core):
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is None or entry.ready:
+                    self._end_retired_write(key)
                     out.append(False)
                     continue
                 if entry.deadline <= now:
@@ -136,6 +143,8 @@ class L1Manager(L1Core):
                 if entry is not None and not entry.ready:
                     self._free(key, entry)
                     dropped.append(key)
+                elif entry is None:
+                    self._end_retired_write(key)
             if dropped:
                 self._events.publish(L1WriteAborted(tuple(dropped), expired=False))
         return len(dropped)
@@ -192,7 +201,10 @@ class L1Manager(L1Core):
             now = self._tick()
             for key in keys:
                 entry = self._entries.get(key)
-                if entry is None or not entry.ready:
+                if entry is None:
+                    self._end_retired_read(key, n, now)
+                    continue
+                if not entry.ready:
                     continue
                 entry.readers = 0 if entry.deadline <= now else max(0, entry.readers - n)
                 if entry.readers == 0:
@@ -200,6 +212,21 @@ class L1Manager(L1Core):
                 if entry.readers == 0 and entry.temporary:
                     removed.append((key, self._free(key, entry)))
             self._publish_removed(removed, EvictionReason.TEMPORARY)
+
+    def _end_retired_write(self, key: ObjectKey) -> None:
+        """The writer of a force-removed reservation is done: its memory can go now."""
+        retired = self._retired.get(key)
+        if retired is not None and not retired.ready:
+            self._release_retired(key)
+
+    def _end_retired_read(self, key: ObjectKey, n: int, now: float) -> None:
+        """A reader of a force-removed object let go: free its memory after the last one."""
+        retired = self._retired.get(key)
+        if retired is None or not retired.ready:
+            return
+        retired.readers = 0 if retired.deadline <= now else max(0, retired.readers - n)
+        if retired.readers == 0:
+            self._release_retired(key)
 
     def _add_readers(self, key: ObjectKey, entry: Entry, n: int, now: float) -> None:
         if entry.readers and entry.deadline <= now:
@@ -209,18 +236,31 @@ class L1Manager(L1Core):
         self.policy.touch(key)
 
     def readers(self, key: ObjectKey) -> int:
-        """Live read locks on a ready key (0 when absent, unlocked or expired)."""
+        """Live read locks on a ready key (0 when absent, unlocked or expired), retired ones included.
+
+        A reader that finds its object retired by a forced clear still sees its lock here, so it releases it
+        (and with it the memory) instead of leaving both to the lock's TTL.
+        """
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or not entry.ready or entry.deadline <= self._tick():
+            entry = self._held_entry(key)
+            if entry is None or entry.deadline <= self._tick():
                 return 0
             return entry.readers
 
     def extent(self, key: ObjectKey) -> Extent | None:
-        """The extent of a ready object (meaningful while the caller holds a read lock)."""
+        """The extent of a ready object (meaningful while the caller holds a read lock).
+
+        None for an object a forced clear retired: its reader fails (the engine recomputes) and lets go.
+        """
         with self._lock:
             entry = self._entries.get(key)
             return entry.extent if entry is not None and entry.ready else None
+
+    def _held_entry(self, key: ObjectKey) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._retired.get(key)
+        return entry if entry is not None and entry.ready else None
 
     def contains(self, key: ObjectKey) -> bool:
         """True when the object is ready (visible)."""

@@ -142,7 +142,50 @@ def test_clear_normal_keeps_locked_and_live_reservations() -> None:
     assert l1.clear(force=False) == 2  # ready + the expired reservation
     assert l1.contains(locked) and l1.write_extent(writing) is not None
     assert l1.clear(force=True) == 2
-    assert l1.object_count == 0 and l1.stats().used_bytes == 0
+    assert l1.object_count == 0 and not l1.contains(locked)
+    assert l1.stats().used_bytes == 2 * ALIGN  # the reader and the writer still use their memory
+    l1.unlock_read([locked], n=2)
+    assert l1.finish([writing]) == [False]
+    assert l1.stats().used_bytes == 0 and l1.retired_count == 0
+
+
+def test_forced_removal_never_hands_memory_in_use_to_another_object() -> None:
+    l1, _, events = make_l1(slots=2)
+    read, written, other = key(1), key(2), key(3)
+    put(l1, read)
+    l1.lock_read([read])
+    mine = l1.reserve([written], ALIGN)[0]
+    assert l1.clear(force=True) == 2
+    assert events.of_type(L1Removed)[-1].keys == (read, written)
+    # Both extents are still being copied out of / into: nothing else may get them, not even the same keys.
+    assert l1.reserve([other], ALIGN) == [None]
+    assert l1.reserve([read, written], ALIGN) == [None, None]
+    assert not l1.contains(read) and l1.lock_read([read]) == [False] and l1.write_extent(written) is None
+    assert l1.readers(read) == 1 and l1.extent(read) is None  # its reader fails, and must still let go
+    assert l1.finish([written]) == [False]  # the late writer's bytes never become visible...
+    again = l1.reserve([other], ALIGN)[0]
+    assert again == mine  # ...and only then is its memory reused
+    l1.unlock_read([read])
+    assert l1.reserve([written], ALIGN)[0] is not None
+    assert l1.retired_count == 0 and l1.stats().used_bytes == 2 * ALIGN
+
+
+def test_forced_delete_retires_held_objects_until_abort_or_ttl() -> None:
+    l1, clock, _ = make_l1(slots=4, read_ttl=300, write_ttl=600)
+    read, written, idle = key(1), key(2), key(3)
+    put(l1, read, idle)
+    l1.lock_read([read])
+    l1.reserve([written], ALIGN)
+    assert l1.delete([read, written, idle], force=True) == 3
+    assert l1.retired_count == 2 and l1.stats().used_bytes == 2 * ALIGN  # the idle one went at once
+    assert l1.abort([written]) == 0  # not a reservation any more, but its memory is released
+    assert l1.retired_count == 1
+    clock.advance(299)
+    l1.reap_expired()
+    assert l1.retired_count == 1
+    clock.advance(1)
+    l1.reap_expired()  # a reader that never came back: its lock's TTL frees the memory
+    assert l1.retired_count == 0 and l1.stats().used_bytes == 0
 
 
 def test_usage_by_salt_tracks_reservations_and_objects() -> None:
