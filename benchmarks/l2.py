@@ -10,7 +10,9 @@ over rounds, the ratio is the median of the per-round ratios (each adapter round
 next to it, which cancels most of the drift):
 
 - fs: plain open + write + fsync of the same bytes into the same directory, and open + readinto back
-  (from the page cache; with --cold both sides drop the cache first, so loads come from the disk);
+  into resident buffers allocated once, like the adapter's load targets (L1 extents): a fresh buffer per
+  read would be malloc's last freed one, hot in the CPU cache, which no L1 extent is (from the page
+  cache; with --cold both sides drop the cache first, so loads come from the disk);
 - resp: SET / GET of the same sizes through the same redis.asyncio client (redis-benchmark style);
 - s3: raw aiobotocore put_object / get_object.
 
@@ -99,7 +101,7 @@ async def _raw(args: argparse.Namespace, put: Any, get: Any, cold: Path | None =
         await run_phase(puts, args.in_flight, size, store)
         if cold is not None:
             drop_cache(cold)
-        await run_phase([_bind(get, n, size) for n in names], args.in_flight, size, load)
+        await run_phase([_bind(get, n, size, i) for i, n in enumerate(names)], args.in_flight, size, load)
     return _mbps(store), _mbps(load)
 
 
@@ -114,6 +116,8 @@ def _bind(fn: Any, *a: Any) -> Any:
 async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
     pool = ThreadPoolExecutor(IO_THREADS)
     loop = asyncio.get_running_loop()
+    size = args.size_mb << 20
+    outs = [bytearray(size) for _ in range(args.num_keys)]  # resident, as in `bench` (see the docstring)
 
     def write(name: str, data: bytes) -> None:
         fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -123,16 +127,15 @@ async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]
         finally:
             os.close(fd)
 
-    def read(name: str, size: int) -> None:
-        buf = bytearray(size)
+    def read(name: str, size: int, index: int) -> None:
         with (directory / name).open("rb", buffering=0) as f:
-            f.readinto(buf)
+            assert f.readinto(outs[index]) == size
 
     async def put(name: str, data: bytes) -> None:
         await loop.run_in_executor(pool, write, name, data)
 
-    async def get(name: str, size: int) -> None:
-        await loop.run_in_executor(pool, read, name, size)
+    async def get(name: str, size: int, index: int) -> None:
+        await loop.run_in_executor(pool, read, name, size, index)
 
     try:
         return await compare(spec, lambda: _raw(args, put, get, directory if args.cold else None), args)
@@ -148,7 +151,7 @@ async def raw_resp(host: str, port: int, args: argparse.Namespace, spec: dict[st
     async def put(name: str, data: bytes) -> None:
         await client.set("raw:" + name, data)
 
-    async def get(name: str, size: int) -> None:
+    async def get(name: str, size: int, _index: int) -> None:
         assert len(await client.get("raw:" + name)) == size
 
     async def raw_round() -> tuple[float, float]:
@@ -173,7 +176,7 @@ async def raw_s3(endpoint_url: str, bucket: str, args: argparse.Namespace, spec:
         async def put(name: str, data: bytes) -> None:
             await s3.put_object(Bucket=bucket, Key="raw/" + name, Body=data)
 
-        async def get(name: str, size: int) -> None:
+        async def get(name: str, size: int, _index: int) -> None:
             reply = await s3.get_object(Bucket=bucket, Key="raw/" + name)
             async with reply["Body"] as stream:
                 assert len(await stream.read()) == size
