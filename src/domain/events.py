@@ -94,13 +94,12 @@ class L2Loaded:
 class L2Deleted:
     """Objects were deleted from one L2 adapter (an admin request or the coordinator's fleet eviction).
 
-    `keys` are only the objects actually removed (missing and pinned ones are not); `sizes` gives each
-    key's bytes where the deleting path knows them, 0 where it does not (the L2 port has no per-key size).
+    `keys` are only the objects actually removed (missing and pinned ones are not). No sizes: the L2 port
+    has none per key, and the coordinator subtracts the size it recorded at store time.
     """
 
     adapter_index: int
     keys: tuple[ObjectKey, ...]
-    sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

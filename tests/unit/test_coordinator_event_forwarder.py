@@ -29,18 +29,18 @@ def test_first_adapter_stores_and_loads_are_recorded_failures_and_others_are_not
     assert batch["events"][0]["key"]["cache_salt"] == "salt"
 
 
-def test_first_adapter_deletes_are_recorded_with_their_size_where_known() -> None:
+def test_first_adapter_deletes_are_recorded() -> None:
     reporter = L2EventReporter("inst")
     forward = CoordinatorEventForwarder(reporter)
-    forward.publish(L2Deleted(0, (_key(1), _key(2))))  # sizes unknown: 0
+    forward.publish(L2Deleted(0, (_key(1), _key(2))))
     forward.publish(L2Deleted(1, (_key(3),)))  # a later adapter: not the fleet's
-    forward.publish(L2Deleted(0, (_key(4), _key(5)), (4096,)))  # a short sizes tuple: the rest unknown
+    forward.publish(L2Deleted(0, (_key(4), _key(5))))
     forward.publish(L2Deleted(0, ()))
     batch = reporter._take_batch()
     assert batch is not None
     assert [(e["type"], e["key"]["chunk_hash_hex"][:2], e["bytes"]) for e in batch["events"]] == [
         ("delete", "01", 0),
         ("delete", "02", 0),
-        ("delete", "04", 4096),
+        ("delete", "04", 0),
         ("delete", "05", 0),
     ]

@@ -5,7 +5,7 @@ working with `--disable-observability` and never loses events to a full bus. Tha
 only appends to its bounded buffer. Only the first L2 adapter is reported, because the coordinator's
 fleet eviction acts on it (`DELETE /l2` deletes from the first adapter). A successful load is the
 server's L2 lookup hit (the coordinator's `lookup` event: it touches the key's LRU position); a delete
-carries the size where the deleting path knew it (0 otherwise; the coordinator uses its stored size).
+carries no size (the coordinator subtracts the size it recorded at store time).
 """
 
 from __future__ import annotations
@@ -39,6 +39,5 @@ class CoordinatorEventForwarder:
         elif isinstance(event, L2Loaded) and event.ok and event.adapter_index == _REPORTED_ADAPTER:
             self._reporter.record_lookup(event.key)
         elif isinstance(event, L2Deleted) and event.adapter_index == _REPORTED_ADAPTER:
-            sizes = event.sizes
-            for i, key in enumerate(event.keys):
-                self._reporter.record_delete(key, sizes[i] if i < len(sizes) else 0)
+            for key in event.keys:
+                self._reporter.record_delete(key)

@@ -69,12 +69,9 @@ class L2EventReporter:
         """An L2 object was looked up (hit)."""
         self._record("lookup", key, 0)
 
-    def record_delete(self, key: ObjectKey, nbytes: int = 0) -> None:
-        """An L2 object was deleted; `nbytes` is its size where known, else 0.
-
-        The coordinator subtracts the size it recorded at store time either way.
-        """
-        self._record("delete", key, nbytes)
+    def record_delete(self, key: ObjectKey) -> None:
+        """An L2 object was deleted (the coordinator subtracts the size it recorded at store time)."""
+        self._record("delete", key, 0)
 
     @property
     def buffered(self) -> int:
