@@ -164,7 +164,11 @@ class ServerContainer(containers.DeclarativeContainer):
         events=events,
     )
     registrar = providers.Singleton(
-        CpuRegistrar, workers, providers.Callable(_arena_tensor, l1_memory), config.provided.mp.chunk_size
+        CpuRegistrar,
+        workers,
+        providers.Callable(_arena_tensor, l1_memory),
+        config.provided.mp.chunk_size,
+        ensure_backed=l1_memory.provided.ensure_backed,
     )
     metrics = providers.Singleton(
         build_metrics,

@@ -65,6 +65,7 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
         metrics=_metrics(container),
         started_at=time.time(),
         events=container.events(),
+        l1_memory=container.l1_memory(),
     )
 
 

@@ -60,6 +60,7 @@ class ServerRuntime:
         self.http: HttpServer | None = None
         self.telemetry: Telemetry | None = None
         self._closed = False
+        self._previous_handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -118,10 +119,12 @@ class ServerRuntime:
         except BaseException:
             self.close()
             raise
+        self._install_signal_handlers()  # before the ready line: a client may signal as soon as it reads it
         logger.info(
             "LMCache cache server is running on %s (HTTP frontend on %s)", self.server.endpoint, self.http.url
         )
         logger.info("LMCache cache server is running...")
+        memory.start_populating()  # after readiness: backing a large L1 takes seconds
 
     def _start_loops(self) -> None:
         c = self.c
@@ -161,15 +164,22 @@ class ServerRuntime:
             self.server.close_stream(instance_id)
 
     # ------------------------------------------------------------------- stop
+    def _install_signal_handlers(self) -> None:
+        if not self._previous_handlers and threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {
+                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+            }
+
     def serve_forever(self) -> int:
         """Block until SIGTERM/SIGINT, then shut down; returns the exit status (0)."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._install_signal_handlers()
         try:
             while not self.stopped.wait(0.5):
                 pass
         finally:
-            for sig, handler in previous.items():
+            for sig, handler in self._previous_handlers.items():
                 signal.signal(sig, handler)
+            self._previous_handlers = {}
             self.close()
         return 0
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from lmcache.ports.events import EventSink
     from lmcache.ports.l2_adapter import L2Adapter
 
-__all__ = ("HttpServices", "HttpSettings", "MetricsSource")
+__all__ = ("HttpServices", "HttpSettings", "L1MemoryInfo", "MetricsSource")
 
 
 class MetricsSource(Protocol):
@@ -32,6 +32,20 @@ class MetricsSource(Protocol):
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type (Prometheus text format)."""
+        ...
+
+
+class L1MemoryInfo(Protocol):
+    """What `/status` reports of the L1 medium (the memory adapters have it)."""
+
+    @property
+    def kind(self) -> str:
+        """`anonymous`, `shm`, `devdax` or `gds`."""
+        ...
+
+    @property
+    def populated_bytes(self) -> int | None:
+        """Bytes backed ahead of use from the arena's start; None when the medium is not populated."""
         ...
 
 
@@ -80,6 +94,7 @@ class HttpServices:
         started_at: Wall-clock start time (seconds since the epoch), for `/`.
         events: Where the routes publish the storage events they cause (L2 deletes: the coordinator's
             event reporter and telemetry listen there); None drops them.
+        l1_memory: The L1 arena's medium (`kind`, `populated_bytes`), reported by `/status`.
     """
 
     def __init__(
@@ -100,6 +115,7 @@ class HttpServices:
         metrics: MetricsSource | None = None,
         started_at: float = 0.0,
         events: EventSink | None = None,
+        l1_memory: L1MemoryInfo | None = None,
     ) -> None:
         if len(l2_types) != len(l2_adapters):
             raise ValueError("l2_types must name every L2 adapter")
@@ -118,3 +134,4 @@ class HttpServices:
         self.metrics = metrics
         self.started_at = started_at
         self.events: EventSink = events if events is not None else NullEventSink()
+        self.l1_memory = l1_memory

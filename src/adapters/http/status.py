@@ -8,6 +8,7 @@ Field names follow LMCache 0.5.6 where a tool reads them (`is_healthy`, `engine_
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.http.l2_ops import USAGE_TIMEOUT_S, usage_all
@@ -40,10 +41,23 @@ def loops_view(services: HttpServices) -> dict[str, dict[str, Any]]:
     }
 
 
+def process_rss_bytes() -> int | None:
+    """Resident set size of this process (Linux `/proc/self/statm`), None where unavailable."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:  # noqa: PTH123 - one small read, no Path needed
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _l1(services: HttpServices) -> dict[str, Any]:
     l1 = services.engine.l1
     stats = l1.stats()
+    memory = services.l1_memory
     return {
+        "memory_backing": memory.kind if memory is not None else None,
+        "memory_populated_bytes": memory.populated_bytes if memory is not None else None,
+        "process_rss_bytes": process_rss_bytes(),
         "memory_total_bytes": stats.total_bytes,
         "memory_used_bytes": stats.used_bytes,
         "memory_usage_ratio": stats.used_bytes / stats.total_bytes if stats.total_bytes else 0.0,

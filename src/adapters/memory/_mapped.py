@@ -2,6 +2,9 @@
 
 Every adapter maps its arena once (anonymous mmap, file mmap, POSIX SHM) and hands out zero-copy views:
 `view` (a memoryview, the L1Memory port) and `tensor_view` (a torch slice, for the transfer adapters).
+Memory media (anonymous, SHM) are backed ahead of use by a `PagePopulator` once the server is ready
+(`start_populating`); every view and `ensure_backed` backs its own range first when the walk has not
+reached it, so no copy into L1 takes page faults one page at a time.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import torch
+
+from lmcache.adapters.memory.populate import PagePopulator
 
 if TYPE_CHECKING:
     import mmap
@@ -40,10 +45,19 @@ class MappedL1Memory:
         size_bytes: Arena size.
         release: Called once by `close` with True when every buffer export is gone (the mapping may be
             closed) or False when callers still hold views (close it later; an SHM name can still go).
+        populate: Back the pages ahead of use (memory media); False for files and devices, whose pages
+            are the file's.
     """
 
+    kind = "memory"
+
     def __init__(
-        self, buffer: mmap.mmap | memoryview, size_bytes: int, release: Callable[[bool], None]
+        self,
+        buffer: mmap.mmap | memoryview,
+        size_bytes: int,
+        release: Callable[[bool], None],
+        *,
+        populate: bool = False,
     ) -> None:
         if size_bytes <= 0:
             raise L1MemoryError(f"L1 size must be > 0 bytes, got {size_bytes}")
@@ -52,6 +66,9 @@ class MappedL1Memory:
         self._mv: memoryview | None = self._root[:size_bytes]
         self._tensor: torch.Tensor | None = torch.frombuffer(self._mv, dtype=torch.uint8)
         self._release = release
+        self._populator = (
+            PagePopulator(self._tensor.data_ptr(), size_bytes, f"L1 {self.kind}") if populate else None
+        )
 
     @property
     def size_bytes(self) -> int:
@@ -65,6 +82,21 @@ class MappedL1Memory:
             raise L1MemoryError("L1 memory is closed")
         return self._tensor
 
+    @property
+    def populated_bytes(self) -> int | None:
+        """Bytes backed ahead of use from the arena's start; None when the medium is not populated."""
+        return None if self._populator is None else self._populator.populated_bytes
+
+    def start_populating(self) -> None:
+        """Back the whole arena in the background (after readiness); a no-op for files and devices."""
+        if self._populator is not None:
+            self._populator.start()
+
+    def ensure_backed(self, offset: int, size: int) -> None:
+        """Back `[offset, offset + size)` now unless already backed (before a copy into fresh extents)."""
+        if self._populator is not None:
+            self._populator.ensure(offset, size)
+
     def _check(self, offset: int, size: int) -> None:
         if offset < 0 or size < 0 or offset + size > self._size:
             raise ValueError(f"extent [{offset}, {offset + size}) is outside the {self._size}-byte arena")
@@ -74,17 +106,23 @@ class MappedL1Memory:
         self._check(offset, size)
         if self._mv is None:
             raise L1MemoryError("L1 memory is closed")
+        self.ensure_backed(offset, size)
         return self._mv[offset : offset + size]
 
     def tensor_view(self, offset: int, size: int) -> torch.Tensor:
         """A uint8 tensor over `[offset, offset + size)`, aliasing the arena."""
         self._check(offset, size)
-        return self.tensor.narrow(0, offset, size)
+        tensor = self.tensor
+        self.ensure_backed(offset, size)
+        return tensor.narrow(0, offset, size)
 
     def close(self) -> None:
         """Drop the tensor and views, then release the mapping; idempotent."""
         if self._mv is None or self._root is None:
             return
+        if self._populator is not None:
+            self._populator.stop()  # before the mapping goes: the walk writes into it
+            self._populator = None
         self._tensor = None
         released = True
         try:

@@ -22,6 +22,8 @@ class DevdaxL1Memory(MappedL1Memory):
         size_bytes: Arena size (`--l1-size-gb`).
     """
 
+    kind = "devdax"
+
     def __init__(self, path: str | Path, size_bytes: int) -> None:
         self.path = Path(path)
         try:

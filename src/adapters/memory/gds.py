@@ -39,6 +39,8 @@ class GdsL1Memory(DevdaxL1Memory):
         L1MemoryError: When the cuFile stack or a CUDA device is missing, or the slab cannot be mapped.
     """
 
+    kind = "gds"
+
     def __init__(self, directory: str | Path, size_bytes: int) -> None:
         problem = cufile_problem()
         if problem is not None:

@@ -42,10 +42,15 @@ def _unlink_stale(name: str) -> None:
 class ShmL1Memory(MappedL1Memory):
     """L1 arena in a named POSIX shared-memory segment, owned (and unlinked) by this process.
 
+    Backed ahead of use like anonymous memory (`start_populating`); huge pages apply only where the
+    administrator enabled them for shmem (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`).
+
     Args:
         size_bytes: Arena size (`--l1-size-gb`).
         name: `--shm-name`; None = an automatic name.
     """
+
+    kind = "shm"
 
     def __init__(self, size_bytes: int, name: str | None = None) -> None:
         self.name = shm_pool_name(name)
@@ -59,7 +64,7 @@ class ShmL1Memory(MappedL1Memory):
         buf = self._shm.buf
         if buf is None:  # pragma: no cover - only after close()
             raise L1MemoryError(f"SHM segment {self.name} has no buffer")
-        super().__init__(buf, size_bytes, self._unmap)
+        super().__init__(buf, size_bytes, self._unmap, populate=True)
 
     def _unmap(self, released: bool) -> None:
         if released:

@@ -16,7 +16,7 @@ from lmcache.domain.kv_layout import EngineGroup, LayoutError, TensorSpec, build
 from lmcache.domain.workers import Worker
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import torch
 
@@ -39,15 +39,26 @@ class CpuRegistrar:
         arena: The L1 arena as one uint8 tensor.
         chunk_size: `--chunk-size`.
         shm_dir: Where POSIX SHM lives.
+        ensure_backed: Backs an L1 range before a store copies into it (the L1 memory's populator).
+        copy_threads: Threads one request's copies are split over.
     """
 
     def __init__(
-        self, workers: WorkerRegistry, arena: torch.Tensor, chunk_size: int, shm_dir: str = "/dev/shm"
+        self,
+        workers: WorkerRegistry,
+        arena: torch.Tensor,
+        chunk_size: int,
+        shm_dir: str = "/dev/shm",
+        *,
+        ensure_backed: Callable[[int, int], None] | None = None,
+        copy_threads: int = 1,
     ) -> None:
         self.workers = workers
         self.arena = arena
         self.chunk_size = chunk_size
         self.shm_dir = shm_dir
+        self.ensure_backed = ensure_backed
+        self.copy_threads = copy_threads
 
     def register(
         self,
@@ -99,7 +110,14 @@ class CpuRegistrar:
                 layers.append(
                     segment.tensor(torch_dtype(spec.dtype), spec.shape, spec.stride, spec.storage_offset)
                 )
-            transfer = CpuKVTransfer(layout, layers, self.arena, list(segments.values()))
+            transfer = CpuKVTransfer(
+                layout,
+                layers,
+                self.arena,
+                list(segments.values()),
+                ensure_backed=self.ensure_backed,
+                threads=self.copy_threads,
+            )
         except Exception as exc:
             for segment in segments.values():
                 segment.close()

@@ -2,7 +2,9 @@
 
 The engine owns its segments: we map them by name and unmap on unregister, and never unlink them. We use
 `os.open` + `mmap` rather than `multiprocessing.shared_memory`, whose resource tracker would unlink the
-engine's segment when this process exits.
+engine's segment when this process exits. A fresh mapping has no page-table entries, so the first
+store or retrieve would fault once per 4 KiB page of the engine's KV; a background `PagePopulator` maps
+them in right after registration instead, off the request path.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 from pathlib import Path
 
 import torch
+
+from lmcache.adapters.memory.populate import PagePopulator, mapping_address
 
 __all__ = ("ShmSegment", "ShmSegmentError")
 
@@ -54,6 +58,10 @@ class ShmSegment:
             os.close(fd)
         self.nbytes = nbytes
         self._bytes: torch.Tensor | None = torch.frombuffer(self._mmap, dtype=torch.uint8)
+        self._populator: PagePopulator | None = PagePopulator(
+            mapping_address(self._mmap), nbytes, f"segment {clean}"
+        )
+        self._populator.start()
 
     def tensor(
         self, dtype: torch.dtype, shape: tuple[int, ...], stride: tuple[int, ...], offset: int
@@ -67,6 +75,9 @@ class ShmSegment:
 
     def close(self) -> None:
         """Unmap; views still alive keep the pages until they are dropped. Idempotent."""
+        if self._populator is not None:
+            self._populator.stop()  # before the unmap: the walk touches the mapping
+            self._populator = None
         self._bytes = None
         if self._mmap is None:
             return
