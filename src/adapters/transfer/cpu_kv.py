@@ -1,24 +1,33 @@
 """CPU KV transfer: gathers an engine's blocks from its SHM segments into L1 objects and scatters back.
 
-Per chunk, kernel group, layer and plane one `index_select(out=...)` (store) or `index_copy_` (retrieve)
-moves all the chunk's blocks at once, straight between the engine's rows and the object's contiguous
-`[blocks, tokens·width]` slice: no staging copy, no Python loop over blocks or bytes. A batched variant
-(one gather per layer into a staging buffer, then one copy per chunk) was measured slower (two passes;
-`benchmarks/data_path.py --variants`). Heads-major (HND) layers gather into a small temporary and transpose
-on the copy, since token-major objects need `[token][head]` order.
+The request's chunks are first planned into runs (`kv_runs.plan_runs`): consecutive chunks whose blocks
+form one ascending range and whose extents lie a constant stride apart. A run moves with one strided
+`copy_` per layer and plane, whatever its length: for the usual engine (blocks handed out in order,
+extents allocated back to back) a whole request is one run, so a 2048-token request makes 64 copies of
+4 MiB instead of 512 `index_select` calls, and the scatter direction avoids `index_copy_` (a per-element
+loop in torch, 1.5x slower than the gather). Chunks with scattered blocks fall back to one
+`index_select(out=...)` / `index_copy_` per (chunk, layer, plane) over 8-byte words; heads-major (HND)
+layers transpose on the copy, since token-major objects need `[token][head]` order.
+
+The copies of one request are split by layer over `threads` workers (`--l1-copy-threads`): torch
+releases the GIL inside `copy_`, so on hosts with memory bandwidth to spare two threads move more than one.
+No Python loop runs over blocks or bytes; the loops are over runs, layers and planes.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
+from lmcache.adapters.transfer.kv_runs import Run, plan_runs
 from lmcache.domain.kv_layout import KVFormat
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_layout import KernelGroup, RegisteredLayout
@@ -36,7 +45,11 @@ def torch_dtype(name: str) -> torch.dtype:
 
 @dataclass(frozen=True, slots=True)
 class _Plane:
-    """One layer plane's blocks: `rows` `[NB, row]` when viewable as rows; `blocks` `[NB, NH, BS, HS]`."""
+    """One layer plane's blocks.
+
+    `rows` is `[NB, row]` (8-byte words where possible) for token-major layers, None for heads-major ones;
+    `blocks` is the plane as the engine holds it (`[NB, NH, BS, HS]` when heads-major).
+    """
 
     rows: torch.Tensor | None
     blocks: torch.Tensor
@@ -56,8 +69,9 @@ def _planes(layer: torch.Tensor, group: KernelGroup) -> list[_Plane]:
         if not geom.heads_major:
             try:
                 rows = _wide(part.view(geom.num_blocks, -1))
-            except RuntimeError:
-                rows = None
+            except RuntimeError as exc:
+                msg = f"{geom.fmt.value} layer strides {part.stride()} do not hold whole block rows"
+                raise ValueError(msg) from exc
         out.append(_Plane(rows, part))
     return out
 
@@ -81,6 +95,8 @@ class CpuKVTransfer:
         layers: The engine's per-layer tensors (views of its SHM segments), in registration order.
         arena: The whole L1 arena as a uint8 tensor.
         closers: Called by `close` (unmapping the segments).
+        ensure_backed: Backs an arena range before a gather writes it (the L1 memory's populator).
+        threads: Worker threads a request's copies are split over (1 = the calling thread only).
     """
 
     def __init__(
@@ -89,6 +105,9 @@ class CpuKVTransfer:
         layers: Sequence[torch.Tensor],
         arena: torch.Tensor,
         closers: Sequence[object] = (),
+        *,
+        ensure_backed: Callable[[int, int], None] | None = None,
+        threads: int = 1,
     ) -> None:
         self._layout = layout
         self._arena = arena
@@ -96,6 +115,9 @@ class CpuKVTransfer:
         self._layers = tuple(layers)
         self._planes = [[_planes(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
+        self._ensure_backed = ensure_backed
+        self._threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self._threads - 1) if self._threads > 1 else None
 
     @property
     def layout(self) -> RegisteredLayout:
@@ -107,35 +129,15 @@ class CpuKVTransfer:
         """The engine's per-layer tensors in registration order (read by `POST /cache/checksums`)."""
         return self._layers
 
-    def _object(self, group: KernelGroup, extent: Extent) -> torch.Tensor:
-        raw = self._arena.narrow(0, extent.offset + group.offset, group.nbytes)
-        return raw.view(self._dtypes[group.index]).view(group.shape)
-
-    def _ids(self, block_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        return [torch.as_tensor(list(ids), dtype=torch.int64) for ids in block_ids]
-
+    # ---------------------------------------------------------------- public
     def gather(
         self, block_ids: Sequence[Sequence[int]], chunks: Sequence[int], extents: Sequence[Extent]
     ) -> None:
-        """Engine blocks -> L1 objects, one op per (chunk, group, layer, plane)."""
-        ids = self._ids(block_ids)
-        for chunk, extent in zip(chunks, extents, strict=True):
-            for group, planes in zip(self._layout.groups, self._planes, strict=True):
-                bpc = group.blocks_per_chunk
-                idx = ids[group.block_list][chunk * bpc : (chunk + 1) * bpc]
-                obj = self._object(group, extent)
-                for j, layer in enumerate(planes):
-                    for p, plane in enumerate(layer):
-                        dst = obj[p, j]
-                        if plane.rows is not None:
-                            torch.index_select(
-                                plane.rows, 0, idx, out=dst.view(bpc, -1).view(plane.rows.dtype)
-                            )
-                        else:
-                            picked = plane.blocks.index_select(0, idx)
-                            dst.view(bpc, group.geometry.block_size, group.geometry.heads, -1).copy_(
-                                picked.transpose(1, 2)
-                            )
+        """Engine blocks -> L1 objects."""
+        if self._ensure_backed is not None:
+            for extent in extents:
+                self._ensure_backed(extent.offset, extent.size)
+        self._run(block_ids, chunks, extents, 0, store=True)
 
     def scatter(
         self,
@@ -145,32 +147,119 @@ class CpuKVTransfer:
         skip_tokens: int = 0,
     ) -> None:
         """L1 objects -> engine blocks, leaving the first `skip_tokens` tokens' whole blocks untouched."""
-        ids = self._ids(block_ids)
-        for chunk, extent in zip(chunks, extents, strict=True):
-            for group, planes in zip(self._layout.groups, self._planes, strict=True):
-                bpc = group.blocks_per_chunk
-                tpb = self._layout.chunk_size // bpc
-                skip = min(bpc, max(0, skip_tokens // tpb - chunk * bpc))
-                if skip >= bpc:
-                    continue
-                idx = ids[group.block_list][chunk * bpc + skip : (chunk + 1) * bpc]
-                obj = self._object(group, extent)
-                for j, layer in enumerate(planes):
-                    for p, plane in enumerate(layer):
-                        src = obj[p, j].view(bpc, -1)[skip:]
-                        if plane.rows is not None:
-                            plane.rows.index_copy_(0, idx, src.view(plane.rows.dtype))
-                        else:
-                            geom = group.geometry
-                            blocks = src.view(bpc - skip, geom.block_size, geom.heads, -1).transpose(1, 2)
-                            plane.blocks.index_copy_(0, idx, blocks)
+        self._run(block_ids, chunks, extents, max(0, skip_tokens), store=False)
 
     def close(self) -> None:
         """Drop the views and unmap the engine's segments; idempotent."""
         self._planes = []
         self._layers = ()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         closers, self._closers = self._closers, []
         for closer in closers:
             close = getattr(closer, "close", None)
             if close is not None:
                 close()
+
+    # -------------------------------------------------------------- planning
+    def _run(
+        self,
+        block_ids: Sequence[Sequence[int]],
+        chunks: Sequence[int],
+        extents: Sequence[Extent],
+        skip_tokens: int,
+        *,
+        store: bool,
+    ) -> None:
+        if not chunks:
+            return
+        offsets = [e.offset for e in extents]
+        work: list[tuple[KernelGroup, list[Run], list[np.ndarray | None]]] = []
+        for group in self._layout.groups:
+            bpc = group.blocks_per_chunk
+            tpb = self._layout.chunk_size // bpc
+            ids = np.asarray(block_ids[group.block_list], dtype=np.int64)
+            runs = plan_runs(ids, chunks, offsets, bpc, skip_tokens // tpb)
+            picks = [
+                None if r.block >= 0 else ids[r.chunk * bpc + r.skip : (r.chunk + 1) * bpc] for r in runs
+            ]
+            work.append((group, runs, picks))
+        layers = [len(g.layers) for g in self._layout.groups]
+        total = sum(layers)
+        if self._pool is None or total < 2:
+            self._copy_layers(work, 0, total, store)
+            return
+        bounds = [total * k // self._threads for k in range(self._threads + 1)]
+        futures = [
+            self._pool.submit(self._copy_layers, work, bounds[k], bounds[k + 1], store)
+            for k in range(1, self._threads)
+        ]
+        self._copy_layers(work, bounds[0], bounds[1], store)
+        for future in futures:
+            future.result()
+
+    def _copy_layers(
+        self,
+        work: list[tuple[KernelGroup, list[Run], list[np.ndarray | None]]],
+        first: int,
+        last: int,
+        store: bool,
+    ) -> None:
+        """Copy layers `[first, last)` (numbered across kernel groups) of every run."""
+        base = 0
+        for group, runs, picks in work:
+            planes = self._planes[group.index]
+            lo, hi = max(first - base, 0), min(last - base, len(planes))
+            base += len(planes)
+            for j in range(lo, hi):
+                for p, plane in enumerate(planes[j]):
+                    for run, pick in zip(runs, picks, strict=True):
+                        if pick is None:
+                            self._copy_run(group, run, p, j, plane, store)
+                        else:
+                            self._copy_picked(group, run, p, j, plane, torch.from_numpy(pick), store)
+
+    # ----------------------------------------------------------------- copies
+    def _object_part(self, group: KernelGroup, run: Run, p: int, j: int) -> torch.Tensor:
+        """`[run.count, slots, width]` (group dtype) view of plane p, layer j of the run's objects."""
+        _, num_layers, slots, width = group.shape
+        itemsize = self._dtypes[group.index].itemsize
+        part = slots * width * itemsize
+        start = run.offset + group.offset + (p * num_layers + j) * part
+        raw = self._arena.as_strided((run.count, part), (max(run.stride, part), 1), start)
+        return raw.view(self._dtypes[group.index]).view(run.count, slots, width)
+
+    def _copy_run(self, group: KernelGroup, run: Run, p: int, j: int, plane: _Plane, store: bool) -> None:
+        geom, bpc = group.geometry, group.blocks_per_chunk
+        blocks = bpc - run.skip  # per chunk
+        first = run.block + run.skip
+        obj = self._object_part(group, run, p, j).view(run.count, bpc, geom.block_size, -1)[:, run.skip :]
+        if plane.rows is not None:
+            engine = plane.rows[first : first + run.count * blocks].view(torch.uint8)
+            engine3 = engine.view(run.count, blocks, -1)
+            obj3 = obj.view(torch.uint8).view(run.count, blocks, -1)
+            (obj3.copy_(engine3) if store else engine3.copy_(obj3))
+            return
+        engine = plane.blocks[first : first + run.count * blocks]  # [n, NH, BS, HS]
+        engine5 = engine.view(run.count, blocks, *engine.shape[1:])
+        obj5 = obj.view(run.count, blocks, geom.block_size, geom.heads, -1).transpose(2, 3)
+        (obj5.copy_(engine5) if store else engine5.copy_(obj5))
+
+    def _copy_picked(
+        self, group: KernelGroup, run: Run, p: int, j: int, plane: _Plane, idx: torch.Tensor, store: bool
+    ) -> None:
+        geom, bpc = group.geometry, group.blocks_per_chunk
+        obj = self._object_part(group, run, p, j)[0].view(bpc, -1)[run.skip :]
+        if plane.rows is not None:
+            words = obj.view(plane.rows.dtype)
+            if store:
+                torch.index_select(plane.rows, 0, idx, out=words)
+            else:
+                plane.rows.index_copy_(0, idx, words)
+            return
+        blocks = obj.view(-1, geom.block_size, geom.heads, geom.head_size)
+        if store:
+            blocks.copy_(plane.blocks.index_select(0, idx).transpose(1, 2))
+        else:
+            plane.blocks.index_copy_(0, idx, blocks.transpose(1, 2))
