@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 MADV_POPULATE_WRITE: Final = 23
 PAGE: Final = os.sysconf("SC_PAGE_SIZE")
-_STEP: Final = 64 << 20
+_STEP: Final = 2 << 20  # per call: populate holds the mmap lock, which munmap and faults wait on
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _madvise = _libc.madvise
