@@ -21,6 +21,7 @@ from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine
+from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.event_fanout import FanoutEventSink
 from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
 from lmcache.domain.eviction_loop import EvictionLoop
@@ -112,8 +113,9 @@ class ServerContainer(containers.DeclarativeContainer):
     hasher = providers.Singleton(
         TokenHasher, chunk_size=config.provided.mp.chunk_size, algorithm=config.provided.mp.hash_algorithm
     )
+    digest_cache = providers.Singleton(DigestCache)
     sessions = providers.Singleton(
-        SessionManager, l1, hasher, clock, ttl_s=config.provided.mp.session_ttl_seconds
+        SessionManager, l1, hasher, clock, ttl_s=config.provided.mp.session_ttl_seconds, digests=digest_cache
     )
     workers = providers.Singleton(
         WorkerRegistry,

@@ -52,6 +52,12 @@ class RequestKey:
     request_id: str
     cache_salt: str = ""
     num_kv_readers: int = 0
+    token_content: bytes | None = None  # the token list's exact wire bytes, when the transport keeps them
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        """(model, cache_salt): the partition of the shared digest cache."""
+        return (self.model_name, self.cache_salt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +135,7 @@ class CacheEngine:
             key.model_name, kv_ranks_for(key.world_size, None), (0,), key.cache_salt, key.num_kv_readers
         )
         digests = self.sessions.begin_lookup(
-            key.request_id, key.token_ids, min(key.end, len(key.token_ids)), grid
+            key.request_id, key.token_ids, min(key.end, len(key.token_ids)), grid, key.token_content
         )
         job = self.sessions.job(key.request_id)
         if not digests or job is None:
@@ -171,7 +177,9 @@ class CacheEngine:
         size = self.chunk_size
         if key.start % size or key.start < 0 or key.end > len(key.token_ids) or key.end < key.start:
             raise RequestError(f"range [{key.start}, {key.end}) is not chunk-aligned inside the tokens")
-        digests = self.sessions.hashes(key.request_id, key.token_ids, key.start, key.end)
+        digests = self.sessions.hashes(
+            key.request_id, key.token_ids, key.start, key.end, key.token_content, key.scope
+        )
         rank = pack_kv_rank(key.world_size, key.worker_id)
         keys = [ObjectKey(d, worker.model_name, rank, 0, key.cache_salt) for d in digests]
         return keys, list(range(len(keys)))
@@ -253,10 +261,15 @@ class CacheEngine:
             if i > 0:
                 parents.append(keys[i - 1].chunk_hash)
             else:
-                prev = self.sessions.hashes(key.request_id, key.token_ids, 0, key.start)[-1:] if base else []
+                prev = self._digests_before(key) if base else []
                 parents.append(prev[0] if prev else None)
         tokens = [list(key.token_ids[(base + i) * size : (base + i + 1) * size]) for i in chunks]
         self.kv_events.stored(model, [keys[i].chunk_hash for i in chunks], parents, tokens)
+
+    def _digests_before(self, key: RequestKey) -> list[bytes]:
+        """The digest of the chunk just before the range (the parent of its first chunk)."""
+        content, scope = key.token_content, key.scope
+        return self.sessions.hashes(key.request_id, key.token_ids, 0, key.start, content, scope)[-1:]
 
     def retrieve(
         self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]], skip_first_n_tokens: int

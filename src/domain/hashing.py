@@ -165,6 +165,7 @@ class HashChain:
         self._tokens: array[int] = array(_U32)  # the tokens of the chunks hashed so far
         self._digests: list[bytes] = []
         self._last: ChainValue = hasher.none_hash
+        self._content: bytes | None = None  # wire bytes of the token list the digests were computed from
         self.chunks_hashed_total = 0  # counts real hash work; a test proves chunked prefill reuses digests
 
     @property
@@ -172,29 +173,55 @@ class HashChain:
         """How many chunk digests are cached."""
         return len(self._digests)
 
-    def hashes(self, tokens: Sequence[int], start: int = 0, end: int | None = None) -> list[bytes]:
+    def hashes(
+        self, tokens: Sequence[int], start: int = 0, end: int | None = None, content: bytes | None = None
+    ) -> list[bytes]:
         """Digests of the full chunks inside `[start, end)`, chaining from token 0.
 
         Args:
             tokens: The whole token list of the request so far (not just the range).
             start: First token of the range; rounded down to a chunk boundary.
             end: End of the range (exclusive, default all tokens); a partial trailing chunk is dropped.
+            content: The token list's exact wire bytes, when known: a call with the same bytes as the
+                previous one reuses its digests without reading `tokens`.
 
         Raises:
             TokenError: When a token id is not an unsigned 32-bit integer.
             ValueError: When the range is outside the tokens.
         """
-        end = len(tokens) if end is None else end
-        if not 0 <= start <= end <= len(tokens):
-            raise ValueError(f"range [{start}, {end}) is outside the {len(tokens)} tokens")
+        count = len(tokens)
+        end = count if end is None else end
+        if not 0 <= start <= end <= count:
+            raise ValueError(f"range [{start}, {end}) is outside the {count} tokens")
         size = self._hasher.chunk_size
         last_chunk = end // size
+        if content is not None and content == self._content and last_chunk <= len(self._digests):
+            return self._digests[start // size : last_chunk]
         if last_chunk > len(self._digests):
             self._extend(pack_tokens(tokens[: last_chunk * size]), last_chunk)
         elif last_chunk and not self._same_prefix(tokens, last_chunk * size):
             self._reset()
             self._extend(pack_tokens(tokens[: last_chunk * size]), last_chunk)
+        self._content = content
         return self._digests[start // size : last_chunk]
+
+    def covers(self, content: bytes, chunks: int) -> bool:
+        """Whether the last call's token list had these wire bytes and its first `chunks` are hashed."""
+        return content == self._content and chunks <= len(self._digests)
+
+    def seed(self, content: bytes, digests: Sequence[bytes]) -> None:
+        """Adopt digests computed earlier for the token list whose wire bytes are `content`.
+
+        A later call with other content cannot compare tokens against a seeded chain, so it rehashes from
+        token 0 (correct, and rare: chunked prefill re-sends the same request's growing prompt).
+        """
+        self._reset()
+        if not digests:
+            return
+        self._digests = list(digests)
+        self._content = content
+        last = self._digests[-1]
+        self._last = int.from_bytes(last, "big", signed=True) if self._hasher.algorithm == "builtin" else last
 
     def hashes_cached(self, chunks: Iterable[int]) -> list[bytes]:
         """Already computed digests of the given chunk indices (indices not hashed yet are skipped)."""
@@ -223,3 +250,4 @@ class HashChain:
         self._tokens = array(_U32)
         self._digests = []
         self._last = self._hasher.none_hash
+        self._content = None

@@ -1,7 +1,8 @@
 """Per-request sessions (wire-protocol.md §5.6): cached chunk hashes, the lookup and its prefetch result.
 
 A session is created on first use by any op and expires `ttl_s` after creation. It keeps the request's
-`HashChain` (so chunked prefill never rehashes), the last lookup's grid (model, ranks, groups, salt,
+`HashChain` (so chunked prefill never rehashes; a token list seen under another request id comes from
+the shared `DigestCache`), the last lookup's grid (model, ranks, groups, salt,
 readers), the prefetch job (its result is handed over once) and lock bookkeeping: which chunks
 `free_lookup_locks` already released and which ranks a failed retrieve already released, so no lock is
 released twice.
@@ -12,11 +13,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.session_types import LookupGrid, PrefetchJob, Session
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from lmcache.domain.digest_cache import Scope
     from lmcache.domain.hashing import TokenHasher
     from lmcache.domain.l1_manager import L1Manager
     from lmcache.ports.clock import Clock
@@ -30,15 +33,24 @@ class SessionManager:
         hasher: The chunk hasher (`--chunk-size`, `--hash-algorithm`).
         clock: Time source for expiry.
         ttl_s: Session lifetime after creation (`--session-ttl-seconds`).
+        digests: Digests of token lists seen before, by their wire bytes (None: a private 32 MiB one).
     """
 
-    def __init__(self, l1: L1Manager, hasher: TokenHasher, clock: Clock, ttl_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        l1: L1Manager,
+        hasher: TokenHasher,
+        clock: Clock,
+        ttl_s: float = 600.0,
+        digests: DigestCache | None = None,
+    ) -> None:
         self._l1 = l1
         self._hasher = hasher
         self._clock = clock
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self.digests = digests if digests is not None else DigestCache()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -58,22 +70,69 @@ class SessionManager:
             return session
 
     def hashes(
-        self, request_id: str, tokens: Sequence[int], start: int = 0, end: int | None = None
+        self,
+        request_id: str,
+        tokens: Sequence[int],
+        start: int = 0,
+        end: int | None = None,
+        content: bytes | None = None,
+        scope: Scope = ("", ""),
     ) -> list[bytes]:
-        """Chunk digests of `[start, end)` for the request, from the session's cache where possible."""
+        """Chunk digests of `[start, end)` for the request, from the session's or the shared cache.
+
+        Args:
+            request_id: The session.
+            tokens: The request's whole token list.
+            start: First token of the range.
+            end: End of the range (default all tokens).
+            content: The token list's wire bytes when the transport has them (enables the shared cache).
+            scope: (model, cache_salt) of the request, the shared cache's partition.
+        """
         session = self.get(request_id)
         with session.lock:
-            return session.chain.hashes(tokens, start, end)
+            stop = len(tokens) if end is None else end
+            self._seed(session, tokens, stop, content, scope)
+            return session.chain.hashes(tokens, start, stop, content)
 
-    def begin_lookup(self, request_id: str, tokens: Sequence[int], end: int, grid: LookupGrid) -> list[bytes]:
+    def _seed(
+        self, session: Session, tokens: Sequence[int], end: int, content: bytes | None, scope: Scope
+    ) -> None:
+        """Seed the session's chain from the shared cache, or fill the cache from it (session.lock held)."""
+        if content is None or not 0 <= end <= len(tokens):
+            return
+        chunks = end // self._hasher.chunk_size
+        if session.chain.covers(content, chunks):
+            return
+        cached = self.digests.get(scope, content, chunks)
+        if cached is not None:
+            session.chain.seed(content, cached)
+            return
+        self.digests.put(scope, content, session.chain.hashes(tokens, 0, end, content))
+
+    def begin_lookup(
+        self,
+        request_id: str,
+        tokens: Sequence[int],
+        end: int,
+        grid: LookupGrid,
+        content: bytes | None = None,
+    ) -> list[bytes]:
         """Record a lookup: hash `tokens[0:end]`, remember its grid, reset lock bookkeeping, open a job.
+
+        Args:
+            request_id: The session.
+            tokens: The request's token list.
+            end: Tokens looked up.
+            grid: Model, ranks, groups, salt and readers of the lookup.
+            content: The token list's wire bytes (see `hashes`).
 
         Returns:
             The digests of the full chunks (empty when there is none: the job then finishes with 0).
         """
         session = self.get(request_id)
         with session.lock:
-            digests = session.chain.hashes(tokens, 0, end)
+            self._seed(session, tokens, end, content, (grid.model_name, grid.cache_salt))
+            digests = session.chain.hashes(tokens, 0, end, content)
             session.lookup = grid
             session.lookup_chunks = len(digests)
             session.hit_chunks = None

@@ -31,7 +31,9 @@ def _layers(shape: tuple[int, ...], count: int, dtype: torch.dtype, seed: int) -
     return [torch.randn(shape, generator=gen).to(dtype) for _ in range(count)]
 
 
-def _layout(layers: list[torch.Tensor], hint: str, groups: list[EngineGroup] | None = None) -> RegisteredLayout:
+def _layout(
+    layers: list[torch.Tensor], hint: str, groups: list[EngineGroup] | None = None
+) -> RegisteredLayout:
     specs = [
         TensorSpec(str(t.dtype).removeprefix("torch."), tuple(t.shape), tuple(t.stride()), 0) for t in layers
     ]
@@ -101,7 +103,9 @@ def _block_ids(count: int, pattern: str, seed: int) -> list[int]:
 @pytest.mark.parametrize("name", sorted(SHAPES))
 @pytest.mark.parametrize("ids_pattern", ["ascending", "scattered", "mixed"])
 @pytest.mark.parametrize("extent_pattern", ["packed", "gapped", "reversed", "uneven"])
-def test_gather_matches_reference_and_scatter_restores(name: str, ids_pattern: str, extent_pattern: str) -> None:
+def test_gather_matches_reference_and_scatter_restores(
+    name: str, ids_pattern: str, extent_pattern: str
+) -> None:
     shape, hint = SHAPES[name]
     layers = _layers(shape, 3, torch.float16, seed=hash((name, ids_pattern)) % 1000)
     layout = _layout(layers, hint)

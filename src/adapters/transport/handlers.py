@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.transfer.chunk_codec import decode_chunks, encode_chunks
+from lmcache.adapters.transport.wire_tokens import WireTokens
 from lmcache.adapters.transport.wire_types import (
     PrepareRetrieveResponse,
     PrepareStoreResponse,
@@ -35,17 +36,19 @@ logger = logging.getLogger("lmcache.handlers")
 
 
 def request_key(key: CacheKey) -> RequestKey:
-    """The engine's view of a wire key."""
+    """The engine's view of a wire key (with the token list's wire bytes when the server decoded it)."""
+    tokens = key.token_ids
     return RequestKey(
         key.model_name,
         key.world_size,
         key.worker_id,
-        key.token_ids,
+        tokens,
         key.start,
         key.end,
         key.request_id,
         key.cache_salt,
         key.num_kv_readers,
+        tokens.content if isinstance(tokens, WireTokens) else None,
     )
 
 

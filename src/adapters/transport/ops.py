@@ -13,7 +13,6 @@ import msgspec
 
 from lmcache.adapters.transport.wire_types import (
     BlockAllocationRecord,
-    CacheKey,
     EngineGroupInfo,
     EngineType,
     KVEventBatch,
@@ -21,6 +20,7 @@ from lmcache.adapters.transport.wire_types import (
     PrepareStoreResponse,
     RegisterEngineDrivenContextPayload,
     RegisterEngineDrivenContextResponse,
+    WireCacheKey,
 )
 
 Pool = Literal["sync", "aff", "cpu", "stream"]
@@ -48,7 +48,7 @@ def _typed(kind: Any) -> msgspec.msgpack.Decoder[Any]:
 INT, BOOL = _Coerce(int), _Coerce(bool)
 STR, FLOAT, BYTES = _typed(str), _typed(float), _typed(bytes)
 OPT_INT = _typed(int | None)
-KEY = _typed(CacheKey)
+KEY = _typed(WireCacheKey)
 BLOCK_IDS = _typed(list[list[int]])
 WRAPPERS = _typed(list[msgspec.msgpack.Ext])
 ENGINE_TYPE = _typed(EngineType)

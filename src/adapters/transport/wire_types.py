@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from lmcache.adapters.transport.wire_tokens import WireTokens
 from lmcache.domain.keys import InvalidKeyError, validate_cache_salt
 
 EngineType = Literal["vllm", "atom", "sglang", "trtllm", "mock"]
@@ -34,6 +35,20 @@ class CacheKey(msgspec.Struct):
             validate_cache_salt(self.cache_salt)
         except InvalidKeyError as exc:
             raise ValueError(str(exc)) from exc
+
+
+class WireCacheKey(CacheKey):
+    """A `CacheKey` as the server decodes it: `token_ids` stays the wire's msgpack array (`WireTokens`).
+
+    The lookup path then never builds the Python ints of a token list it has seen before; anything that
+    reads `token_ids` gets them through the `Sequence` interface. Only decoded, never encoded.
+    """
+
+    token_ids: msgspec.Raw  # type: ignore[assignment]  # replaced by WireTokens in __post_init__
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.token_ids = WireTokens(bytes(self.token_ids))  # type: ignore[assignment]
 
 
 class EngineGroupInfo(msgspec.Struct, frozen=True):
