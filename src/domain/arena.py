@@ -7,12 +7,20 @@ runs, indexed three ways so every operation is O(1) amortised (TLSF-like, no sca
 - `_classes[k]` holds the runs whose size in alignment units has bit length k, and the bitmask
   `_nonempty` finds the smallest class that surely fits (`1 << k` and up) with one bit trick.
 Within the request's own class a few runs are tried first (good fit), then a surely-fitting larger run is
-split. Not thread-safe: the L1 manager calls it under its lock.
+split. `alloc_many` carves a request's chunks out of one run (one search and split for the batch, and
+back-to-back extents that the KV copies move in one strided call).
+
+Memory per live extent is one `_allocated` slot keyed by its byte offset (to refuse bad or double frees);
+sizes are interned, so a million equal-sized objects share one int. Not thread-safe: the L1 manager calls
+it under its lock.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _OWN_CLASS_TRIES = 8
 
@@ -50,7 +58,8 @@ class ArenaAllocator:
         self._shift = align_bytes.bit_length() - 1
         self.total_bytes = (total_bytes >> self._shift) << self._shift
         self.used_bytes = 0
-        self._allocated: dict[int, int] = {}  # offset -> size (units), to refuse bad or double frees
+        self._allocated: dict[int, int] = {}  # offset -> size (bytes), to refuse bad or double frees
+        self._sizes: dict[int, int] = {}  # units -> bytes: one shared int per distinct size
         self._free_start: dict[int, int] = {}  # run start (units) -> run length (units)
         self._free_end: dict[int, int] = {}  # run end (units) -> run start (units)
         self._classes: list[dict[int, int]] = [{} for _ in range(64)]
@@ -79,9 +88,39 @@ class ArenaAllocator:
         self._remove_run(start, length)
         if length > units:
             self._add_run(start + units, length - units)
-        self._allocated[start] = units
-        self.used_bytes += units << self._shift
-        return Extent(start << self._shift, units << self._shift)
+        nbytes = self._size_of(units)
+        offset = start << self._shift
+        self._allocated[offset] = nbytes
+        self.used_bytes += nbytes
+        return Extent(offset, nbytes)
+
+    def alloc_many(self, size: int, count: int) -> list[Extent]:
+        """`count` back-to-back extents of `size` bytes from one free run, or [] when no run holds them all.
+
+        The caller falls back to `alloc` per extent (which may then find room in several runs).
+        """
+        if size <= 0:
+            raise ValueError(f"size must be > 0, got {size}")
+        units = (size + self.align - 1) >> self._shift
+        found = self._find_run(units * count) if count > 0 else None
+        if found is None:
+            return []
+        start, length = found
+        self._remove_run(start, length)
+        if length > units * count:
+            self._add_run(start + units * count, length - units * count)
+        nbytes = self._size_of(units)
+        first = start << self._shift
+        offsets = list(range(first, first + count * nbytes, nbytes))  # one int each, shared with the index
+        self._allocated.update(dict.fromkeys(offsets, nbytes))
+        self.used_bytes += count * nbytes
+        return [Extent(offset, nbytes) for offset in offsets]
+
+    def _size_of(self, units: int) -> int:
+        nbytes = self._sizes.get(units)
+        if nbytes is None:
+            nbytes = self._sizes[units] = units << self._shift
+        return nbytes
 
     def free(self, extent: Extent) -> None:
         """Return an extent, merging it with free neighbours.
@@ -89,13 +128,45 @@ class ArenaAllocator:
         Raises:
             ValueError: When the extent was not allocated by this arena (or is freed twice).
         """
-        start = extent.offset >> self._shift
-        units = self._allocated.get(start)
-        if units is None or units << self._shift != extent.size:
-            raise ValueError(f"extent {extent} is not allocated in this arena")
-        del self._allocated[start]
-        self.used_bytes -= extent.size
-        end = start + units
+        self.free_at(extent.offset, extent.size)
+
+    def free_many(self, extents: Iterable[tuple[int, int]]) -> None:
+        """Free `(offset, size)` pairs: checked one by one, then coalesced into runs and returned per run.
+
+        Eviction takes a cold stretch of back-to-back objects, so sorting first lets one run's worth of
+        objects cost one free-list update instead of one each.
+
+        Raises:
+            ValueError: When a pair was not allocated by this arena (nothing is freed then).
+        """
+        pairs = sorted(extents)
+        allocated = self._allocated
+        for offset, size in pairs:
+            if allocated.get(offset) != size:
+                raise ValueError(f"extent {Extent(offset, size)} is not allocated in this arena")
+        run_start = run_end = -1
+        for offset, size in pairs:
+            del allocated[offset]
+            self.used_bytes -= size
+            if offset == run_end:
+                run_end += size
+                continue
+            if run_end >= 0:
+                self._release(run_start >> self._shift, run_end >> self._shift)
+            run_start, run_end = offset, offset + size
+        if run_end >= 0:
+            self._release(run_start >> self._shift, run_end >> self._shift)
+
+    def free_at(self, offset: int, size: int) -> None:
+        """`free(Extent(offset, size))` without building the tuple (the L1 index keeps the two ints)."""
+        if self._allocated.get(offset) != size:
+            raise ValueError(f"extent {Extent(offset, size)} is not allocated in this arena")
+        del self._allocated[offset]
+        self.used_bytes -= size
+        self._release(offset >> self._shift, (offset + size) >> self._shift)
+
+    def _release(self, start: int, end: int) -> None:
+        """Add the free units `[start, end)`, merged with the free runs either side."""
         before = self._free_end.get(start)
         if before is not None:
             self._remove_run(before, start - before)

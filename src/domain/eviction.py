@@ -3,11 +3,14 @@
 A policy only orders keys; the L1 manager decides what is evictable (never a locked or half-written
 object) and removes what the policy proposes. Policies are not thread-safe: the manager calls them
 under its lock.
+
+The orders are plain dicts (insertion-ordered; a touch re-inserts at the end): half the memory of an
+OrderedDict per object (42 vs 91 bytes, `benchmarks/storage_engine.py`), and the coldest keys are the
+first ones iterated.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ class EvictionPolicy(Protocol):
 
 
 def _take_cold(
-    lru: OrderedDict[ObjectKey, int],
+    lru: dict[ObjectKey, int],
     target: int,
     evictable: Callable[[ObjectKey], bool],
     out: list[ObjectKey],
@@ -63,20 +66,21 @@ class LruPolicy:
     """One least-recently-used order over every ready object."""
 
     def __init__(self) -> None:
-        self._lru: OrderedDict[ObjectKey, int] = OrderedDict()
+        self._lru: dict[ObjectKey, int] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
 
     def admit(self, key: ObjectKey, size: int) -> None:
         """Insert as most recently used."""
+        self._lru.pop(key, None)
         self._lru[key] = size
-        self._lru.move_to_end(key)
 
     def touch(self, key: ObjectKey) -> None:
         """Move to the most recently used end."""
-        if key in self._lru:
-            self._lru.move_to_end(key)
+        size = self._lru.pop(key, None)
+        if size is not None:
+            self._lru[key] = size
 
     def remove(self, key: ObjectKey) -> None:
         """Forget the key."""
@@ -102,7 +106,7 @@ class IsolatedLruPolicy:
 
     def __init__(self, quotas: QuotaTable) -> None:
         self._quotas = quotas
-        self._lrus: dict[str, OrderedDict[ObjectKey, int]] = {}
+        self._lrus: dict[str, dict[ObjectKey, int]] = {}
         self._bytes: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -110,7 +114,7 @@ class IsolatedLruPolicy:
 
     def admit(self, key: ObjectKey, size: int) -> None:
         """Insert into the salt's LRU as most recently used."""
-        lru = self._lrus.setdefault(key.cache_salt, OrderedDict())
+        lru = self._lrus.setdefault(key.cache_salt, {})
         old = lru.pop(key, 0)
         lru[key] = size
         self._bytes[key.cache_salt] = self._bytes.get(key.cache_salt, 0) - old + size
@@ -119,7 +123,7 @@ class IsolatedLruPolicy:
         """Move to the most recently used end of its salt's LRU."""
         lru = self._lrus.get(key.cache_salt)
         if lru is not None and key in lru:
-            lru.move_to_end(key)
+            lru[key] = lru.pop(key)
 
     def remove(self, key: ObjectKey) -> None:
         """Forget the key."""

@@ -173,7 +173,18 @@ class L1Core:
 
     def _evictable(self, key: ObjectKey) -> bool:
         entry = self._entries.get(key)
-        return entry is not None and entry.ready and (entry.readers == 0 or entry.deadline <= self._now)
+        if entry is None:
+            return False
+        state = entry.state  # Entry's packing: readers << 2 | temporary << 1 | ready
+        return bool(state & 1) and (state < 4 or entry.deadline <= self._now)
+
+    def _alloc_batch(self, sizes: list[int], evicted: list[tuple[ObjectKey, int]]) -> list[Extent | None]:
+        """Extents for `sizes`: back to back from one run when equal and they fit, else one by one."""
+        if len(sizes) > 1 and sizes.count(sizes[0]) == len(sizes):
+            extents: list[Extent | None] = list(self.arena.alloc_many(sizes[0], len(sizes)))
+            if extents:
+                return extents
+        return [self._alloc(size, evicted) for size in sizes]
 
     def _alloc(self, size: int, evicted: list[tuple[ObjectKey, int]]) -> Extent | None:
         extent = self.arena.alloc(size)
@@ -194,13 +205,13 @@ class L1Core:
         return self._free_memory(key, entry)
 
     def _free_memory(self, key: ObjectKey, entry: Entry) -> int:
-        self.arena.free(entry.extent)
-        left = self._salt_bytes[key.cache_salt] - entry.extent.size
+        self.arena.free_at(entry.offset, entry.size)
+        left = self._salt_bytes[key.cache_salt] - entry.size
         if left:
             self._salt_bytes[key.cache_salt] = left
         else:
             del self._salt_bytes[key.cache_salt]
-        return entry.extent.size
+        return entry.size
 
     def _retire(self, key: ObjectKey, entry: Entry) -> int:
         """Take a held entry out of the index; its memory stays until the holder lets go (module doc)."""
@@ -208,7 +219,7 @@ class L1Core:
         if entry.ready:
             self.policy.remove(key)
         self._retired[key] = entry
-        return entry.extent.size
+        return entry.size
 
     def _release_retired(self, key: ObjectKey) -> None:
         self._free_memory(key, self._retired.pop(key))
@@ -219,13 +230,27 @@ class L1Core:
     def _remove_all(
         self, keys: Iterable[ObjectKey], reason: EvictionReason, *, retire_held: bool = False
     ) -> tuple[int, int]:
-        removed = []
+        """Take `keys` out of the index; their memory goes back to the arena in one sorted pass."""
+        removed: list[tuple[ObjectKey, int]] = []
+        freed: list[tuple[int, int]] = []
+        salts = self._salt_bytes
+        entries, policy = self._entries, self.policy
         for key in keys:
-            entry = self._entries[key]
+            entry = entries[key]
             if retire_held and self._held(entry):
                 removed.append((key, self._retire(key, entry)))
-            else:
-                removed.append((key, self._free(key, entry)))
+                continue
+            del entries[key]
+            if entry.state & 1:
+                policy.remove(key)
+            freed.append((entry.offset, entry.size))
+            salts[key.cache_salt] -= entry.size
+            removed.append((key, entry.size))
+        if freed:
+            self.arena.free_many(freed)
+            for salt in {key.cache_salt for key, _ in removed}:
+                if salts.get(salt) == 0:
+                    del salts[salt]
         self._publish_removed(removed, reason)
         return len(removed), sum(size for _, size in removed)
 

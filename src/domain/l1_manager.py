@@ -63,36 +63,52 @@ class L1Manager(L1Core):
             or when no room could be made (an `AllocationFailed` event then says so).
         """
         per_key = [sizes] * len(keys) if isinstance(sizes, int) else list(sizes)
-        out: list[Extent | None] = []
+        out: list[Extent | None] = [None] * len(keys)
         evicted: list[tuple[ObjectKey, int]] = []
         reserved: list[ObjectKey] = []
         with self._lock:
             now = self._tick()
             deadline = now + self.write_ttl_s
-            for key, size in zip(keys, per_key, strict=True):
-                entry = self._entries.get(key)
-                if entry is not None and not (not entry.ready and entry.deadline <= now):
-                    out.append(None)
-                    continue
-                retired = self._retired.get(key)
-                if retired is not None:
-                    if retired.deadline > now:  # its old writer or readers still use the memory
-                        out.append(None)
-                        continue
-                    self._release_retired(key)
-                if entry is not None:
-                    self._drop_write(key, entry, expired=True)
-                extent = self._alloc(size, evicted)
+            wanted = self._reservable(keys, now)
+            extents = self._alloc_batch([per_key[i] for i in wanted], evicted)
+            entries, salts = self._entries, self._salt_bytes
+            for i, extent in zip(wanted, extents, strict=True):
+                key = keys[i]
                 if extent is None:
-                    self._events.publish(AllocationFailed(key, size))
-                else:
-                    self._entries[key] = Entry(extent, deadline)
-                    reserved.append(key)
-                    self._salt_bytes[key.cache_salt] = self._salt_bytes.get(key.cache_salt, 0) + extent.size
-                out.append(extent)
+                    self._events.publish(AllocationFailed(key, per_key[i]))
+                    continue
+                entries[key] = Entry(extent.offset, extent.size, deadline)
+                reserved.append(key)
+                salts[key.cache_salt] = salts.get(key.cache_salt, 0) + extent.size
+                out[i] = extent
             self._deadlines.push(deadline, tuple(reserved), self._is_current)
             self._publish_removed(evicted, EvictionReason.ON_DEMAND)
         return out
+
+    def _reservable(self, keys: Sequence[ObjectKey], now: float) -> list[int]:
+        """Positions of the keys that may be reserved now, each key once.
+
+        A key may be reserved when absent, when its reservation expired (dropped here) or when it was
+        retired and its holders let go (its memory is released here).
+        """
+        wanted: list[int] = []
+        seen: set[ObjectKey] = set()
+        for i, key in enumerate(keys):
+            if key in seen:
+                continue
+            seen.add(key)
+            entry = self._entries.get(key)
+            if entry is not None and (entry.ready or entry.deadline > now):
+                continue
+            retired = self._retired.get(key)
+            if retired is not None:
+                if retired.deadline > now:  # its old writer or readers still use the memory
+                    continue
+                self._release_retired(key)
+            if entry is not None:
+                self._drop_write(key, entry, expired=True)
+            wanted.append(i)
+        return wanted
 
     def finish(self, keys: Iterable[ObjectKey], read_locks: int = 0, temporary: bool = False) -> list[bool]:
         """Commit reserved writes: they become visible (ready), optionally read-locked at once.
@@ -120,13 +136,10 @@ class L1Manager(L1Core):
                     self._drop_write(key, entry, expired=True)
                     out.append(False)
                     continue
-                entry.ready = True
-                entry.temporary = temporary
-                entry.readers = read_locks
-                entry.deadline = now + self.read_ttl_s if read_locks else 0.0
-                self.policy.admit(key, entry.extent.size)
+                entry.commit(read_locks, temporary, now + self.read_ttl_s if read_locks else 0.0)
+                self.policy.admit(key, entry.size)
                 committed.append(key)
-                nbytes += entry.extent.size
+                nbytes += entry.size
                 out.append(True)
             if committed:
                 if read_locks:
@@ -318,7 +331,7 @@ class L1Manager(L1Core):
                     cache_salt is None or key.cache_salt == cache_salt
                 ):
                     live = entry.readers if entry.ready and entry.deadline > now else 0
-                    out.append(ObjectInfo(key, entry.extent.size, entry.ready, live))
+                    out.append(ObjectInfo(key, entry.size, entry.ready, live))
                     if len(out) == limit:
                         break
             nxt = cursor + scanned

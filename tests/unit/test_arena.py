@@ -78,3 +78,30 @@ def test_random_alloc_free_keeps_accounting_consistent() -> None:
         arena.free(ext)
     stats = arena.stats()
     assert stats.used_bytes == 0 and stats.largest_free == arena.total_bytes and stats.fragmentation == 0.0
+
+
+def test_alloc_many_carves_back_to_back_extents_from_one_run() -> None:
+    arena = ArenaAllocator(16 * 64, 64)
+    first = arena.alloc(64)
+    batch = arena.alloc_many(100, 5)  # rounded up to 128 each
+    assert first is not None and len(batch) == 5
+    assert [e.offset for e in batch] == [64 + 128 * i for i in range(5)]
+    assert all(e.size == 128 for e in batch) and len({id(e.size) for e in batch}) == 1  # one shared int
+    assert arena.used_bytes == 64 + 5 * 128
+    assert arena.alloc_many(64, 10) == []  # 5 units left in one run: no run holds ten
+    assert arena.used_bytes == 64 + 5 * 128  # nothing taken by the refusal
+
+
+def test_free_many_coalesces_and_refuses_atomically() -> None:
+    arena = ArenaAllocator(16 * 64, 64)
+    extents = arena.alloc_many(64, 16)
+    with pytest.raises(ValueError, match="not allocated"):
+        arena.free_many([(e.offset, e.size) for e in extents[:4]] + [(4096, 64)])
+    assert arena.used_bytes == 16 * 64  # the bad pair refused the whole call
+    arena.free_many([(e.offset, e.size) for e in reversed(extents[2:10])])
+    stats = arena.stats()
+    assert stats.used_bytes == 8 * 64 and stats.largest_free == 8 * 64 and stats.fragmentation == 0.0
+    arena.free_many([(e.offset, e.size) for e in extents[:2] + extents[10:]])
+    assert arena.stats().largest_free == arena.total_bytes and arena.stats().extents == 0
+    with pytest.raises(ValueError, match="not allocated"):
+        arena.free_many([(extents[0].offset, 64)])

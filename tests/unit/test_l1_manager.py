@@ -213,3 +213,23 @@ def test_delete_of_a_key_named_twice_removes_it_once() -> None:
     put(l1, key(2))
     assert l1.delete([key(1), key(1), key(2)]) == 2
     assert not l1.contains(key(1)) and not l1.contains(key(2))
+
+
+def test_a_batch_is_reserved_back_to_back_and_a_key_named_twice_once() -> None:
+    l1, _, _ = make_l1(slots=16)
+    keys = [key(i) for i in range(4)]
+    extents = l1.reserve([*keys, keys[1]], ALIGN)
+    assert extents[4] is None  # the repeat of keys[1] in the same batch
+    assert [e.offset for e in extents[:4] if e is not None] == [0, ALIGN, 2 * ALIGN, 3 * ALIGN]
+    assert l1.stats().used_bytes == 4 * ALIGN and l1.object_count == 4
+    assert l1.finish(keys) == [True] * 4
+
+
+def test_a_batch_that_fits_no_single_run_is_placed_piece_by_piece_with_eviction() -> None:
+    l1, _, events = make_l1(slots=4)
+    put(l1, *[key(i) for i in range(4)])
+    l1.delete([key(1), key(3)])  # two holes, no run of two
+    extents = l1.reserve([key(10), key(11), key(12)], ALIGN)  # the third evicts the coldest object
+    assert all(e is not None for e in extents)
+    assert sorted(e.offset for e in extents if e is not None) == [0, ALIGN, 3 * ALIGN]
+    assert [k for e in events.of_type(L1Removed) for k in e.keys][-1] == key(0)
