@@ -80,6 +80,7 @@ class HttpServices:
         started_at: Wall-clock start time (seconds since the epoch), for `/`.
         events: Where the routes publish the storage events they cause (L2 deletes: the coordinator's
             event reporter and telemetry listen there); None drops them.
+        status_extras: More top-level `/status` fields (CacheBlend's), read per request; None adds none.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class HttpServices:
         metrics: MetricsSource | None = None,
         started_at: float = 0.0,
         events: EventSink | None = None,
+        status_extras: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         if len(l2_types) != len(l2_adapters):
             raise ValueError("l2_types must name every L2 adapter")
@@ -118,3 +120,4 @@ class HttpServices:
         self.metrics = metrics
         self.started_at = started_at
         self.events: EventSink = events if events is not None else NullEventSink()
+        self.status_extras = status_extras
