@@ -149,7 +149,7 @@ def _meta(spec: RopeSpec, mscales: list[float], groups: Sequence[Any]) -> dict[s
         "group_head_size": list(spec.group_head_size),
         "kv_quant": spec.kv_quant,
         "caches": [
-            {"max_position": c.max_position, "rot_dim": c.rot_dim, "dtype": c.dtype, "mscale": round(m, 6)}
+            {"max_position": c.max_position, "rot_dim": c.rot_dim, "dtype": c.dtype, "mscale": round(m, 4)}
             for c, m in zip(spec.caches, mscales, strict=True)
         ],
         "rotated_kernel_groups": [g.kernel_group for g in groups if g.cache >= 0],
