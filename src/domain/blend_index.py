@@ -58,7 +58,7 @@ class FingerprintIndex:
         max_entries: Registrations kept at most; the oldest go first beyond it.
     """
 
-    def __init__(self, chunk_size: int, probe: FingerprintProbe, max_entries: int = 1 << 21) -> None:
+    def __init__(self, chunk_size: int, probe: FingerprintProbe, max_entries: int = 1 << 20) -> None:
         if chunk_size < 1 or max_entries < 1:
             raise ValueError("chunk_size and max_entries must be >= 1")
         self.chunk_size = chunk_size

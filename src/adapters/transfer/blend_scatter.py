@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmcache.adapters.transfer.cpu_kv import torch_dtype
-from lmcache.adapters.transfer.rope_math import FP8_FLAVOURS, rotate_window, rotation_factors
+from lmcache.adapters.transfer.rope_math import FP8_FLAVOURS, WindowRotator, rotation_factors
 from lmcache.domain.kv_layout import KVFormat
 from lmcache.ports.blend import ScatterStats
 
@@ -103,6 +103,7 @@ class CpuBlendScatter:
         self._targets = [[_targets(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
         self._offsets = torch.arange(layout.chunk_size, dtype=torch.int64)
+        self._rotators: dict[int, tuple[WindowRotator, torch.Tensor]] = {}
 
     # ----------------------------------------------------------------- checks
     def check(self, items: Sequence[ScatterItem], block_ids: Sequence[Sequence[int]]) -> None:
@@ -164,6 +165,16 @@ class CpuBlendScatter:
         raw = self._arena.narrow(0, item.extent.offset + group.offset, group.nbytes)
         return raw.view(dtype).view(group.shape)
 
+    def _rotator(self, rot: GroupRotation, tokens: int) -> tuple[WindowRotator, torch.Tensor]:
+        """The group's rotator and K scratch rows (made once, reused by every scatter)."""
+        cached = self._rotators.get(rot.kernel_group)
+        if cached is None:
+            group = self._layout.groups[rot.kernel_group]
+            scratch = torch.empty((tokens, group.geometry.width), dtype=self._dtypes[rot.kernel_group])
+            cached = (WindowRotator((tokens, rot.heads, rot.rot_dim), self._plan.neox), scratch)
+            self._rotators[rot.kernel_group] = cached
+        return cached
+
     def _write_group(
         self,
         obj: torch.Tensor,
@@ -175,33 +186,30 @@ class CpuBlendScatter:
         turn: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> int:
         rotated = 0
-        scratch = torch.empty_like(obj[0, 0]) if turn is not None else None
+        tokens = obj.shape[2]
+        fp8 = FP8_FLAVOURS.get(rot.fp8) if rot.fp8 else None
+        whole = rot.offset == 0 and rot.rot_dim == rot.head_stride
+        window = slice(rot.offset, rot.offset + rot.rot_dim)
+        if turn is not None:
+            rotator, scratch = self._rotator(rot, tokens)
+            prepared = rotator.prepare(*turn)
+            scratch_window = scratch.view(tokens, rot.heads, rot.head_stride)[..., window]
         for j, planes in enumerate(targets):
             for p, target in enumerate(planes):
                 src = obj[p, j]
-                if p == 0 and turn is not None and scratch is not None:
-                    self._rotate(src, scratch, rot, turn)
+                if p == 0 and turn is not None:
+                    if not whole:
+                        scratch.copy_(src)
+                    rotator.rotate(
+                        src.view(tokens, rot.heads, rot.head_stride)[..., window],
+                        scratch_window,
+                        prepared,
+                        fp8,
+                    )
                     rotated += src.numel() * src.element_size()
                     src = scratch
                 _write(target, src, blocks, flat, slots)
         return rotated
-
-    def _rotate(
-        self,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        rot: GroupRotation,
-        turn: tuple[torch.Tensor, torch.Tensor],
-    ) -> None:
-        tokens = src.shape[0]
-        whole = rot.offset == 0 and rot.rot_dim == rot.head_stride
-        if not whole:
-            dst.copy_(src)
-        window = slice(rot.offset, rot.offset + rot.rot_dim)
-        s = src.view(tokens, rot.heads, rot.head_stride)[..., window]
-        d = dst.view(tokens, rot.heads, rot.head_stride)[..., window]
-        fp8 = FP8_FLAVOURS.get(rot.fp8) if rot.fp8 else None
-        rotate_window(s, d, turn[0], turn[1], self._plan.neox, fp8)
 
     # ---------------------------------------------------------------- misc
     def describe(self) -> Mapping[str, Any]:
@@ -212,6 +220,7 @@ class CpuBlendScatter:
         """Drop the views and unmap the caches' segments; idempotent."""
         self._targets = []
         self._caches = []
+        self._rotators = {}
         closers, self._closers = self._closers, []
         for closer in closers:
             close = getattr(closer, "close", None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ("FP8_FLAVOURS", "mscale", "rotate_window", "rotation_factors", "strip_mscale")
+__all__ = ("FP8_FLAVOURS", "WindowRotator", "mscale", "rotate_window", "rotation_factors", "strip_mscale")
 
 FP8_FLAVOURS: dict[str, torch.dtype] = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 _MSCALE_TOLERANCE = 1e-3
@@ -47,11 +47,58 @@ def rotation_factors(
     return cn * co + sn * so, sn * co - cn * so
 
 
-def _pairs(t: torch.Tensor, neox: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if neox:
-        half = t.shape[-1] // 2
-        return t[..., :half], t[..., half:]
-    return t[..., 0::2], t[..., 1::2]
+class WindowRotator:
+    """Re-rotates `[tokens, heads, rot_dim]` windows in two preallocated fp32 buffers.
+
+    Reusing the buffers keeps the math in cache: a fresh 1 MiB tensor per layer page-faults and costs
+    more than the arithmetic. NeoX takes three ops on a `[tokens, heads, 2, half]` view (one full
+    multiply by cos, two half-width multiply-adds by sin); GPT-J's neighbours are complex numbers, so it
+    is one complex multiply. Not thread-safe: one per scatter and shape.
+
+    Args:
+        shape: `(tokens, heads, rot_dim)`.
+        neox: NeoX halves (True) or GPT-J neighbours (False).
+    """
+
+    def __init__(self, shape: tuple[int, ...], neox: bool) -> None:
+        tokens, heads, rot = shape
+        self.shape, self.neox, self.half = tuple(shape), neox, rot // 2
+        self.work = torch.empty(shape)
+        self.out = torch.empty(shape)
+        if neox:
+            self._w4 = self.work.view(tokens, heads, 2, self.half)
+            self._o4 = self.out.view(tokens, heads, 2, self.half)
+        else:
+            self._wz = torch.view_as_complex(self.work.view(tokens, heads, self.half, 2))
+            self._oz = torch.view_as_complex(self.out.view(tokens, heads, self.half, 2))
+
+    def prepare(self, cos_d: torch.Tensor, sin_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The factors shaped for this rotator (computed once per chunk, shared by every layer)."""
+        tokens = cos_d.shape[0]
+        if self.neox:
+            return cos_d.reshape(tokens, 1, 1, self.half), sin_d.reshape(tokens, 1, self.half)
+        turn = torch.complex(cos_d.contiguous(), sin_d.contiguous()).reshape(tokens, 1, self.half)
+        return turn, turn
+
+    def rotate(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        factors: tuple[torch.Tensor, torch.Tensor],
+        fp8: torch.dtype | None = None,
+    ) -> None:
+        """Write `src` re-rotated into `dst` (same shape as the rotator, any strides, same dtype)."""
+        if fp8 is not None:  # uint8 holding fp8: decode and encode through the float8 dtype
+            src, dst = src.view(fp8), dst.view(fp8)
+        self.work.copy_(src)
+        if self.neox:
+            c, s = factors
+            torch.mul(self._w4, c, out=self._o4)
+            self._o4[:, :, 0].addcmul_(self._w4[:, :, 1], s, value=-1.0)
+            self._o4[:, :, 1].addcmul_(self._w4[:, :, 0], s)
+        else:
+            torch.mul(self._wz, factors[0], out=self._oz)
+        dst.copy_(self.out)
 
 
 def rotate_window(
@@ -62,7 +109,7 @@ def rotate_window(
     neox: bool,
     fp8: torch.dtype | None = None,
 ) -> None:
-    """Write the re-rotated `src` into `dst` (same shape `[tokens, heads, rot_dim]`, may be views).
+    """One-off `WindowRotator` call: `dst` = `src` (`[tokens, heads, rot_dim]`) moved by the factors.
 
     Args:
         src: The rotary window of K as stored (float, float8, or uint8 holding `fp8`).
@@ -72,19 +119,5 @@ def rotate_window(
         neox: NeoX halves (True) or GPT-J neighbours (False).
         fp8: The float8 dtype a uint8 `src` encodes, else None.
     """
-    if fp8 is not None:
-        src = src.view(fp8)
-    work = src.float()
-    x, y = _pairs(work, neox)
-    c = cos_d.unsqueeze(1)
-    s = sin_d.unsqueeze(1)
-    out = torch.empty_like(work)
-    ox, oy = _pairs(out, neox)
-    torch.mul(x, c, out=ox)
-    ox.addcmul_(y, s, value=-1.0)
-    torch.mul(y, c, out=oy)
-    oy.addcmul_(x, s)
-    if fp8 is not None:
-        dst.copy_(out.to(fp8).view(dst.dtype))
-    else:
-        dst.copy_(out)
+    rotator = WindowRotator(tuple(src.shape), neox)
+    rotator.rotate(src, dst, rotator.prepare(cos_d, sin_d), fp8)
