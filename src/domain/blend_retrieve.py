@@ -76,6 +76,7 @@ class BlendRetriever:
         self._events: EventSink = events if events is not None else NullEventSink()
         self._guard_lock = threading.Lock()
         self._applied: collections.OrderedDict[tuple[str, int], set[_Applied]] = collections.OrderedDict()
+        self._workers_of: dict[str, set[int]] = {}  # request_id -> worker ids with guard entries
 
     def retrieve(
         self,
@@ -169,14 +170,23 @@ class BlendRetriever:
         with self._guard_lock:
             self._applied.setdefault(guard_key, set()).update(entries)
             self._applied.move_to_end(guard_key)
+            self._workers_of.setdefault(guard_key[0], set()).add(guard_key[1])
             while len(self._applied) > _GUARD_KEYS_PER_RANK * max(1, world_size):
-                self._applied.popitem(last=False)
+                (rid, worker), _ = self._applied.popitem(last=False)
+                self._drop_worker(rid, worker)
+
+    def _drop_worker(self, request_id: str, worker_id: int) -> None:
+        workers = self._workers_of.get(request_id)
+        if workers is not None:
+            workers.discard(worker_id)
+            if not workers:
+                del self._workers_of[request_id]
 
     def forget(self, request_id: str) -> None:
-        """Drop the repeat guard's entries of a finished request."""
+        """Drop the repeat guard's entries of a finished request (end_session)."""
         with self._guard_lock:
-            for guard_key in [k for k in self._applied if k[0] == request_id]:
-                del self._applied[guard_key]
+            for worker_id in self._workers_of.pop(request_id, ()):
+                self._applied.pop((request_id, worker_id), None)
 
     def _scatter(
         self,

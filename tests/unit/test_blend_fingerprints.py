@@ -108,3 +108,14 @@ def test_token_ids_must_be_unsigned_32_bit() -> None:
         NumpyFingerprintProbe().rolling([1, -1, 2], 2)
     with pytest.raises(TokenError):
         NumpyFingerprintProbe().chunk_fingerprints([1 << 32, 1], 2)
+
+
+def test_prompts_longer_than_the_kept_power_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmcache.adapters.transfer.fingerprint_numpy as module
+
+    monkeypatch.setattr(module, "_KEPT_POWERS", 64)
+    probe = NumpyFingerprintProbe()
+    tokens = list(range(300))
+    assert _rolling(probe, tokens, 16) == rolling_fingerprints(tokens, 16)
+    assert len(probe._pow) <= 64  # the long query's tables were not kept
+    assert _rolling(probe, tokens[:40], 16) == rolling_fingerprints(tokens[:40], 16)

@@ -144,3 +144,12 @@ def _failing(check: str = "", scatter: bool = False):  # type: ignore[no-untyped
     from tests.fakes.blend import RecordingScatter
 
     return RecordingScatter(fail_check=check, fail_scatter=scatter)
+
+
+def test_end_session_forgets_the_repeat_guard() -> None:
+    blend, matches = _setup()
+    scatter = blend.register_rope()
+    assert blend.retriever.retrieve(_key(), matches, [[10, 11, 12, 13]], 1).ok
+    blend.retriever.forget("q")
+    assert blend.retriever.retrieve(_key(), matches, [[10, 11, 12, 13]], 1).ok  # fresh locks, re-scattered
+    assert len(scatter.calls) == 2 and _readers(blend) == [0, 0]

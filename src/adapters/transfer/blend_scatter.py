@@ -11,6 +11,7 @@ keeps the fp32 rotation in cache (one layer of a 256-token chunk is 0.5 MiB of f
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ class CpuBlendScatter:
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
         self._offsets = torch.arange(layout.chunk_size, dtype=torch.int64)
         self._rotators: dict[int, tuple[WindowRotator, torch.Tensor]] = {}
+        self._lock = threading.Lock()  # the rotators' buffers are shared by every scatter of this instance
 
     # ----------------------------------------------------------------- checks
     def check(self, items: Sequence[ScatterItem], block_ids: Sequence[Sequence[int]]) -> None:
@@ -138,6 +140,10 @@ class CpuBlendScatter:
     # ---------------------------------------------------------------- scatter
     def scatter(self, items: Sequence[ScatterItem], block_ids: Sequence[Sequence[int]]) -> ScatterStats:
         """Write every item; see the module docstring."""
+        with self._lock:
+            return self._scatter(items, block_ids)
+
+    def _scatter(self, items: Sequence[ScatterItem], block_ids: Sequence[Sequence[int]]) -> ScatterStats:
         written = rotated = 0
         factors: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         for group, rot, targets, dtype in zip(

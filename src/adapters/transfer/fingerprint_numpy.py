@@ -30,6 +30,7 @@ _U32 = "I" if array.array("I").itemsize == 4 else "L"
 _SLOTS_PER_ENTRY = 32
 _MIN_BITS, _MAX_BITS = 16, 28
 _SATURATED = 255
+_KEPT_POWERS = 1 << 20  # 16 MiB of power tables at most stay allocated between queries
 
 
 def _tokens(tokens: Sequence[int]) -> np.ndarray:
@@ -60,11 +61,15 @@ class NumpyFingerprintProbe:
         self._resize(expected)
 
     # ------------------------------------------------------------------ math
-    def _tables(self, n: int) -> None:
+    def _tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Powers of B and B^-1 for `n` positions: kept up to `_KEPT_POWERS`, made afresh beyond."""
         if len(self._pow) < n:
-            size = max(n, 2 * len(self._pow))
+            if n > _KEPT_POWERS:
+                return _powers(BLEND_BASE, n), _powers(_INVERSE, n)
+            size = min(max(n, 2 * len(self._pow)), _KEPT_POWERS)
             self._pow = _powers(BLEND_BASE, size)
             self._inv = _powers(_INVERSE, size)
+        return self._pow, self._inv
 
     def rolling(self, tokens: Sequence[int], chunk_size: int) -> np.ndarray:
         """The fingerprint of every window of `chunk_size` tokens (uint64; empty when shorter)."""
@@ -72,12 +77,12 @@ class NumpyFingerprintProbe:
         n = len(x)
         if n < chunk_size or chunk_size < 1:
             return np.empty(0, dtype=np.uint64)
-        self._tables(n + 1)
+        powers, inverses = self._tables(n + 1)
         prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(x * self._inv[:n], dtype=np.uint64, out=prefix[1:])
+        np.cumsum(x * inverses[:n], dtype=np.uint64, out=prefix[1:])
         windows = n - chunk_size + 1
         diff: np.ndarray = prefix[chunk_size:] - prefix[:windows]
-        np.multiply(diff, self._pow[chunk_size - 1 : chunk_size - 1 + windows], out=diff)
+        np.multiply(diff, powers[chunk_size - 1 : chunk_size - 1 + windows], out=diff)
         return diff
 
     def chunk_fingerprints(self, tokens: Sequence[int], chunk_size: int) -> list[int]:
@@ -86,8 +91,7 @@ class NumpyFingerprintProbe:
         chunks = len(x) // chunk_size
         if chunks == 0:
             return []
-        self._tables(chunk_size)
-        weights = self._pow[:chunk_size][::-1]
+        weights = self._tables(chunk_size)[0][:chunk_size][::-1]
         grid = x[: chunks * chunk_size].reshape(chunks, chunk_size)
         sums: list[int] = (grid * weights).sum(axis=1, dtype=np.uint64).tolist()
         return sums
