@@ -124,29 +124,40 @@ def _rig(dtype: torch.dtype, matches: int) -> tuple[CpuBlendScatter, list[Scatte
     return scatter, items, [table], matches * size
 
 
+def _measure(dtype: torch.dtype, matches: int, repeats: int) -> tuple[int, float, float, float]:
+    """Bytes, and median ms of the shifted scatter, the memcpy and the unshifted scatter, interleaved."""
+    scatter, items, tables, nbytes = _rig(dtype, matches)
+    scatter.check(items, tables)
+    src = torch.empty(nbytes, dtype=torch.uint8).random_()
+    dst = torch.empty_like(src)
+    plain = [ScatterItem(i.extent, i.cur_st, i.cur_st) for i in items]
+    scatter.scatter(items, tables)  # warm up
+    runs: dict[str, list[float]] = {"shifted": [], "copy": [], "plain": []}
+    jobs = (
+        ("shifted", lambda: scatter.scatter(items, tables)),
+        ("copy", lambda: dst.copy_(src)),
+        ("plain", lambda: scatter.scatter(plain, tables)),
+    )
+    for _ in range(repeats):  # interleaved, so a noisy neighbour slows all three alike
+        for name, fn in jobs:
+            runs[name].append(_median_ms(fn, 1))
+    shifted, copy, unshifted = (statistics.median(runs[k]) for k in ("shifted", "copy", "plain"))
+    return nbytes, shifted, copy, unshifted
+
+
 def bench_scatter(dtypes: list[str], matches: int, repeats: int) -> None:
     torch.set_num_threads(1)  # as the server runs its copies
     print(f"\n== re-RoPE + scatter: Llama-3-8B-like (32 layers, 8 KV heads, head 128), {matches} chunks ==")
     head = f"{'dtype':>9} {'bytes':>10} {'scatter GB/s':>13} {'memcpy GB/s':>12}"
     print(f"{head} {'ratio':>6} {'unshifted GB/s':>15}")
     for name in dtypes:
-        dtype = getattr(torch, name)
-        scatter, items, tables, nbytes = _rig(dtype, matches)
-        scatter.check(items, tables)
-        src = torch.empty(nbytes, dtype=torch.uint8).random_()
-        dst = torch.empty_like(src)
-        plain = [ScatterItem(i.extent, i.cur_st, i.cur_st) for i in items]
-        scatter.scatter(items, tables)  # warm up
-        shifted_ms = _median_ms(lambda s=scatter, i=items, t=tables: s.scatter(i, t), repeats)
-        copy_ms = _median_ms(lambda d=dst, c=src: d.copy_(c), repeats)
-        plain_ms = _median_ms(lambda s=scatter, i=plain, t=tables: s.scatter(i, t), repeats)
+        nbytes, shifted_ms, copy_ms, plain_ms = _measure(getattr(torch, name), matches, repeats)
         gbps = nbytes / shifted_ms / 1e6
         copy_gbps = nbytes / copy_ms / 1e6
         print(
             f"{name:>9} {nbytes / 2**20:>8.0f}Mi {gbps:>13.2f} {copy_gbps:>12.2f} {gbps / copy_gbps:>5.2f}x "
             f"{nbytes / plain_ms / 1e6:>15.2f}"
         )
-        del scatter, src, dst
         gc.collect()
 
 

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from lmcache.adapters.transfer.cpu_kv import torch_dtype
@@ -45,10 +46,14 @@ def _bytes_view(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """One layer plane: `rows` `[NB*BS, words]` when slots merge; `tokens` `[NB, BS, ...]` always."""
+    """One layer plane as numpy byte views: `rows` `[NB*BS, words]` when slots merge, else `tokens`.
 
-    rows: torch.Tensor | None
-    tokens: torch.Tensor
+    numpy's fancy-index assignment copies each destination row with one memcpy: ~6x faster than torch's
+    `index_copy_` / `index_put_` for 2 KiB rows on the development VM, whatever the strides.
+    """
+
+    rows: np.ndarray | None
+    tokens: np.ndarray  # [NB, BS, ..., bytes]: one (block, slot) pair per token
 
 
 def _targets(layer: torch.Tensor, group: KernelGroup) -> list[_Target]:
@@ -61,14 +66,14 @@ def _targets(layer: torch.Tensor, group: KernelGroup) -> list[_Target]:
         parts = [layer]
     out = []
     for part in parts:
-        if geom.heads_major:  # [NB, NH, BS, X] -> [NB, BS, NH, X]: one (block, slot) pair per token
+        if geom.heads_major:  # [NB, NH, BS, X] -> [NB, BS, NH, X]
             part = part.transpose(1, 2)
-        rows: torch.Tensor | None = None
+        rows: np.ndarray | None = None
         try:
-            rows = _bytes_view(part.view(geom.num_blocks * geom.block_size, geom.width))
+            rows = _bytes_view(part.view(geom.num_blocks * geom.block_size, geom.width)).numpy()
         except RuntimeError:  # slots do not merge (heads-major, blocks-first): index per (block, slot)
             rows = None
-        out.append(_Target(rows, part))
+        out.append(_Target(rows, part.view(torch.uint8).numpy()))
     return out
 
 
@@ -164,7 +169,8 @@ class CpuBlendScatter:
                         )
                     turn = factors[fkey]
                 written += group.nbytes
-                rotated += self._write_group(obj, targets, rot, blocks, blocks * bs + slots, slots, turn)
+                flat = (blocks * bs + slots).numpy()
+                rotated += self._write_group(obj, targets, rot, blocks.numpy(), flat, slots.numpy(), turn)
         return ScatterStats(written, rotated)
 
     def _object(self, group: KernelGroup, item: ScatterItem, dtype: torch.dtype) -> torch.Tensor:
@@ -186,9 +192,9 @@ class CpuBlendScatter:
         obj: torch.Tensor,
         targets: list[list[_Target]],
         rot: GroupRotation,
-        blocks: torch.Tensor,
-        flat: torch.Tensor,
-        slots: torch.Tensor,
+        blocks: np.ndarray,
+        flat: np.ndarray,
+        slots: np.ndarray,
         turn: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> int:
         rotated = 0
@@ -235,16 +241,16 @@ class CpuBlendScatter:
 
 
 def _write(
-    target: _Target, src: torch.Tensor, blocks: torch.Tensor, flat: torch.Tensor, slots: torch.Tensor
+    target: _Target, src: torch.Tensor, blocks: np.ndarray, flat: np.ndarray, slots: np.ndarray
 ) -> None:
     """Token rows `src` `[cs, width]` -> the engine's slots (raw bytes, whatever the dtype)."""
     rows = target.rows
     if rows is not None:
-        data = _bytes_view(src.reshape(len(flat), -1))
+        data = _bytes_view(src.reshape(len(flat), -1)).numpy()
         if data.dtype != rows.dtype:
-            rows, data = rows.view(torch.uint8), data.view(torch.uint8)
-        rows.index_copy_(0, flat, data)
+            rows, data = rows.view(np.uint8), data.view(np.uint8)
+        rows[flat] = data
         return
     tokens = target.tokens
-    values = src.reshape(len(flat), *tokens.shape[2:])
-    tokens.view(torch.uint8).index_put_((blocks, slots), values.view(torch.uint8))
+    values = src.view(torch.uint8).reshape(len(flat), *tokens.shape[2:]).numpy()
+    tokens[blocks, slots] = values
