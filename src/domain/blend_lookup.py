@@ -69,6 +69,7 @@ class _Job:
     keys: list[list[ObjectKey]] = field(default_factory=list)
     sparse: Future[SparseResult] | None = None
     result: UnifiedLookupResult | None = None
+    running: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -145,6 +146,9 @@ class BlendLookupService:
             with job.lock:
                 if fresh:
                     self._start(job)
+                    job.running = True
+                elif not job.running:  # a concurrent first call failed to start it
+                    raise RequestError(f"the CacheBlend lookup of {rid} failed to start")
                 result = self._advance(job)
         except BaseException:
             self._forget(rid, job)
