@@ -32,10 +32,11 @@ from typing import Any
 
 import torch
 
-from lmcache.v1.multiprocess.custom_types import IPCCacheServerKey
+from lmcache.v1.multiprocess.custom_types import CBMatchResult, IPCCacheServerKey
 from lmcache.v1.multiprocess.group_view import EngineGroupInfo
 from lmcache.v1.multiprocess.transfer_context.worker_transfer import create_transfer_context
 from lmcache.v1.multiprocess.transport.factory import RequestClientFactory
+from lmcache.v1.platform.kv_wrap import wrap_one_kv_cache
 
 CS = 16
 VOCAB = 32000
@@ -98,6 +99,17 @@ class Server:
             time.sleep(0.01)
         raise TimeoutError(f"{self.name}: cb_unified_lookup of {rid} never answered")
 
+    def retrieve(
+        self, tokens: list[int], rid: str, matches: list[Any], table: list[int]
+    ) -> tuple[bytes, bool]:
+        """`cb_retrieve_pre_computed` of worker 0 with one block table."""
+        key = IPCCacheServerKey("m", 1, 0, tuple(tokens), 0, len(tokens), rid, "", None, 1)
+        future = self.client.cb_retrieve_pre_computed(
+            key, matches, [table], self.instance_id, b"stub_ipc_handle"
+        )
+        reply = future.result(timeout=30)
+        return (bytes(reply[0]), bool(reply[1]))
+
     def stop(self) -> None:
         """Close the client and SIGTERM the server."""
         try:
@@ -154,6 +166,48 @@ def rag(seed: int) -> tuple[list[tuple[list[int], str]], list[tuple[list[int], s
     return stores, queries
 
 
+def gates(servers: list[Server]) -> int:
+    """Handshake and the retrieve gates (empty list, defer, straddle) on the V5 store; returns differences.
+
+    The scatter itself differs by design: 0.5.6 cannot scatter on CPU and answers False; ours answers
+    True (cacheblend.md §4.4). It is printed, not counted.
+    """
+    inv = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    angles = torch.arange(128, dtype=torch.float64)[:, None] * inv[None, :]
+    query = [7] * 5 + list(range(1016, 1048)) + [8] * 3
+    answers: list[list[Any]] = []
+    for srv in servers:
+        cache = torch.cat([angles.cos(), angles.sin()], dim=1).half()
+        srv.client.cb_register_rope(
+            srv.instance_id, [wrap_one_kv_cache(cache)], 8, True, [], [], [], ""
+        ).result(30)
+        got: list[Any] = [srv.client.cb_protocol_handshake(1).result(timeout=30)]
+        for rid, pick, table in (
+            ("g-empty", [], [10]),
+            ("g-defer", [1], [10]),
+            ("g-straddle", [0, 1], [10, 11]),
+            ("g-scatter", [0, 1], [10, 11, 12]),
+        ):
+            key = IPCCacheServerKey("m", 1, None, tuple(query), 0, len(query), rid, "", None, 1)
+            result = None
+            while result is None:
+                result = srv.client.cb_unified_lookup(key, 1).result(timeout=30)
+            matches = list(result.non_prefix_segments)
+            assert all(isinstance(m, CBMatchResult) for m in matches)
+            got.append((rid, srv.retrieve(query, rid, [matches[i] for i in pick], table)))
+            srv.client.end_session(rid).result(timeout=30)
+        answers.append(got)
+        srv.cache = cache  # type: ignore[attr-defined]  (keep the SHM segment alive)
+    differences = 0
+    for theirs, ours in zip(*answers, strict=True):
+        expected_departure = isinstance(ours, tuple) and ours[0] == "g-scatter"
+        same = theirs == ours
+        differences += not same and not expected_departure
+        label = "same" if same else ("by design" if expected_departure else "DIFF")
+        print(f"{label:>9} 0.5.6={theirs} ours={ours}")
+    return differences
+
+
 def main() -> int:
     """Run every scenario on both servers and compare; exit status 1 on any difference."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -166,6 +220,7 @@ def main() -> int:
     differences = compared = 0
     try:
         scenarios = [v5(list(range(1000, 1048)))] + [rag(seed) for seed in range(args.scenarios)]
+        first = True
         for stores, queries in scenarios:
             for tokens, rid in stores:
                 oks = [srv.store(tokens, rid) for srv in servers]
@@ -184,6 +239,9 @@ def main() -> int:
                 print(f"{verdict} {rid:>12} polls={polls} prefix={prefix:<3} matches={shown} seg={segmented}")
                 if not same:
                     print(f"     0.5.6: {_norm(a)}\n     ours : {_norm(b)}")
+            if first:  # right after the V5 store: the retrieve gates
+                first = False
+                differences += gates(servers)
     finally:
         for srv in servers:
             srv.stop()
