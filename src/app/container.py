@@ -14,6 +14,7 @@ from dependency_injector import containers, providers
 
 from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
+from lmcache.app.blend_wiring import build_blend
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
 from lmcache.app.l2_factory import build_l2_adapters, spec_type
@@ -184,3 +185,16 @@ class ServerContainer(containers.DeclarativeContainer):
         coordinator_client,
     )
     telemetry = providers.Singleton(build_telemetry, config, event_bus, metrics)
+    blend = providers.Singleton(  # None unless --engine-type blend|blend_legacy
+        build_blend,
+        config,
+        engine,
+        l1_memory,
+        l2_adapters,
+        providers.Callable(_arena_tensor, l1_memory),
+        storage_loop,
+        clock,
+        events,
+        event_bus,
+        metrics,
+    )

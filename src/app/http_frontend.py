@@ -20,7 +20,8 @@ from lmcache.app.config.errors import ConfigError
 from lmcache.app.l2_factory import spec_type
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
     from lmcache.app.container import ServerContainer
 
@@ -66,7 +67,14 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
         started_at=time.time(),
         events=container.events(),
         l1_memory=container.l1_memory(),
+        status_extras=_blend_status(container),
     )
+
+
+def _blend_status(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
+    """CacheBlend's `/status` fields (`registered_cb_rope_instances`, ...) on a blend server."""
+    blend = container.blend() if hasattr(container, "blend") else None
+    return None if blend is None else blend.status
 
 
 def start_http_frontend(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServer:

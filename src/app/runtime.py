@@ -28,6 +28,7 @@ from lmcache.domain.events import WorkerReaped
 
 if TYPE_CHECKING:
     from lmcache.adapters.http.server import HttpServer
+    from lmcache.app.blend_wiring import BlendServer
     from lmcache.app.container import ServerContainer
     from lmcache.app.telemetry import Telemetry
 
@@ -59,6 +60,7 @@ class ServerRuntime:
         self.engine_driven: EngineDrivenService | None = None
         self.http: HttpServer | None = None
         self.telemetry: Telemetry | None = None
+        self.blend: BlendServer | None = None
         self._closed = False
         self._previous_handlers: dict[int, Any] = {}
 
@@ -79,6 +81,7 @@ class ServerRuntime:
         try:
             c.l2_adapters()
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
+            self.blend = c.blend()  # None without --engine-type blend; subscribes before the bus starts
             self.telemetry.start()
             engine = c.engine()
             mode = cfg.mp.supported_transfer_mode
@@ -97,6 +100,10 @@ class ServerRuntime:
                 lmcache_driven=mode in ("lmcache_driven", "auto"),
             )
             self.engine_driven = engine_driven
+            table = dict(self.handlers.table)
+            if self.blend is not None:  # --engine-type blend: the cb_* ops and the blend end_session
+                table.update(self.blend.handlers(self.handlers.end_session))
+                self.blend.start()
             self._start_loops()
             url = f"tcp://{_bind_host(cfg.mp.host)}:{cfg.mp.port}"
             inline = {"query_prefetch_status", "free_lookup_locks", "end_session", "ping"}
@@ -104,7 +111,7 @@ class ServerRuntime:
                 inline.add("lookup")  # L1-only lookups lock in place and never wait (run_job_now)
             self.server = ZmqServer(
                 url,
-                self.handlers.table,
+                table,
                 mode,
                 kv_events,
                 cfg.mp.max_gpu_workers,
@@ -134,6 +141,8 @@ class ServerRuntime:
         sup.add("session_expiry", sessions.expire, 60.0)
         if workers.reap_timeout_s > 0:
             sup.add("worker_reaper", self._reap_workers, workers.interval_s)
+        if self.blend is not None:
+            sup.add("blend_expiry", self.blend.expire, 60.0)
         loop = c.storage_loop()
         loop.start()
         store = c.store_controller()
@@ -160,6 +169,8 @@ class ServerRuntime:
         return None
 
     def _on_unregister(self, instance_id: int) -> None:
+        if self.blend is not None:
+            self.blend.on_unregister(instance_id)
         if self.server is not None:
             self.server.close_stream(instance_id)
 
@@ -187,6 +198,10 @@ class ServerRuntime:
         logger.info("Received %s; draining in-flight requests", signal.Signals(signum).name)
         self.stopped.set()
 
+    def _stop_blend(self) -> None:
+        if self.blend is not None:
+            self.blend.stop()
+
     def close(self) -> None:
         """Drain and release everything that was started; idempotent."""
         if self._closed:
@@ -201,6 +216,7 @@ class ServerRuntime:
             self.server.stop()
             self.server = None
         c.supervisor().stop()
+        self._stop_blend()
         loop = c.storage_loop()
         try:
             if loop._started:

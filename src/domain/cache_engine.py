@@ -105,6 +105,9 @@ class CacheEngine:
         self.null_block_id = null_block_id
         self.chunk_size = sessions.chunk_size
         self._events: EventSink = events if events is not None else NullEventSink()
+        # Called after a store committed chunks, before its reply: (key, range-relative chunk indices
+        # committed, every key of the range). CacheBlend registers fingerprints there.
+        self.store_listener: Callable[[RequestKey, list[int], list[ObjectKey]], None] | None = None
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, key: RequestKey) -> None:
@@ -237,8 +240,11 @@ class CacheEngine:
         except Exception:
             self.l1.abort(todo_keys)
             raise
-        committed = [k for k, ok in zip(todo_keys, self.l1.finish(todo_keys), strict=True) if ok]
+        finished = self.l1.finish(todo_keys)
+        committed = [k for k, ok in zip(todo_keys, finished, strict=True) if ok]
         self.store_controller.submit(committed)
+        if self.store_listener is not None and committed:
+            self.store_listener(key, [i for (i, _), ok in zip(todo, finished, strict=True) if ok], keys)
         if key.worker_id == 0 and committed:
             self._log_stored(key, worker.model_name, [i for i, _ in todo], keys)
         logger.info(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from lmcache.domain.blend_events import BlendLookupFinished, BlendScattered
+
 if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
 
@@ -181,4 +183,6 @@ StorageEvent = (
     | TransferCompleted
     | LookupPerformed
     | WorkerReaped
+    | BlendLookupFinished
+    | BlendScattered
 )

@@ -95,6 +95,7 @@ class HttpServices:
         events: Where the routes publish the storage events they cause (L2 deletes: the coordinator's
             event reporter and telemetry listen there); None drops them.
         l1_memory: The L1 arena's medium (`kind`, `populated_bytes`), reported by `/status`.
+        status_extras: More top-level `/status` fields (CacheBlend's), read per request; None adds none.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class HttpServices:
         started_at: float = 0.0,
         events: EventSink | None = None,
         l1_memory: L1MemoryInfo | None = None,
+        status_extras: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         if len(l2_types) != len(l2_adapters):
             raise ValueError("l2_types must name every L2 adapter")
@@ -135,3 +137,4 @@ class HttpServices:
         self.started_at = started_at
         self.events: EventSink = events if events is not None else NullEventSink()
         self.l1_memory = l1_memory
+        self.status_extras = status_extras

@@ -127,7 +127,8 @@ def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
     loops = services.supervisor.health()
     meta, liveness = _workers(services)
     store, prefetch, kv_events = engine.store_controller, engine.prefetch, engine.kv_events
-    return {
+    extras = dict(services.status_extras()) if services.status_extras is not None else {}
+    return extras | {
         "is_healthy": health_problem(services) is None,
         "engine_type": ENGINE_TYPE,
         "instance_id": settings.instance_id,

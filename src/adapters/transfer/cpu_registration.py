@@ -124,7 +124,9 @@ class CpuRegistrar:
             raise RegistrationError(str(exc)) from exc
         now = self.workers.now()
         fmt = layout.groups[0].geometry.fmt.value
-        extra = {"engine_type": engine_type, "kv_layout_hints": dict(hints), "format": fmt}
+        extra: dict[str, Any] = {"engine_type": engine_type, "kv_layout_hints": dict(hints), "format": fmt}
+        extra["engine_group_ids"] = [g.engine_group_id for g in groups]  # CacheBlend's block tables
+        extra["recurrent_groups"] = any(g.recurrent_state for g in groups)
         worker = Worker(instance_id, model_name, world_size, "lmcache_driven", layout, transfer, now, now)
         worker.extra.update(extra)
         self.workers.add(worker)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from lmcache.adapters.transport.blend_wire import CB_LOOKUP_FAILURE, CBMatchResult
 from lmcache.adapters.transport.wire_types import (
     BlockAllocationRecord,
     EngineGroupInfo,
@@ -24,7 +25,7 @@ from lmcache.adapters.transport.wire_types import (
 )
 
 Pool = Literal["sync", "aff", "cpu", "stream"]
-Mode = Literal["L", "E", "all"]
+Mode = Literal["L", "E", "B", "all"]
 _ANY = msgspec.msgpack.Decoder()
 
 
@@ -56,6 +57,9 @@ HINTS = _typed(dict[str, Any])
 GROUP_INFOS = _typed(list[EngineGroupInfo])
 ED_PAYLOAD = _typed(RegisterEngineDrivenContextPayload)
 ALLOC_RECORDS = _typed(list[BlockAllocationRecord])
+INT_LIST = _typed(list[int])
+INT_LISTS = _typed(list[list[int]])
+MATCHES = _typed(list[CBMatchResult])
 
 FAIL_TRANSFER = (b"", False)
 
@@ -71,6 +75,7 @@ class Op:
     pool: Pool
     mode: Mode = "all"
     max_bytes: int = 64 << 20
+    defaults: tuple[Any, ...] = ()  # values of trailing payloads an older client may leave out
 
 
 _OPS = (
@@ -103,39 +108,48 @@ _OPS = (
     Op("noop", 24, (), "OK", "sync"),
     Op("get_experimental", 32, (), [], "sync"),
     Op("subscribe_kv_events", None, (INT, STR, INT, INT), KVEventBatch(False, 0, 0, False, []), "stream"),
+    # CacheBlend (cacheblend.md §2): served only with --engine-type blend; without it they answer [uid, op].
+    Op(
+        "cb_register_rope",
+        25,
+        (INT, WRAPPERS, INT, BOOL, INT_LIST, INT_LISTS, INT_LIST, STR),
+        None,
+        "sync",
+        "B",
+        defaults=([], ""),  # the V3 client sent 6 frames
+    ),
+    Op("cb_unregister_rope", 26, (INT,), None, "sync", "B"),
+    Op("cb_retrieve_pre_computed", 27, (KEY, MATCHES, BLOCK_IDS, INT, BYTES), FAIL_TRANSFER, "aff", "B"),
+    Op("cb_unified_lookup", 28, (KEY, INT), CB_LOOKUP_FAILURE, "cpu", "B"),
+    Op("cb_protocol_handshake", 33, (INT,), (1, False), "sync", "B"),
+    Op("cb_reorder_plan", None, (KEY, INT, INT), [], "cpu", "B"),
 )
 
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in _OPS}
 OPS_BY_ID: dict[int, Op] = {op.op_id: op for op in _OPS if op.op_id is not None}
-# Known to the protocol but out of this server's scope (CacheBlend, QStore, P2P, plugins): answered with
-# their failure value so a client never hangs.
+# The deprecated V3 client names of two CacheBlend ops (same ids, same payloads).
+_ALIASES = {
+    "cb_register_rope_v3": "cb_register_rope",
+    "cb_retrieve_pre_computed_v3": "cb_retrieve_pre_computed",
+}
+# Known to the protocol but out of this server's scope (QStore, P2P, plugins): answered with their
+# failure value so a client never hangs.
 UNSUPPORTED: dict[str | int, Any] = {
     3: None,
     4: None,
     5: FAIL_TRANSFER,
-    25: None,
-    26: None,
-    27: FAIL_TRANSFER,
-    28: {"prefix_coverage_tokens": 0, "non_prefix_segments": [], "segmented_prefix_segments": []},
     29: -1,
     30: [],
     31: None,
-    33: (1, False),
-    "cb_reorder_plan": [],
     "server_module_call": {"success": False, "payload": b"", "error": "server modules are not supported"},
 }
 _NAMES_OF_UNSUPPORTED = {
     "register_q_cache": 3,
     "unregister_q_cache": 4,
     "store_q": 5,
-    "cb_register_rope": 25,
-    "cb_unregister_rope": 26,
-    "cb_retrieve_pre_computed": 27,
-    "cb_unified_lookup": 28,
     "p2p_lookup_and_lock": 29,
     "p2p_query_lookup_results": 30,
     "p2p_unlock_objects": 31,
-    "cb_protocol_handshake": 33,
 }
 
 
@@ -148,6 +162,7 @@ def resolve(op_value: object) -> tuple[Op | None, Any, bool]:
             return OPS_BY_ID[op_value], None, True
         return None, UNSUPPORTED.get(op_value), op_value in UNSUPPORTED
     if isinstance(op_value, str):
+        op_value = _ALIASES.get(op_value, op_value)
         if op_value in OPS_BY_NAME:
             return OPS_BY_NAME[op_value], None, True
         alias = _NAMES_OF_UNSUPPORTED.get(op_value, op_value)

@@ -219,7 +219,7 @@ class ZmqServer:
             op_value = _any.decode(op_frame)
         except Exception:  # msgspec raises DecodeError, or UnicodeDecodeError for a bad str
             op_value = None
-        op, failure, known = resolve(op_value)
+        op, failure, known = self._resolve(op_value)
         if op is None:
             self.errors["unsupported_op" if known else "unknown_op"] += 1
             if not known:
@@ -247,11 +247,23 @@ class ZmqServer:
         else:
             self._dispatch(identity, uid, op_frame, op, args)
 
+    def _resolve(self, op_value: object) -> tuple[Op | None, Any, bool]:
+        """`resolve`, except that a known op without a handler here is unsupported: answered `[uid, op]`.
+
+        That is every cb_* op of a server started without `--engine-type blend`.
+        """
+        op, failure, known = resolve(op_value)
+        if op is not None and op.pool != "stream" and op.name not in self._handlers:
+            return None, None, True
+        return op, failure, known
+
     def _decode(self, op: Op, payloads: list[bytes]) -> list[Any] | None:
-        if len(payloads) != len(op.payloads) or sum(len(p) for p in payloads) > op.max_bytes:
+        missing = len(op.payloads) - len(payloads)
+        if not 0 <= missing <= len(op.defaults) or sum(len(p) for p in payloads) > op.max_bytes:
             return None
         try:
-            return [decoder.decode(data) for decoder, data in zip(op.payloads, payloads, strict=True)]
+            args = [decoder.decode(data) for decoder, data in zip(op.payloads, payloads, strict=False)]
+            return args + list(op.defaults[len(op.defaults) - missing :])
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, OverflowError) as exc:
             logger.warning("%s: undecodable payload (%s)", op.name, exc)
             return None

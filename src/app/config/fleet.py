@@ -50,6 +50,23 @@ class CoordinatorClientConfig(Section):
         description="Seconds between L2 event batch flushes.",
     )
 
+    coordinator_blend_timeout: float = flag(
+        1.0,
+        gt=0,
+        metavar="SECONDS",
+        env="LMCACHE_COORDINATOR_BLEND_TIMEOUT",
+        description="CacheBlend (--engine-type blend) with a coordinator: how long a cb_unified_lookup waits "
+        "for the coordinator's fleet match (also its HTTP timeout); past it the server matches locally.",
+    )
+    coordinator_blend_match_concurrency: int = flag(
+        8,
+        ge=1,
+        le=1024,
+        metavar="N",
+        env="LMCACHE_COORDINATOR_BLEND_MATCH_CONCURRENCY",
+        description="CacheBlend with a coordinator: fleet match queries in flight at most.",
+    )
+
     @field_validator("coordinator_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
