@@ -65,6 +65,9 @@ def _l2(services: HttpServices, usages: list[Any]) -> list[dict[str, Any]]:
         state = getattr(breaker, "state", "closed")
         entry: dict[str, Any] = {"index": index, "type": kind, "is_healthy": state != "open"}
         entry["circuit_breaker"] = state
+        counters = getattr(adapter, "counters", None)
+        entry["corrupt_objects"] = getattr(counters, "corrupt", 0)
+        entry["quarantined_objects"] = getattr(counters, "quarantined", 0)
         if usage is not None:
             cap = usage.capacity_bytes
             entry["usage"] = {
