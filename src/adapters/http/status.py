@@ -158,6 +158,8 @@ def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
             "incarnation": kv_events.incarnation,
             "log_depth": len(kv_events),
             "log_capacity": kv_events.capacity,
+            "log_bytes": kv_events.nbytes,
+            "log_max_bytes": kv_events.max_bytes,
             "next_seq": kv_events.next_seq,
         },
         "loops": loops_view(services),

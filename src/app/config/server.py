@@ -126,6 +126,14 @@ class MpServerConfig(Section):
         metavar="N",
         description="Records kept by the KV-event log behind subscribe_kv_events; 0 disables the stream.",
     )
+    kv_event_log_max_bytes: int = flag(
+        32 << 20,
+        ge=1 << 16,
+        le=1 << 40,
+        metavar="BYTES",
+        description="Memory the KV-event log's records may hold (estimated); the oldest records go first "
+        "once it is reached, as once --kv-event-log-size records are kept.",
+    )
     enable_segmented_prefix: bool = flag(
         False,
         description="CacheBlend only: on a mid-prefix L2 retrieve failure keep the post-gap chunks "
