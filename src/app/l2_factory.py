@@ -6,8 +6,9 @@ that rejects its settings (L2ConfigError, e.g. a plugin class that does not conf
 
 Every adapter is wrapped in `ResilientL2Adapter` (a deadline per call and a circuit breaker; see
 adapters/storage/resilience.py for why it is a wrapper), with the deadlines of its spec
-(`lookup_deadline_s`, `store_deadline_s`; those fields go to the wrapper, not to the adapter). A spec field holding another spec (fault_inject's
-`adapter`) is built first and passed in as the adapter object; only the outer adapter is wrapped.
+(`lookup_deadline_s`, `store_deadline_s`; those fields go to the wrapper, not to the adapter). A spec
+field holding another spec (fault_inject's `adapter`) is built first and passed in as the adapter
+object; only the outer adapter is wrapped.
 """
 
 from __future__ import annotations
