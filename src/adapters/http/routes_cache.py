@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.http.schemas import ChecksumBody, DeleteObjectsBody
     from lmcache.adapters.http.services import HttpServices
     from lmcache.domain.keys import ObjectKey
+    from lmcache.domain.l1_core import ClearReport
 
 __all__ = ("CACHE_ROUTES", "parse_block_ids")
 
@@ -43,22 +44,32 @@ def _tier(value: str, allowed: tuple[str, ...] = TIERS, source: str = "body") ->
     return value
 
 
+def _clear_answer(report: ClearReport) -> dict[str, Any]:
+    """The counts of a clear: what went, and what stayed and why (so "0 removed" never hides locks)."""
+    return {
+        "removed_objects": report.removed,
+        "locked_objects": report.locked,
+        "writing_objects": report.writing,
+        "retired_objects": report.retired,
+        "retired_bytes": report.retired_bytes,
+    }
+
+
 @post("/clear-cache", status_code=200, sync_to_thread=True)
 def clear_cache(services: NamedDependency[HttpServices]) -> dict[str, Any]:
-    """Force-clear L1: every object, locked ones and write reservations included."""
-    removed = services.engine.clear(True)
-    return {"status": "ok", "removed_objects": removed}
+    """Force-clear L1: every object, read-locked ones included (their memory goes after their readers)."""
+    return {"status": "ok", **_clear_answer(services.engine.clear_report(True))}
 
 
 @post("/cache/clear", status_code=200, sync_to_thread=True)
 def cache_clear(
     services: NamedDependency[HttpServices], data: JSONBody[ClearBody | None] = None
 ) -> dict[str, Any]:
-    """Clear one tier (only `l1`); `force` also drops locked objects and reservations."""
+    """Clear one tier (only `l1`); `force` also drops read-locked objects."""
     body = data if data is not None else ClearBody()
     _tier(body.tier, ("l1",))
-    removed = services.engine.clear(body.force)
-    return {"status": "ok", "cleared": {"tier": body.tier}, "force": body.force, "removed_objects": removed}
+    report = services.engine.clear_report(body.force)
+    return {"status": "ok", "cleared": {"tier": body.tier}, "force": body.force, **_clear_answer(report)}
 
 
 @post("/cache/checksums", status_code=200, sync_to_thread=True)

@@ -48,6 +48,8 @@ def _l1(services: HttpServices) -> dict[str, Any]:
         "memory_used_bytes": stats.used_bytes,
         "memory_usage_ratio": stats.used_bytes / stats.total_bytes if stats.total_bytes else 0.0,
         "total_object_count": l1.object_count,
+        "retired_object_count": l1.retired_count,
+        "retired_bytes": l1.retired_bytes,
         "free_bytes": stats.free_bytes,
         "largest_free_bytes": stats.largest_free,
         "fragmentation": stats.fragmentation,
