@@ -159,6 +159,9 @@ class ServerRuntime:
     def _on_unregister(self, instance_id: int) -> None:
         if self.server is not None:
             self.server.close_stream(instance_id)
+        ended = self.c.sessions().end_instance(instance_id)  # else they linger until the session TTL
+        if ended:
+            logger.info("Ended %d session(s) of instance %d", len(ended), instance_id)
 
     # ------------------------------------------------------------------- stop
     def serve_forever(self) -> int:

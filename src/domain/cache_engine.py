@@ -173,6 +173,7 @@ class CacheEngine:
         if key.start % size or key.start < 0 or key.end > len(key.token_ids) or key.end < key.start:
             raise RequestError(f"range [{key.start}, {key.end}) is not chunk-aligned inside the tokens")
         digests = self.sessions.hashes(key.request_id, key.token_ids, key.start, key.end)
+        self.sessions.attach(key.request_id, worker.instance_id)
         rank = pack_kv_rank(key.world_size, key.worker_id)
         keys = [ObjectKey(d, worker.model_name, rank, 0, key.cache_salt) for d in digests]
         return keys, list(range(len(keys)))
