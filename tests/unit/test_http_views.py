@@ -48,3 +48,16 @@ def test_engine_shapes_are_rebuilt_from_the_detected_format(
     stride = tuple(1 for _ in shape)
     geom = detect_layer(TensorSpec("float16", shape, stride), hint, cpu_only=False)
     assert engine_kv_shape(geom) == expected
+
+
+def test_checksums_gathered_in_small_batches_match_one_gather() -> None:
+    import torch
+
+    from lmcache.adapters.transfer.checksums import block_checksums
+
+    layers = [torch.randn(2, 40, 16, 4, dtype=torch.float32) for _ in range(3)]
+    ids = [5, 3, 3, 39, *range(10, 30)]
+    whole = block_checksums(layers, ids, 4, 1, budget_bytes=1 << 30)
+    assert block_checksums(layers, ids, 4, 1, budget_bytes=1) == whole  # one chunk per gather
+    assert block_checksums(layers, ids, 4, 1, budget_bytes=3 * 4 * 2 * 16 * 4 * 4) == whole
+    assert len(whole) == 6

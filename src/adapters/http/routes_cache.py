@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from litestar import delete, get, post
+from litestar import Request, delete, get, post
 
 from lmcache.adapters.http.checksums_view import default_chunk_blocks, worker_checksums
 from lmcache.adapters.http.errors import bad_request, http_error
 from lmcache.adapters.http.l2_ops import can_list_keys
-from lmcache.adapters.http.schemas import ClearBody, EncodedKey, decode_keys
+from lmcache.adapters.http.schemas import MAX_BLOCK_IDS, ClearBody, EncodedKey, decode_keys
 from lmcache.adapters.http.storage_calls import (
     check_page_size,
     delete_from_l2,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ("CACHE_ROUTES", "parse_block_ids")
 
 TIERS = ("l1", "l2")
-MAX_BLOCK_IDS = 1 << 20
+MAX_CURSOR = 1 << 62  # listing cursors count index entries; beyond this a token is surely not ours
 
 
 def _tier(value: str, allowed: tuple[str, ...] = TIERS, source: str = "body") -> str:
@@ -55,10 +55,21 @@ def _clear_answer(report: ClearReport) -> dict[str, Any]:
     }
 
 
-@post("/clear-cache", status_code=200, sync_to_thread=True)
-def clear_cache(services: NamedDependency[HttpServices]) -> dict[str, Any]:
-    """Force-clear L1: every object, read-locked ones included (their memory goes after their readers)."""
-    return {"status": "ok", **_clear_answer(services.engine.clear_report(True))}
+@post("/clear-cache", status_code=200)
+async def clear_cache(
+    request: Request[Any, Any, Any], services: NamedDependency[HttpServices]
+) -> dict[str, Any]:
+    """Force-clear L1: every object, read-locked ones included (their memory goes after their readers).
+
+    It takes no body: anything but nothing, `{}` or `null` is a 400 (a body here is a client's mistake).
+    """
+    body = await request.body()
+    if body.strip() not in (b"", b"{}", b"null"):
+        raise bad_request(
+            "body", f"/clear-cache takes no body (got {len(body)} bytes); see POST /cache/clear"
+        )
+    report = await anyio.to_thread.run_sync(services.engine.clear_report, True)
+    return {"status": "ok", **_clear_answer(report)}
 
 
 @post("/cache/clear", status_code=200, sync_to_thread=True)
@@ -154,7 +165,7 @@ async def _l1_page(
 ) -> dict[str, Any]:
     try:
         cursor = int(token) if token else 0
-        if cursor < 0:
+        if not 0 <= cursor <= MAX_CURSOR:
             raise ValueError
     except ValueError:
         raise bad_request("page_token", f"not a token this server handed out: {token!r}", "query") from None
