@@ -266,13 +266,14 @@ class Engine:
 def worker_main(argv: list[str]) -> int:
     """`python harness.py worker URL INSTANCE FIRST COUNT MODE`: an engine in its own process (to be killed).
 
-    Prints `stored N` for every acknowledged store and `checked N RESULT` for every check, flushed, and
-    `segments NAME ...` first so the parent can remove them after a SIGKILL.
+    Prints `segments NAME ...` first (so the parent can remove them after a SIGKILL), `ready` once
+    registered, then `stored N` for every acknowledged store and `checked N RESULT` for every check.
     """
     url, instance, first, count, mode = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
     engine = Engine(url, instance)
     print("segments", *(t.descriptor.shm_name for t in engine.layers), flush=True)
     engine.register()
+    print("ready", flush=True)
     for seq in range(first, first + count):
         if mode in ("store", "mixed") and engine.store(seq):
             print("stored", seq, flush=True)

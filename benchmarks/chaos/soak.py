@@ -151,9 +151,8 @@ def main() -> int:
         alive = server.alive() and server.healthy()
     finally:
         server.stop()
-    print(
-        f"after a forced L1 clear: rss={cleared / MIB:.1f} MiB (L1 used {l1['memory_used_bytes'] / MIB:.1f} MiB)"
-    )
+    used = l1["memory_used_bytes"] / MIB
+    print(f"after a forced L1 clear: rss={cleared / MIB:.1f} MiB (L1 used {used:.1f} MiB)")
     passed, lines = verdict(samples, idle, l1_bytes, tally)
     for line in lines:
         print(line)
