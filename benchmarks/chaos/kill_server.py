@@ -82,9 +82,8 @@ def main() -> int:
     finally:
         second.stop()
     print(f"kill server: SIGKILL after {len(acked)} acknowledged stores; fs L2 at {base}")
-    print(
-        f"SHM pool of the killed server: {pools_before} -> left by the kill {leftover} -> after restart {pools_after}"
-    )
+    print(f"SHM pool of the killed server: {pools_before}; left by the kill: {leftover}")
+    print(f"its SHM pool after the restart: {pools_after or 'gone'}")
     print(
         f"after restart: {survived}/{len(acked)} acknowledged stores found in L2, {mismatches} mismatches, "
         f"{len(temp_left)} temp files left"
