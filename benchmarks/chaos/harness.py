@@ -125,10 +125,14 @@ class ServerProcess:
         """Whether the process runs."""
         return self.proc is not None and self.proc.poll() is None
 
-    def rss_bytes(self) -> int:
-        """Resident memory (VmRSS: private, file and shared pages it touched, the L1 arena included)."""
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory from /proc/PID/status.
+
+        `VmRSS`: private, file and shared pages it touched, the L1 arena included; or a part of it
+        (`RssAnon`: private memory; `RssShmem`: the SHM pool's touched pages).
+        """
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         return 0
 

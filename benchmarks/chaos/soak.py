@@ -9,8 +9,10 @@ RSS (VmRSS: its private memory plus the L1 pages it touched) is sampled every `-
 printed as a curve, then L1 is cleared and sampled once more.
 
 Verdict (exit 0 only when all hold): 0 errors (every request answered), 0 mismatches, the RSS growth over
-the run (peak minus the idle server before traffic) within L1 + 100 MB, and no growth in the last half
-(its peak at most 16 MiB above its first sample).
+the run (peak minus the idle server before traffic) within L1 + 100 MB, the private memory (RssAnon: all
+but the L1 pool and mapped files) within 100 MB of the idle server's, and no growth in the last half (its
+peak at most 16 MiB above its first sample). The absolute RSS is printed too: the idle process alone
+(Python, torch) holds about 260 MiB before any traffic.
 """
 
 from __future__ import annotations
@@ -78,12 +80,15 @@ def client_loop(url: str, index: int, working_set: int, deadline: float, tally: 
 
 
 def verdict(
-    samples: list[tuple[float, int]], idle: int, l1_bytes: int, tally: Tally
+    samples: list[tuple[float, int, int]], idle_pair: tuple[int, int], l1_bytes: int, tally: Tally
 ) -> tuple[bool, list[str]]:
-    """Apply the module docstring's criteria; (passed, one line per criterion)."""
-    peak = max(rss for _, rss in samples)
+    """The module docstring's criteria over (t, rss, private) samples; (passed, one line per criterion)."""
+    idle, idle_private = idle_pair
+    peak = max(rss for _, rss, _ in samples)
+    private_growth = max(private for _, _, private in samples) - idle_private
+    private_ok = private_growth <= 100 * MB
     half = samples[len(samples) // 2 :]
-    last_half_growth = max(rss for _, rss in half) - half[0][1]
+    last_half_growth = max(rss for _, rss, _ in half) - half[0][1]
     growth_ok = peak - idle <= l1_bytes + 100 * MB
     flat_ok = last_half_growth <= FLAT_SLACK
     clean = tally.errors == 0 and tally.mismatches == 0 and tally.store_failures == 0
@@ -91,12 +96,14 @@ def verdict(
         f"RSS growth over the run: {(peak - idle) / MIB:.0f} MiB (peak {peak / MIB:.0f} MiB, idle "
         f"{idle / MIB:.0f} MiB); limit L1 + 100 MB = {(l1_bytes + 100 * MB) / MIB:.0f} MiB: "
         f"{'ok' if growth_ok else 'EXCEEDED'}",
+        f"private memory (RssAnon) growth: {private_growth / MIB:.0f} MiB (limit 100 MB): "
+        f"{'ok' if private_ok else 'EXCEEDED'}",
         f"growth in the last half: {last_half_growth / MIB:+.1f} MiB (limit {FLAT_SLACK / MIB:.0f} MiB): "
         f"{'flat' if flat_ok else 'GROWING'}",
         f"errors {tally.errors}, mismatches {tally.mismatches}, failed stores {tally.store_failures}: "
         f"{'ok' if clean else 'FAILED'}",
     ]
-    return growth_ok and flat_ok and clean, lines
+    return growth_ok and private_ok and flat_ok and clean, lines
 
 
 def main() -> int:
@@ -112,10 +119,10 @@ def main() -> int:
     working_set = max(8, int(2 * l1_bytes / request_bytes / args.clients))  # twice L1 over all engines
     server = ServerProcess(l1_gb=args.l1_gb).start()
     tally = Tally()
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []
     try:
         time.sleep(1.0)
-        idle = server.rss_bytes()
+        idle = server.rss_bytes(), server.rss_bytes("RssAnon")
         started = time.monotonic()
         deadline = started + args.minutes * 60
         threads = [
@@ -130,15 +137,17 @@ def main() -> int:
             thread.start()
         print(
             f"soak: {args.clients} engines x {working_set} requests of {request_bytes / MIB:.1f} MiB, "
-            f"L1 {args.l1_gb:g} GB, {args.minutes:g} min; idle server RSS {idle / MIB:.0f} MiB",
+            f"L1 {args.l1_gb:g} GB, {args.minutes:g} min; idle server RSS {idle[0] / MIB:.0f} MiB, "
+            f"private {idle[1] / MIB:.0f} MiB",
             flush=True,
         )
         while time.monotonic() < deadline:
             time.sleep(min(args.sample_s, max(0.0, deadline - time.monotonic())))
-            at, rss = time.monotonic() - started, server.rss_bytes()
-            samples.append((at, rss))
+            at, rss, private = time.monotonic() - started, server.rss_bytes(), server.rss_bytes("RssAnon")
+            samples.append((at, rss, private))
             print(
-                f"  t={at:6.0f} s  rss={rss / MIB:7.1f} MiB  stores={tally.stores} hits={tally.hits} "
+                f"  t={at:6.0f} s  rss={rss / MIB:7.1f} MiB  private={private / MIB:6.1f} MiB  "
+                f"stores={tally.stores} hits={tally.hits} "
                 f"misses={tally.misses} mismatches={tally.mismatches} errors={tally.errors}",
                 flush=True,
             )
