@@ -60,6 +60,7 @@ class ServerRuntime:
         self.http: HttpServer | None = None
         self.telemetry: Telemetry | None = None
         self._closed = False
+        self._previous_handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -118,6 +119,12 @@ class ServerRuntime:
         except BaseException:
             self.close()
             raise
+        if threading.current_thread() is threading.main_thread():
+            # Before the ready line: a SIGTERM sent as soon as it shows must drain (and unlink the SHM pool),
+            # not kill the process with its default action.
+            self._previous_handlers = {
+                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+            }
         logger.info(
             "LMCache cache server is running on %s (HTTP frontend on %s)", self.server.endpoint, self.http.url
         )
@@ -166,7 +173,9 @@ class ServerRuntime:
     # ------------------------------------------------------------------- stop
     def serve_forever(self) -> int:
         """Block until SIGTERM/SIGINT, then shut down; returns the exit status (0)."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = self._previous_handlers or {
+            s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             while not self.stopped.wait(0.5):
                 pass
