@@ -154,8 +154,10 @@ def run_bench(args: argparse.Namespace) -> int:
         chunk = 256
     engine = _Engine(shape, dtype, nlayers, chunk)
     stats = _Stats()
+    token = os.environ.get("LMCACHE_HTTP_AUTH_TOKEN")  # a server with --http-auth-token needs it
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     http = (
-        httpx.Client(base_url=args.url, timeout=args.timeout)
+        httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers)
         if args.url and mode == "lmcache_driven"
         else None
     )

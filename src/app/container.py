@@ -75,6 +75,7 @@ class ServerContainer(containers.DeclarativeContainer):
             config.provided.observability.disable_observability,
         ),
         incarnation=providers.Callable(time.time_ns),
+        max_bytes=config.provided.mp.kv_event_log_max_bytes,
     )
     event_bus = providers.Singleton(build_event_bus, config.provided.observability)
     coordinator_client = providers.Singleton(build_coordinator_client, config)  # None without a URL

@@ -34,6 +34,7 @@ def settings_from_config(config: CoordinatorConfig) -> CoordinatorSettings:
         resync_poll_interval=config.resync_poll_interval,
         resync_max_wait=config.resync_max_wait,
         resync_page_size=config.resync_page_size,
+        server_auth_token=config.server_auth_token,
     )
 
 

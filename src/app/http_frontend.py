@@ -8,12 +8,16 @@ the domain's event fan-out (L2 deletes made through the routes reach the coordin
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
 from lmcache import __version__
 from lmcache.adapters.http.app import build_http_app
 from lmcache.adapters.http.config_view import redact_secrets
+from lmcache.adapters.http.gate import HttpGate
 from lmcache.adapters.http.server import HttpServer, HttpStartError
 from lmcache.adapters.http.services import HttpServices, HttpSettings, MetricsSource
 from lmcache.app.config.errors import ConfigError
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
     from lmcache.app.container import ServerContainer
 
 __all__ = ("build_http_services", "start_http_frontend")
+
+logger = logging.getLogger("lmcache.http")
 
 
 def _metrics(container: ServerContainer) -> MetricsSource | None:
@@ -77,12 +83,28 @@ def _blend_status(container: ServerContainer) -> Callable[[], Mapping[str, Any]]
     return None if blend is None else blend.status
 
 
+def _loopback_only(host: str) -> bool:
+    """Whether `host` names only loopback addresses (unresolvable names count as not loopback)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
 def start_http_frontend(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServer:
     """Start uvicorn on `--http-host/--http-port`; a ConfigError naming the flags when it cannot bind."""
     cfg = container.config().http
-    server = HttpServer(
-        build_http_app(build_http_services(container, engine_problem)), cfg.http_host, cfg.http_port
-    )
+    app = HttpGate(build_http_app(build_http_services(container, engine_problem)), cfg.http_auth_token)
+    server = HttpServer(app, cfg.http_host, cfg.http_port, cfg.http_ssl_certfile, cfg.http_ssl_keyfile)
+    if not cfg.http_auth_token and not _loopback_only(cfg.http_host):
+        logger.warning(
+            "The HTTP frontend on %s:%d accepts requests from the network without authentication: anyone "
+            "who reaches it can clear the cache, delete L2 objects, change quotas and read block "
+            "checksums. Set --http-auth-token (or LMCACHE_HTTP_AUTH_TOKEN), or bind --http-host 127.0.0.1.",
+            cfg.http_host,
+            cfg.http_port,
+        )
     try:
         server.start()
     except OSError as exc:

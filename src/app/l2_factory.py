@@ -5,8 +5,10 @@ a backend whose optional client package is missing names the pip extra that brin
 that rejects its settings (L2ConfigError, e.g. a plugin class that does not conform) is named the same way.
 
 Every adapter is wrapped in `ResilientL2Adapter` (a deadline per call and a circuit breaker; see
-adapters/storage/resilience.py for why it is a wrapper). A spec field holding another spec (fault_inject's
-`adapter`) is built first and passed in as the adapter object; only the outer adapter is wrapped.
+adapters/storage/resilience.py for why it is a wrapper), with the deadlines of its spec
+(`lookup_deadline_s`, `store_deadline_s`; those fields go to the wrapper, not to the adapter). A spec
+field holding another spec (fault_inject's `adapter`) is built first and passed in as the adapter
+object; only the outer adapter is wrapped.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.resilience import ResilientL2Adapter
 from lmcache.app.config.errors import ConfigError
-from lmcache.app.config.l2_base import L2SpecBase
+from lmcache.app.config.l2_base import DEADLINE_FIELDS, L2SpecBase
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,7 +70,12 @@ def build_l2_adapters(specs: Sequence[L2SpecBase], resilient: bool = True) -> li
         for number, spec in enumerate(specs, start=1):
             adapter = _build(number, spec, built)
             if resilient:
-                built[-1] = adapter = ResilientL2Adapter(adapter, name=f"#{number} ({spec_type(spec)})")
+                built[-1] = adapter = ResilientL2Adapter(
+                    adapter,
+                    name=f"#{number} ({spec_type(spec)})",
+                    deadline_s=spec.lookup_deadline_s,
+                    store_deadline_s=spec.store_deadline_s,
+                )
     except BaseException:
         for adapter in reversed(built):
             _close_quietly(adapter)
@@ -79,7 +86,7 @@ def build_l2_adapters(specs: Sequence[L2SpecBase], resilient: bool = True) -> li
 def _build(number: int, spec: L2SpecBase, built: list[Any]) -> Any:
     """Build one adapter (nested specs first) and append it to `built` (for cleanup on failure)."""
     cls = load_adapter_class(number, spec)
-    kwargs = spec.model_dump(exclude={"type"})
+    kwargs = spec.model_dump(exclude={"type", *DEADLINE_FIELDS})
     nested = [name for name in type(spec).model_fields if isinstance(getattr(spec, name), L2SpecBase)]
     for name in nested:
         kwargs[name] = _build(number, getattr(spec, name), built)

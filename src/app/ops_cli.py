@@ -4,7 +4,8 @@
 {set,get,delete,list}`, each with `--url`, `--format {terminal,json}` and `--timeout`. `json` prints the
 server's answer as it came (pretty-printed); `terminal` prints tables. Any failure prints one line on stderr
 (`lmcache: cannot reach http://localhost:8080: connection refused`), nothing on stdout, and exits 1; bad
-flags exit 2 as argparse does.
+flags exit 2 as argparse does. With `LMCACHE_HTTP_AUTH_TOKEN` set, every request carries it as a bearer
+token (a server started with `--http-auth-token` needs it; an env var keeps it out of `ps` and history).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from functools import partial
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ("DEFAULT_URL", "EXIT_FAILURE", "OPS_COMMANDS", "add_ops_parsers", "run_ops")
 
 DEFAULT_URL = "http://localhost:8080"
+TOKEN_ENV = "LMCACHE_HTTP_AUTH_TOKEN"  # sent as a bearer token when set (the server's --http-auth-token)
 EXIT_FAILURE = 1
 OPS_COMMANDS = frozenset({"ping", "describe", "kvcache", "quota"})
 
@@ -169,7 +172,8 @@ def run_ops(args: argparse.Namespace, transport: httpx.BaseTransport | None = No
     """Run one operator command; returns the exit status. `transport` lets tests stand in for a server."""
     handler = args._ops
     try:
-        with OpsClient(args.url, args.timeout, transport) as client:
+        token = os.environ.get(TOKEN_ENV) or None
+        with OpsClient(args.url, args.timeout, transport, token=token) as client:
             body, render = handler(client, args)
     except OpsError as exc:
         print(f"lmcache: {exc}", file=sys.stderr)

@@ -75,10 +75,17 @@ def _error_message(reply: httpx.Response) -> str:
 class OpsClient:
     """A short-lived client of one server's HTTP frontend."""
 
-    def __init__(self, url: str, timeout_s: float, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self._http = httpx.Client(base_url=url, timeout=timeout_s, transport=transport)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(base_url=url, timeout=timeout_s, transport=transport, headers=headers)
 
     def __enter__(self) -> OpsClient:
         return self
@@ -102,6 +109,8 @@ class OpsClient:
             raise OpsError(f"cannot reach {self.url}: {_reason(exc)}") from None
         if reply.status_code >= 400:
             detail = _error_message(reply)
+            if reply.status_code == 401:
+                detail = "this server needs a token: set LMCACHE_HTTP_AUTH_TOKEN to its --http-auth-token"
             raise OpsError(
                 f"{method} {path} answered {reply.status_code} {reply.reason_phrase}: {detail}",
                 reply.status_code,

@@ -108,6 +108,10 @@ def _overview(status: Any) -> list[tuple[str, str]]:
         ("Active sessions", _text(dig(status, "active_sessions"))),
         ("L1 used", f"{_bytes(used)} of {_bytes(total)} ({_ratio(dig(l1, 'memory_usage_ratio'))})"),
         ("L1 objects", _text(dig(l1, "total_object_count"))),
+        (
+            "L1 retired (awaiting readers)",
+            f"{_text(dig(l1, 'retired_object_count'))} ({_bytes(dig(l1, 'retired_bytes'))})",
+        ),
         ("Eviction policy", _text(dig(eviction, "eviction_policy"))),
         ("Eviction watermark", _text(dig(eviction, "trigger_watermark"))),
         ("Eviction ratio", _text(dig(eviction, "eviction_ratio"))),
@@ -178,10 +182,21 @@ def render_describe(console: Console, url: str, status: Any) -> None:
 
 
 def render_clear(console: Console, url: str, body: Any) -> None:
-    """`kvcache clear`: which tier was cleared."""
+    """`kvcache clear`: which tier was cleared, and what stayed (locked, being written, retired)."""
     tier, removed = _text(dig(body, "cleared", "tier")), dig(body, "removed_objects")
     outcome = _text(dig(body, "status")) + ("" if removed is None else f", {_text(removed)} objects removed")
     console.print(f"kvcache at {escape(url)}: cleared tier {tier} ({outcome})")
+    locked, writing, retired = (
+        dig(body, f) for f in ("locked_objects", "writing_objects", "retired_objects")
+    )
+    if isinstance(locked, int) and locked:
+        console.print(f"  {locked} read-locked objects remain (in use by a lookup; --force removes them)")
+    if isinstance(writing, int) and writing:
+        console.print(f"  {writing} objects are being written and stay (they land after the clear)")
+    if isinstance(retired, int) and retired:
+        size = dig(body, "retired_bytes")
+        held = f" ({_text(size)} bytes)" if isinstance(size, int) else ""
+        console.print(f"  {retired} removed objects keep their memory{held} until their readers let go")
 
 
 def render_quota(console: Console, body: Any) -> None:

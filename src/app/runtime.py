@@ -173,6 +173,9 @@ class ServerRuntime:
             self.blend.on_unregister(instance_id)
         if self.server is not None:
             self.server.close_stream(instance_id)
+        ended = self.c.sessions().end_instance(instance_id)  # else they linger until the session TTL
+        if ended:
+            logger.info("Ended %d session(s) of instance %d", len(ended), instance_id)
 
     # ------------------------------------------------------------------- stop
     def _install_signal_handlers(self) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_events import KVEventLog
+    from lmcache.domain.l1_core import ClearReport
     from lmcache.domain.l1_manager import L1Manager
     from lmcache.domain.prefetch_controller import PrefetchController
     from lmcache.domain.sessions import SessionManager
@@ -183,6 +184,7 @@ class CacheEngine:
         digests = self.sessions.hashes(
             key.request_id, key.token_ids, key.start, key.end, key.token_content, key.scope
         )
+        self.sessions.attach(key.request_id, worker.instance_id)
         rank = pack_kv_rank(key.world_size, key.worker_id)
         keys = [ObjectKey(d, worker.model_name, rank, 0, key.cache_salt) for d in digests]
         return keys, list(range(len(keys)))
@@ -328,5 +330,9 @@ class CacheEngine:
         return TransferOutcome(True, True), len(keys), len(keys) * worker.layout.object_bytes
 
     def clear(self, force: bool) -> int:
-        """Clear L1 (`force`: locked objects and reservations too)."""
+        """Clear L1 (`force`: read-locked objects too); returns the objects removed."""
         return self.l1.clear(force)
+
+    def clear_report(self, force: bool) -> ClearReport:
+        """Clear L1 and say what stayed: read-locked objects, writes in flight, retired memory."""
+        return self.l1.clear_report(force)

@@ -3,12 +3,17 @@
 A bounded log of `stored` / `removed` records with sequence numbers from 1. `incarnation` (the server's
 start time in ns) changes on restart so subscribers know to resync. It is also an EventSink: L1 removals
 (eviction, clear, delete) become `removed` records of their model.
+
+Memory: a record keeps its chunk's tokens as one `array` of 4-byte ids (a list of Python ints costs ~10x
+that), and the log is bounded by `max_bytes` (an estimate of what its records hold) as well as by record
+count, dropping the oldest first, so its footprint stays flat under any traffic.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,7 +35,26 @@ class KVRecord:
     model_name: str
     block_hashes: list[bytes]
     parent_block_hash: bytes | None
-    token_ids: list[int]
+    token_ids: array[int]
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated memory held by the record (objects, hashes, tokens)."""
+        hashes = sum(len(h) + _BYTES_OVERHEAD for h in self.block_hashes)
+        return _RECORD_OVERHEAD + hashes + self.token_ids.itemsize * len(self.token_ids)
+
+
+_RECORD_OVERHEAD = 256  # the record, its hash list and token array objects, the deque slot
+_BYTES_OVERHEAD = 40  # one bytes object's header
+_NO_TOKENS: array[int] = array("I")
+
+
+def _compact(tokens: Sequence[int]) -> array[int]:
+    """Token ids as one array: 4 bytes each (8 for ids that do not fit 32 bits)."""
+    try:
+        return array("I", tokens)
+    except OverflowError:
+        return array("q", tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +69,22 @@ class KVBatch:
 
 
 class KVEventLog:
-    """Thread-safe bounded log; `capacity` 0 disables it (every read says `enabled=false`)."""
+    """Thread-safe bounded log; `capacity` 0 disables it (every read says `enabled=false`).
 
-    def __init__(self, capacity: int, incarnation: int) -> None:
+    Args:
+        capacity: Records kept at most.
+        incarnation: Changes on every start (subscribers resync).
+        max_bytes: Estimated bytes the records may hold at most (the oldest go first).
+    """
+
+    def __init__(self, capacity: int, incarnation: int, max_bytes: int = 32 << 20) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
         self.capacity = capacity
         self.incarnation = incarnation
-        self._records: collections.deque[KVRecord] = collections.deque(maxlen=max(capacity, 1))
+        self.max_bytes = max_bytes
+        self._records: collections.deque[KVRecord] = collections.deque()
+        self._bytes = 0
         self._next_seq = 1
         self._lock = threading.Lock()
 
@@ -67,6 +101,11 @@ class KVEventLog:
     def __len__(self) -> int:
         return len(self._records) if self.enabled else 0
 
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes held by the records."""
+        return self._bytes
+
     def stored(
         self,
         model_name: str,
@@ -79,7 +118,7 @@ class KVEventLog:
             return
         with self._lock:
             for digest, parent, chunk_tokens in zip(digests, parents, tokens, strict=True):
-                self._append("stored", model_name, [digest], parent, list(chunk_tokens))
+                self._append("stored", model_name, [digest], parent, _compact(chunk_tokens))
 
     def publish(self, event: StorageEvent) -> None:
         """EventSink: turn L1 removals into `removed` records, one per model."""
@@ -90,13 +129,17 @@ class KVEventLog:
             by_model.setdefault(key.model_name, {})[key.chunk_hash] = None
         with self._lock:
             for model, hashes in by_model.items():
-                self._append("removed", model, list(hashes), None, [])
+                self._append("removed", model, list(hashes), None, _NO_TOKENS)
 
     def _append(
-        self, kind: str, model: str, hashes: list[bytes], parent: bytes | None, tokens: list[int]
+        self, kind: str, model: str, hashes: list[bytes], parent: bytes | None, tokens: array[int]
     ) -> None:
-        self._records.append(KVRecord(self._next_seq, kind, "CPU", model, hashes, parent, tokens))
+        record = KVRecord(self._next_seq, kind, "CPU", model, hashes, parent, tokens)
+        self._records.append(record)
+        self._bytes += record.nbytes
         self._next_seq += 1
+        while self._records and (len(self._records) > self.capacity or self._bytes > self.max_bytes):
+            self._bytes -= self._records.popleft().nbytes
 
     def read(self, model_name: str, cursor: int, max_events: int) -> KVBatch:
         """Up to `max_events` records of `model_name` after `cursor`; `lost` when the cursor fell out."""

@@ -3,17 +3,21 @@
 Split from l1_manager.py (which adds the read and write operations) to keep modules small; the two are
 one class. Thread-safety: public methods take `_lock`; `_`-methods expect it held.
 
-A forced delete or clear removes locked objects from the index at once, but their memory is only freed
-when the holder lets go (commit, abort or last read unlock) or its lock expires: a reader may still be
-copying out of it and a writer still filling it, and handing those bytes to a new object would corrupt
-one or the other. Until then such an entry is "retired": invisible, not evictable, and its key cannot be
-reserved again.
+A forced delete or clear removes read-locked objects from the index at once, but their memory is only
+freed when the last reader lets go or the locks expire: a reader may still be copying out of it, and
+handing those bytes to a new object would corrupt what it reads. Until then the object is "retired":
+invisible and not evictable. Its key can be stored again at once: the new object supersedes it (a store
+after a clear must land). Read locks are counted per key, not per object, so a retired object and its
+successor share them: an unlock goes to the retired object first, the retired memory goes once no lock
+on the key is left (or the retired locks expire), and until then the successor is not evictable either
+(an old reader may be copying out of it). Live write reservations are left alone by a forced clear or
+delete: their writer commits them as a store that came after the clear.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lmcache.domain.deadlines import DeadlineHeap
 from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted
@@ -30,6 +34,36 @@ if TYPE_CHECKING:
     from lmcache.ports.events import EventSink
 
 _ON_DEMAND_ROUNDS = 16
+
+
+class ClearReport(NamedTuple):
+    """What a clear did and what it left.
+
+    Objects removed; read-locked ones kept (without force); live write reservations kept; removed keys whose
+    memory waits for their readers (retired) and those bytes.
+    """
+
+    removed: int
+    locked: int
+    writing: int
+    retired: int
+    retired_bytes: int
+
+
+class Retired:
+    """Memory of force-removed objects of one key, kept while readers may still copy out of it."""
+
+    __slots__ = ("deadline", "extents", "readers")
+
+    def __init__(self, extent: Extent, readers: int, deadline: float) -> None:
+        self.extents = [extent]
+        self.readers = readers
+        self.deadline = deadline
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return sum(extent.size for extent in self.extents)
 
 
 class L1Core:
@@ -55,7 +89,7 @@ class L1Core:
         self.read_ttl_s = read_ttl_s
         self._lock = threading.Lock()
         self._entries: dict[ObjectKey, Entry] = {}
-        self._retired: dict[ObjectKey, Entry] = {}
+        self._retired: dict[ObjectKey, Retired] = {}
         self._deadlines: DeadlineHeap[ObjectKey] = DeadlineHeap()
         self._salt_bytes: dict[str, int] = {}
         self._now = clock.monotonic()
@@ -83,7 +117,7 @@ class L1Core:
                 entry.deadline = 0.0
                 if entry.temporary:
                     temporaries.append((key, self._free(key, entry)))
-            for key in [k for k, e in self._retired.items() if e.deadline <= now]:
+            for key in [k for k, r in self._retired.items() if r.deadline <= now]:
                 self._release_retired(key)
             if expired_writes:
                 self._events.publish(L1WriteAborted(tuple(expired_writes), expired=True))
@@ -108,11 +142,13 @@ class L1Core:
             return self._remove_all(self.policy.quota_victims(self._evictable), EvictionReason.QUOTA)
 
     def delete(self, keys: Iterable[ObjectKey], force: bool = False) -> int:
-        """Remove ready, unlocked objects (`force`: any object, locks and reservations included)."""
+        """Remove ready, unlocked objects (`force`: read-locked ones too, and expired reservations)."""
         with self._lock:
             self._tick()
             unique = dict.fromkeys(keys)  # a key named twice is removed once
-            chosen = [k for k in unique if k in self._entries and (force or self._evictable(k))]
+            chosen = [
+                k for k in unique if k in self._entries and (self._evictable(k) or self._forcible(k, force))
+            ]
             return self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
 
     def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:
@@ -131,16 +167,27 @@ class L1Core:
             return self._remove_all(now, reason)[0]
 
     def clear(self, force: bool = False) -> int:
-        """`force=False`: remove unlocked ready objects and expired reservations. True: everything."""
+        """`clear_report(force).removed`."""
+        return self.clear_report(force).removed
+
+    def clear_report(self, force: bool = False) -> ClearReport:
+        """Remove unlocked ready objects and expired reservations; `force`: read-locked objects too.
+
+        Live write reservations always stay (their writer commits them). Read-locked objects removed by
+        `force` are retired (module docstring).
+        """
         with self._lock:
             now = self._tick()
-            if force:
-                chosen = list(self._entries)
-                self._deadlines.clear()  # retired entries expire through the sweep in reap_expired
-            else:
-                entries = self._entries.items()
-                chosen = [k for k, e in entries if (e.ready and self._evictable(k)) or e.deadline <= now]
-            return self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
+            chosen = [
+                k
+                for k, e in self._entries.items()
+                if (e.ready and (force or self._evictable(k))) or (not e.ready and e.deadline <= now)
+            ]
+            removed = self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
+            writing = sum(1 for e in self._entries.values() if not e.ready)
+            return ClearReport(
+                removed, len(self._entries) - writing, writing, len(self._retired), self.retired_bytes
+            )
 
     def usage_by_salt(self) -> dict[str, int]:
         """Bytes held per cache_salt (reservations included)."""
@@ -154,8 +201,13 @@ class L1Core:
 
     @property
     def retired_count(self) -> int:
-        """Objects removed by force whose memory waits for its lock holder."""
+        """Keys of objects removed by force whose memory waits for their readers."""
         return len(self._retired)
+
+    @property
+    def retired_bytes(self) -> int:
+        """Memory of retired objects, waiting for their readers."""
+        return sum(r.size for r in list(self._retired.values()))
 
     @property
     def object_count(self) -> int:
@@ -176,7 +228,11 @@ class L1Core:
         if entry is None:
             return False
         state = entry.state  # Entry's packing: readers << 2 | temporary << 1 | ready
-        return bool(state & 1) and (state < 4 or entry.deadline <= self._now)
+        return (
+            bool(state & 1)
+            and (state < 4 or entry.deadline <= self._now)
+            and key not in self._retired  # an old reader of the key may be copying out of it
+        )
 
     def _alloc_batch(self, sizes: list[int], evicted: list[tuple[ObjectKey, int]]) -> list[Extent | None]:
         """Extents for `sizes`: back to back from one run when equal and they fit, else one by one."""
@@ -185,6 +241,11 @@ class L1Core:
             if extents:
                 return extents
         return [self._alloc(size, evicted) for size in sizes]
+
+    def _forcible(self, key: ObjectKey, force: bool) -> bool:
+        """A forced removal takes ready objects and expired reservations, never a live reservation."""
+        entry = self._entries[key]
+        return force and (entry.ready or entry.deadline <= self._now)
 
     def _alloc(self, size: int, evicted: list[tuple[ObjectKey, int]]) -> Extent | None:
         extent = self.arena.alloc(size)
@@ -205,27 +266,41 @@ class L1Core:
         return self._free_memory(key, entry)
 
     def _free_memory(self, key: ObjectKey, entry: Entry) -> int:
-        self.arena.free_at(entry.offset, entry.size)
-        left = self._salt_bytes[key.cache_salt] - entry.size
+        return self._free_extent(key, entry.offset, entry.size)
+
+    def _free_extent(self, key: ObjectKey, offset: int, size: int) -> int:
+        self.arena.free_at(offset, size)
+        left = self._salt_bytes[key.cache_salt] - size
         if left:
             self._salt_bytes[key.cache_salt] = left
         else:
             del self._salt_bytes[key.cache_salt]
-        return entry.size
+        return size
 
     def _retire(self, key: ObjectKey, entry: Entry) -> int:
-        """Take a held entry out of the index; its memory stays until the holder lets go (module doc)."""
+        """Take a read entry out of the index; its memory stays until its readers let go (module doc)."""
         del self._entries[key]
-        if entry.ready:
-            self.policy.remove(key)
-        self._retired[key] = entry
+        self.policy.remove(key)
+        live = entry.readers if entry.deadline > self._now else 0
+        retired = self._retired.get(key)
+        if retired is None:
+            self._retired[key] = Retired(entry.extent, live, entry.deadline)
+        else:  # a successor of a retired object, removed by force in turn: one pool of locks per key
+            retired.extents.append(entry.extent)
+            retired.readers += live
+            retired.deadline = max(retired.deadline, entry.deadline)
         return entry.size
 
     def _release_retired(self, key: ObjectKey) -> None:
-        self._free_memory(key, self._retired.pop(key))
+        for extent in self._retired.pop(key).extents:
+            self._free_extent(key, extent.offset, extent.size)
 
-    def _held(self, entry: Entry) -> bool:
-        return entry.deadline > self._now and (not entry.ready or entry.readers > 0)
+    def _read_live(self, entry: Entry | None) -> bool:
+        """Whether `entry` is a ready object with read locks that did not expire."""
+        return entry is not None and entry.ready and entry.readers > 0 and entry.deadline > self._now
+
+    def _held(self, key: ObjectKey, entry: Entry) -> bool:
+        return entry.ready and (self._read_live(entry) or key in self._retired)
 
     def _remove_all(
         self, keys: Iterable[ObjectKey], reason: EvictionReason, *, retire_held: bool = False
@@ -237,7 +312,7 @@ class L1Core:
         entries, policy = self._entries, self.policy
         for key in keys:
             entry = entries[key]
-            if retire_held and self._held(entry):
+            if retire_held and self._held(key, entry):
                 removed.append((key, self._retire(key, entry)))
                 continue
             del entries[key]

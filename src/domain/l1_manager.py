@@ -88,8 +88,8 @@ class L1Manager(L1Core):
     def _reservable(self, keys: Sequence[ObjectKey], now: float) -> list[int]:
         """Positions of the keys that may be reserved now, each key once.
 
-        A key may be reserved when absent, when its reservation expired (dropped here) or when it was
-        retired and its holders let go (its memory is released here).
+        A key may be reserved when absent or when its reservation expired (dropped here); a retired key
+        may be, its new object superseding the retired one (l1_core's module docstring).
         """
         wanted: list[int] = []
         seen: set[ObjectKey] = set()
@@ -98,14 +98,9 @@ class L1Manager(L1Core):
                 continue
             seen.add(key)
             entry = self._entries.get(key)
-            if entry is not None and (entry.ready or entry.deadline > now):
-                continue
-            retired = self._retired.get(key)
-            if retired is not None:
-                if retired.deadline > now:  # its old writer or readers still use the memory
-                    continue
-                self._release_retired(key)
             if entry is not None:
+                if entry.ready or entry.deadline > now:
+                    continue
                 self._drop_write(key, entry, expired=True)
             wanted.append(i)
         return wanted
@@ -129,7 +124,6 @@ class L1Manager(L1Core):
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is None or entry.ready:
-                    self._end_retired_write(key)
                     out.append(False)
                     continue
                 if entry.deadline <= now:
@@ -156,8 +150,6 @@ class L1Manager(L1Core):
                 if entry is not None and not entry.ready:
                     self._free(key, entry)
                     dropped.append(key)
-                elif entry is None:
-                    self._end_retired_write(key)
             if dropped:
                 self._events.publish(L1WriteAborted(tuple(dropped), expired=False))
         return len(dropped)
@@ -208,38 +200,44 @@ class L1Manager(L1Core):
         return len(locked)
 
     def unlock_read(self, keys: Iterable[ObjectKey], n: int = 1) -> None:
-        """Release `n` read locks per key (never below zero); temporary objects leave at zero."""
+        """Release `n` read locks per key (never below zero); temporary objects leave at zero.
+
+        A key with a retired object gives its locks back there first (l1_core's docstring says why).
+        """
         removed: list[tuple[ObjectKey, int]] = []
         with self._lock:
             now = self._tick()
             for key in keys:
                 entry = self._entries.get(key)
-                if entry is None:
-                    self._end_retired_read(key, n, now)
+                left = self._unlock_retired(key, entry, n, now) if self._retired else n
+                if entry is None or not entry.ready:
                     continue
-                if not entry.ready:
-                    continue
-                entry.readers = 0 if entry.deadline <= now else max(0, entry.readers - n)
-                if entry.readers == 0:
-                    entry.deadline = 0.0
-                if entry.readers == 0 and entry.temporary:
+                if left:
+                    entry.readers = 0 if entry.deadline <= now else max(0, entry.readers - left)
+                    if entry.readers == 0:
+                        entry.deadline = 0.0
+                if entry.readers == 0 and entry.temporary and key not in self._retired:
                     removed.append((key, self._free(key, entry)))
             self._publish_removed(removed, EvictionReason.TEMPORARY)
 
-    def _end_retired_write(self, key: ObjectKey) -> None:
-        """The writer of a force-removed reservation is done: its memory can go now."""
-        retired = self._retired.get(key)
-        if retired is not None and not retired.ready:
-            self._release_retired(key)
+    def _unlock_retired(self, key: ObjectKey, entry: Entry | None, n: int, now: float) -> int:
+        """Take up to `n` locks from the key's retired object; free it once no lock on the key is left.
 
-    def _end_retired_read(self, key: ObjectKey, n: int, now: float) -> None:
-        """A reader of a force-removed object let go: free its memory after the last one."""
+        Returns:
+            The locks still to release on the key's current object.
+        """
         retired = self._retired.get(key)
-        if retired is None or not retired.ready:
-            return
-        retired.readers = 0 if retired.deadline <= now else max(0, retired.readers - n)
-        if retired.readers == 0:
+        if retired is None:
+            return n
+        live = retired.readers if retired.deadline > now else 0
+        taken = min(n, live)
+        retired.readers = live - taken
+        current_live = (
+            entry is not None and entry.ready and entry.readers > n - taken and entry.deadline > now
+        )
+        if retired.readers == 0 and not current_live:
             self._release_retired(key)
+        return n - taken
 
     def _add_readers(self, key: ObjectKey, entry: Entry, n: int, now: float) -> None:
         if entry.readers and entry.deadline <= now:
@@ -249,31 +247,29 @@ class L1Manager(L1Core):
         self.policy.touch(key)
 
     def readers(self, key: ObjectKey) -> int:
-        """Live read locks on a ready key (0 when absent, unlocked or expired), retired ones included.
+        """Live read locks on a key (0 when absent, unlocked or expired), a retired object's included.
 
         A reader that finds its object retired by a forced clear still sees its lock here, so it releases it
         (and with it the memory) instead of leaving both to the lock's TTL.
         """
         with self._lock:
-            entry = self._held_entry(key)
-            if entry is None or entry.deadline <= self._tick():
-                return 0
-            return entry.readers
+            now = self._tick()
+            entry = self._entries.get(key)
+            live = entry.readers if entry is not None and entry.ready and entry.deadline > now else 0
+            retired = self._retired.get(key)
+            if retired is not None and retired.deadline > now:
+                live += retired.readers
+            return live
 
     def extent(self, key: ObjectKey) -> Extent | None:
         """The extent of a ready object (meaningful while the caller holds a read lock).
 
-        None for an object a forced clear retired: its reader fails (the engine recomputes) and lets go.
+        None for an object a forced clear retired and nothing replaced yet: its reader fails (the engine
+        recomputes) and lets go. Once a new store of the key committed, its readers copy the new object.
         """
         with self._lock:
             entry = self._entries.get(key)
             return entry.extent if entry is not None and entry.ready else None
-
-    def _held_entry(self, key: ObjectKey) -> Entry | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._retired.get(key)
-        return entry if entry is not None and entry.ready else None
 
     def contains(self, key: ObjectKey) -> bool:
         """True when the object is ready (visible)."""

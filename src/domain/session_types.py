@@ -107,4 +107,5 @@ class Session:
     hit_chunks: int | None = None
     freed_chunks: set[int] = field(default_factory=set)
     released_ranks: set[int] = field(default_factory=set)
+    instances: set[int] = field(default_factory=set)  # workers that stored or retrieved for the request
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -218,6 +218,24 @@ class SessionManager:
                 self._l1.touch(grid.keys_for(session.chain.hashes_cached(range(session.lookup_chunks))))
         return True
 
+    def attach(self, request_id: str, instance_id: int) -> None:
+        """Record that worker `instance_id` works on the request (its sessions end with it)."""
+        session = self.get(request_id)
+        if instance_id not in session.instances:
+            with session.lock:
+                session.instances.add(instance_id)
+
+    def end_instance(self, instance_id: int) -> list[str]:
+        """End the sessions a worker that is gone (reaped, unregistered) worked on; returns their ids.
+
+        Without this they would stay until `ttl_s`, counted in `active_sessions`.
+        """
+        with self._lock:
+            ended = [rid for rid, s in self._sessions.items() if instance_id in s.instances]
+        for request_id in ended:
+            self.end_session(request_id)
+        return ended
+
     def expire(self) -> list[str]:
         """Drop sessions created more than `ttl_s` ago; returns their request ids (a supervised loop step)."""
         cutoff = self._clock.monotonic() - self.ttl_s

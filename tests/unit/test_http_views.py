@@ -48,3 +48,58 @@ def test_engine_shapes_are_rebuilt_from_the_detected_format(
     stride = tuple(1 for _ in shape)
     geom = detect_layer(TensorSpec("float16", shape, stride), hint, cpu_only=False)
     assert engine_kv_shape(geom) == expected
+
+
+def test_checksums_gathered_in_small_batches_match_one_gather() -> None:
+    import torch
+
+    from lmcache.adapters.transfer.checksums import block_checksums
+
+    layers = [torch.randn(2, 40, 16, 4, dtype=torch.float32) for _ in range(3)]
+    ids = [5, 3, 3, 39, *range(10, 30)]
+    whole = block_checksums(layers, ids, 4, 1, budget_bytes=1 << 30)
+    assert block_checksums(layers, ids, 4, 1, budget_bytes=1) == whole  # one chunk per gather
+    assert block_checksums(layers, ids, 4, 1, budget_bytes=3 * 4 * 2 * 16 * 4 * 4) == whole
+    assert len(whole) == 6
+
+
+def test_the_gate_takes_a_path_token_off_and_checks_bearer_tokens() -> None:
+    import asyncio
+    from typing import Any
+
+    from lmcache.adapters.http.gate import HttpGate
+
+    seen: list[tuple[str, bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["path"], scope["raw_path"]))
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def call(path: str, raw: bytes, headers: list[tuple[bytes, bytes]] = ()) -> int | None:  # type: ignore[assignment]
+        sent.clear()
+        scope = {"type": "http", "path": path, "raw_path": raw, "query_string": b"", "headers": headers}
+        asyncio.run(HttpGate(app, "t0ken-0123456789abc")(scope, None, send))  # type: ignore[arg-type]
+        return sent[0]["status"] if sent else None
+
+    assert call("/token/t0ken-0123456789abc/cache/clear", b"/token/t0ken-0123456789abc/cache/clear") is None
+    assert seen[-1] == ("/cache/clear", b"/cache/clear")
+    assert call("/token/t0ken-0123456789abc", b"/token/t0ken-0123456789abc") is None and seen[-1][0] == "/"
+    assert call("/token/other/cache/clear", b"/token/other/cache/clear") == 401
+    assert call("/status", b"/status", [(b"authorization", b"bearer t0ken-0123456789abc")]) is None
+    assert call("/status", b"/status", [(b"authorization", b"Basic t0ken-0123456789abc")]) == 401
+    assert call("/healthcheck", b"/healthcheck") is None
+
+
+def test_the_coordinator_sends_the_servers_token() -> None:
+    import asyncio
+
+    from lmcache.adapters.coordinator.servers import HttpFleetServers
+
+    servers = HttpFleetServers(1.0, "t0ken-0123456789abc")
+    assert servers._http.headers["authorization"] == "Bearer t0ken-0123456789abc"
+    asyncio.run(servers._http.aclose())
+    assert "authorization" not in HttpFleetServers(1.0)._http.headers

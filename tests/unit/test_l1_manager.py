@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted, L1WriteCommitted
+from lmcache.domain.l1_core import ClearReport
 
 from ._storage import ALIGN, key, make_l1, put
 
@@ -139,53 +140,100 @@ def test_clear_normal_keeps_locked_and_live_reservations() -> None:
     clock.advance(601)
     l1.lock_read([locked])  # refresh so it is still locked
     l1.reserve([writing], ALIGN)
-    assert l1.clear(force=False) == 2  # ready + the expired reservation
+    assert l1.clear_report(force=False) == ClearReport(2, 1, 1, 0, 0)  # ready + the expired reservation
     assert l1.contains(locked) and l1.write_extent(writing) is not None
-    assert l1.clear(force=True) == 2
-    assert l1.object_count == 0 and not l1.contains(locked)
+    # force: the read-locked object goes (retired); the live write stays and lands as a later store
+    assert l1.clear_report(force=True) == ClearReport(1, 0, 1, 1, ALIGN)
+    assert not l1.contains(locked) and l1.object_count == 1
     assert l1.stats().used_bytes == 2 * ALIGN  # the reader and the writer still use their memory
+    assert l1.finish([writing]) == [True] and l1.contains(writing)
     l1.unlock_read([locked], n=2)
-    assert l1.finish([writing]) == [False]
-    assert l1.stats().used_bytes == 0 and l1.retired_count == 0
+    assert l1.stats().used_bytes == ALIGN and l1.retired_count == 0
 
 
 def test_forced_removal_never_hands_memory_in_use_to_another_object() -> None:
     l1, _, events = make_l1(slots=2)
-    read, written, other = key(1), key(2), key(3)
+    read, other = key(1), key(3)
     put(l1, read)
     l1.lock_read([read])
-    mine = l1.reserve([written], ALIGN)[0]
-    assert l1.clear(force=True) == 2
-    assert events.of_type(L1Removed)[-1].keys == (read, written)
-    # Both extents are still being copied out of / into: nothing else may get them, not even the same keys.
-    assert l1.reserve([other], ALIGN) == [None]
-    assert l1.reserve([read, written], ALIGN) == [None, None]
-    assert not l1.contains(read) and l1.lock_read([read]) == [False] and l1.write_extent(written) is None
+    mine = l1.extent(read)
+    assert l1.clear(force=True) == 1
+    assert events.of_type(L1Removed)[-1].keys == (read,)
+    assert not l1.contains(read) and l1.lock_read([read]) == [False]
     assert l1.readers(read) == 1 and l1.extent(read) is None  # its reader fails, and must still let go
-    assert l1.finish([written]) == [False]  # the late writer's bytes never become visible...
-    again = l1.reserve([other], ALIGN)[0]
-    assert again == mine  # ...and only then is its memory reused
+    taken = l1.reserve([other], ALIGN)[0]
+    assert taken is not None and taken != mine  # the reader's extent is not handed out...
+    assert l1.reserve([key(4)], ALIGN) == [None]  # ...not even when nothing else is left
     l1.unlock_read([read])
-    assert l1.reserve([written], ALIGN)[0] is not None
-    assert l1.retired_count == 0 and l1.stats().used_bytes == 2 * ALIGN
+    assert l1.retired_count == 0 and l1.reserve([key(4)], ALIGN)[0] == mine  # ...until it let go
 
 
-def test_forced_delete_retires_held_objects_until_abort_or_ttl() -> None:
+def test_a_store_after_a_forced_clear_lands_while_old_readers_still_hold_the_key() -> None:
+    l1, _, _ = make_l1(slots=4)
+    k = key(1)
+    put(l1, k)
+    old = l1.extent(k)
+    l1.lock_read([k])  # reader A, from before the clear
+    assert l1.clear(force=True) == 1
+    new = l1.reserve([k], ALIGN)[0]  # the same key stored again: it lands, in other memory
+    assert new is not None and new != old
+    assert l1.finish([k]) == [True] and l1.contains(k) and l1.extent(k) == new
+    assert l1.readers(k) == 1  # A still holds the key
+    assert l1.lock_read([k]) == [True] and l1.readers(k) == 2  # reader B, of the new object
+    # Nothing of the key may go while a reader is left: neither eviction nor a normal clear takes it.
+    assert l1.evict(10 * ALIGN) == (0, 0) and l1.clear(force=False) == 0
+    l1.unlock_read([k])  # whoever of the two let go first, the old memory stays for the other
+    assert l1.stats().used_bytes == 2 * ALIGN and l1.retired_count == 1
+    l1.unlock_read([k])
+    assert l1.retired_count == 0 and l1.stats().used_bytes == ALIGN
+    assert l1.contains(k) and l1.extent(k) == new and l1.evict(ALIGN) == (1, ALIGN)
+
+
+def test_a_successor_cleared_by_force_again_joins_the_retired_memory() -> None:
+    l1, clock, _ = make_l1(slots=4, read_ttl=300)
+    k = key(1)
+    put(l1, k)
+    l1.lock_read([k])
+    l1.clear(force=True)
+    put(l1, k)  # the successor, not locked itself: an old reader may still copy out of it
+    assert l1.clear_report(force=True) == ClearReport(1, 0, 0, 1, 2 * ALIGN)
+    assert l1.stats().used_bytes == 2 * ALIGN and not l1.contains(k)
+    put(l1, k)  # and a third store of the key lands too
+    assert l1.contains(k) and l1.stats().used_bytes == 3 * ALIGN
+    clock.advance(300)
+    l1.reap_expired()  # the reader never came back: its lock's TTL frees both old extents
+    assert l1.retired_count == 0 and l1.stats().used_bytes == ALIGN and l1.contains(k)
+
+
+def test_temporary_successor_leaves_after_the_last_reader_of_the_key() -> None:
+    l1, _, _ = make_l1(slots=4)
+    k = key(1)
+    put(l1, k)
+    l1.lock_read([k])
+    l1.clear(force=True)
+    l1.reserve([k], ALIGN)
+    assert l1.finish([k], read_locks=1, temporary=True) == [True]  # a prefetched successor
+    l1.unlock_read([k])
+    assert l1.contains(k)  # one lock on the key left: it stays
+    l1.unlock_read([k])
+    assert not l1.contains(k) and l1.stats().used_bytes == 0
+
+
+def test_forced_delete_retires_read_objects_until_their_ttl_and_leaves_live_writes() -> None:
     l1, clock, _ = make_l1(slots=4, read_ttl=300, write_ttl=600)
     read, written, idle = key(1), key(2), key(3)
     put(l1, read, idle)
     l1.lock_read([read])
     l1.reserve([written], ALIGN)
-    assert l1.delete([read, written, idle], force=True) == 3
-    assert l1.retired_count == 2 and l1.stats().used_bytes == 2 * ALIGN  # the idle one went at once
-    assert l1.abort([written]) == 0  # not a reservation any more, but its memory is released
-    assert l1.retired_count == 1
+    assert l1.delete([read, written, idle], force=True) == 2
+    assert l1.retired_count == 1 and l1.stats().used_bytes == 2 * ALIGN  # the idle one went at once
+    assert l1.finish([written]) == [True]  # the write in flight lands
     clock.advance(299)
     l1.reap_expired()
     assert l1.retired_count == 1
     clock.advance(1)
     l1.reap_expired()  # a reader that never came back: its lock's TTL frees the memory
-    assert l1.retired_count == 0 and l1.stats().used_bytes == 0
+    assert l1.retired_count == 0 and l1.stats().used_bytes == ALIGN
 
 
 def test_usage_by_salt_tracks_reservations_and_objects() -> None:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from lmcache.app.config import ConfigError
-from lmcache.app.config.l2_base import L2SpecBase
+from lmcache.app.config.l2_base import DEADLINE_FIELDS, L2SpecBase
 from lmcache.app.l2_factory import build_l2_adapters, load_adapter_class
 
 CLOSED: list[str] = []
@@ -108,7 +108,7 @@ def test_every_spec_field_is_a_constructor_keyword() -> None:
             continue
         adapter_cls = load_adapter_class(number, cls.model_construct())
         params = inspect.signature(adapter_cls).parameters
-        fields = set(cls.model_fields) - {"type"}
+        fields = set(cls.model_fields) - {"type", *DEADLINE_FIELDS}
         assert fields <= set(params), (cls.__name__, fields - set(params))
         extra = [p for name, p in params.items() if name not in fields]
         assert all(p.default is not inspect.Parameter.empty for p in extra), cls.__name__
@@ -175,3 +175,24 @@ def test_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "lmcache.adapters.storage.resp", raising=False)
     with pytest.raises(ConfigError, match=r"optional package 'redis[.a-z]*'; install lmcache\[redis"):
         build_l2_adapters(_parse({"type": "resp", "host": "127.0.0.1", "port": 6379}))
+
+
+def test_deadlines_are_per_adapter_fields_with_the_old_defaults() -> None:
+    import asyncio
+
+    mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}
+    built = build_l2_adapters(_parse(mock, {**mock, "lookup_deadline_s": 0.25, "store_deadline_s": 2}))
+    assert (built[0].deadline_s, built[0].store_deadline_s) == (5.0, 30.0)
+    assert (built[1].deadline_s, built[1].store_deadline_s) == (0.25, 2.0)
+    for adapter in built:
+        asyncio.run(adapter.close())
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1e9, float("inf"), float("nan"), "soon"])
+def test_deadlines_are_validated(bad: object) -> None:
+    from pydantic import ValidationError
+
+    mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}
+    for field in sorted(DEADLINE_FIELDS):
+        with pytest.raises(ValidationError, match=field):
+            _parse({**mock, field: bad})

@@ -142,6 +142,28 @@ def test_kvcache_clear_force_and_removed_count(stub: Stub, capsys: pytest.Captur
     assert _out(capsys)[0] == f"kvcache at {URL}: cleared tier l1 (ok, 5 objects removed)\n"
 
 
+def test_kvcache_clear_says_what_stayed(stub: Stub, capsys: pytest.CaptureFixture[str]) -> None:
+    stub.fail["/cache/clear"] = httpx.Response(
+        200,
+        json={
+            "status": "ok",
+            "cleared": {"tier": "l1"},
+            "force": False,
+            "removed_objects": 0,
+            "locked_objects": 3,
+            "writing_objects": 1,
+            "retired_objects": 2,
+            "retired_bytes": 524288,
+        },
+    )
+    assert _run(stub, "kvcache", "clear") == 0
+    out = _out(capsys)[0]
+    assert f"kvcache at {URL}: cleared tier l1 (ok, 0 objects removed)" in out
+    assert "3 read-locked objects remain" in out and "--force" in out
+    assert "1 objects are being written" in out
+    assert "2 removed objects keep their memory (524288 bytes) until their readers let go" in out
+
+
 # --- quota -----------------------------------------------------------------------------------------------
 
 

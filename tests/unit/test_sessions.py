@@ -112,3 +112,15 @@ def test_abandoned_sessions_expire_after_creation_ttl() -> None:
     assert len(sessions) == 1
     clock.advance(300)
     assert sessions.expire() == ["young"]
+
+
+def test_the_sessions_of_a_worker_that_is_gone_end_with_it() -> None:
+    _, _, sessions, grid, _ = _setup()
+    sessions.begin_lookup("scheduler-only", TOKENS, len(TOKENS), grid)
+    for rid, instance in (("a", 7), ("b", 7), ("b", 8), ("c", 8)):
+        sessions.hashes(rid, TOKENS, 0, 8)
+        sessions.attach(rid, instance)
+    assert len(sessions) == 4
+    assert sorted(sessions.end_instance(7)) == ["a", "b"]
+    assert len(sessions) == 2 and sessions.end_instance(7) == []
+    assert sessions.end_instance(8) == ["c"] and len(sessions) == 1  # the scheduler's stays for its TTL

@@ -50,6 +50,7 @@ class CoordinatorSettings:
     resync_max_wait: float = 60.0
     resync_page_size: int = 1000
     server_timeout: float = 10.0
+    server_auth_token: str | None = None
 
 
 class FleetLoops:

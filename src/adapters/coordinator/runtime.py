@@ -46,7 +46,7 @@ class CoordinatorRuntime:
             clock, settings.instance_timeout, settings.blend_chunk_size, settings.blend_probe_stride
         )
         self.metrics = CoordinatorMetrics(self.state)
-        self.servers = HttpFleetServers(settings.server_timeout)
+        self.servers = HttpFleetServers(settings.server_timeout, settings.server_auth_token)
         checkpoint = JsonCheckpointFile(settings.checkpoint_path) if settings.checkpoint_path else None
         self.loops = FleetLoops(self.state, self.servers, self.metrics, settings, checkpoint)
         self.supervisor = Supervisor(clock)

@@ -65,10 +65,12 @@ class HttpFleetServers:
 
     Args:
         timeout_s: Per-request timeout.
+        token: Bearer token the servers require (their `--http-auth-token`), if any.
     """
 
-    def __init__(self, timeout_s: float = 10.0) -> None:
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+    def __init__(self, timeout_s: float = 10.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=headers)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         try:

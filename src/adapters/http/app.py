@@ -1,13 +1,17 @@
 """The HTTP frontend's Litestar app: every route of issue 6 over one `HttpServices`.
 
-Handlers receive the services (and the prefetch book and script runner) as named dependencies. No OpenAPI
-schema and no Litestar logging config: the CLI owns logging.
+Handlers receive the services (and the prefetch book and script runner) as named dependencies. The app
+publishes its OpenAPI schema at `/schema/openapi.json` (no HTML renderers): it documents every route with
+its bounds, and the HTTP fuzzer (benchmarks/fuzz_http.py) is driven by it. No Litestar logging config:
+the CLI owns logging.
 """
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from lmcache.adapters.http import schemas
@@ -62,7 +66,12 @@ def build_http_app(services: HttpServices) -> Litestar:
         },
         signature_namespace=namespace,
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(
+            title="lmcache server",
+            version=services.version or "0",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
         logging_config=None,
         request_max_body_size=MAX_BODY_BYTES,
     )

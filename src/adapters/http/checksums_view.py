@@ -2,7 +2,8 @@
 
 Checks run in LMCache's order: no lmcache-driven transfer path -> 501, unknown instance -> 404, empty
 `block_ids` -> 400, `chunk_size` <= 0 -> 400, a layer format without a block axis (fused K/V) -> 501. Block
-ids outside the engine's pool are a 400 too (LMCache answers those with a 500).
+ids outside the engine's pool are a 400 too (LMCache answers those with a 500), and so are more ids than
+the pool has blocks, so one request costs at most one pass over the engine's KV.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def worker_checksums(
         raise http_error(501, "layers disagree on their block axis; checksums need one")
     axis = axes.pop()
     pool = min(layer.shape[axis] for layer in layers)
+    if len(block_ids) > pool:  # bounds the work to one pass over the engine's pool
+        raise bad_request("block_ids", f"at most {pool} block ids (the engine's pool), got {len(block_ids)}")
     low, high = min(block_ids), max(block_ids)
     if low < 0 or high >= pool:
         bad = low if low < 0 else high

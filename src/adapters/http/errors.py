@@ -8,6 +8,7 @@ unexpected exception is logged and answered 500 without its text.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Response
@@ -33,12 +34,19 @@ def bad_request(field: str, message: str, source: str = "body") -> ValidationExc
     )
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+
+
 def _validation_detail(exc: ValidationException) -> str:
     extra = exc.extra if isinstance(exc.extra, list) else []
     first = extra[0] if extra and isinstance(extra[0], dict) else None
     if first is None:
         return str(exc.detail)
     key, message = first.get("key"), first.get("message", exc.detail)
+    unknown = _UNKNOWN_FIELD.match(str(message))
+    if unknown is not None:  # name the field itself: `keys[0].evil: unknown field`
+        where = "" if key in (None, "", "data") else f"{key}."
+        return f"{where}{unknown.group('name')}: unknown field"
     if key == "data":  # Litestar's name for the whole body
         missing = message in ("'data'", "Missing required parameter")
         return "body: a JSON body is required" if missing else f"body: {message}"

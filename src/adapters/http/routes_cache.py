@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from litestar import delete, get, post
+from litestar import Request, delete, get, post
 
 from lmcache.adapters.http.checksums_view import default_chunk_blocks, worker_checksums
 from lmcache.adapters.http.errors import bad_request, http_error
 from lmcache.adapters.http.l2_ops import can_list_keys
-from lmcache.adapters.http.schemas import ClearBody, EncodedKey, decode_keys
+from lmcache.adapters.http.schemas import MAX_BLOCK_IDS, ClearBody, EncodedKey, decode_keys
 from lmcache.adapters.http.storage_calls import (
     check_page_size,
     delete_from_l2,
@@ -30,11 +30,12 @@ if TYPE_CHECKING:
     from lmcache.adapters.http.schemas import ChecksumBody, DeleteObjectsBody
     from lmcache.adapters.http.services import HttpServices
     from lmcache.domain.keys import ObjectKey
+    from lmcache.domain.l1_core import ClearReport
 
 __all__ = ("CACHE_ROUTES", "parse_block_ids")
 
 TIERS = ("l1", "l2")
-MAX_BLOCK_IDS = 1 << 20
+MAX_CURSOR = 1 << 62  # listing cursors count index entries; beyond this a token is surely not ours
 
 
 def _tier(value: str, allowed: tuple[str, ...] = TIERS, source: str = "body") -> str:
@@ -43,22 +44,43 @@ def _tier(value: str, allowed: tuple[str, ...] = TIERS, source: str = "body") ->
     return value
 
 
-@post("/clear-cache", status_code=200, sync_to_thread=True)
-def clear_cache(services: NamedDependency[HttpServices]) -> dict[str, Any]:
-    """Force-clear L1: every object, locked ones and write reservations included."""
-    removed = services.engine.clear(True)
-    return {"status": "ok", "removed_objects": removed}
+def _clear_answer(report: ClearReport) -> dict[str, Any]:
+    """The counts of a clear: what went, and what stayed and why (so "0 removed" never hides locks)."""
+    return {
+        "removed_objects": report.removed,
+        "locked_objects": report.locked,
+        "writing_objects": report.writing,
+        "retired_objects": report.retired,
+        "retired_bytes": report.retired_bytes,
+    }
+
+
+@post("/clear-cache", status_code=200)
+async def clear_cache(
+    request: Request[Any, Any, Any], services: NamedDependency[HttpServices]
+) -> dict[str, Any]:
+    """Force-clear L1: every object, read-locked ones included (their memory goes after their readers).
+
+    It takes no body: anything but nothing, `{}` or `null` is a 400 (a body here is a client's mistake).
+    """
+    body = await request.body()
+    if body.strip() not in (b"", b"{}", b"null"):
+        raise bad_request(
+            "body", f"/clear-cache takes no body (got {len(body)} bytes); see POST /cache/clear"
+        )
+    report = await anyio.to_thread.run_sync(services.engine.clear_report, True)
+    return {"status": "ok", **_clear_answer(report)}
 
 
 @post("/cache/clear", status_code=200, sync_to_thread=True)
 def cache_clear(
     services: NamedDependency[HttpServices], data: JSONBody[ClearBody | None] = None
 ) -> dict[str, Any]:
-    """Clear one tier (only `l1`); `force` also drops locked objects and reservations."""
+    """Clear one tier (only `l1`); `force` also drops read-locked objects."""
     body = data if data is not None else ClearBody()
     _tier(body.tier, ("l1",))
-    removed = services.engine.clear(body.force)
-    return {"status": "ok", "cleared": {"tier": body.tier}, "force": body.force, "removed_objects": removed}
+    report = services.engine.clear_report(body.force)
+    return {"status": "ok", "cleared": {"tier": body.tier}, "force": body.force, **_clear_answer(report)}
 
 
 @post("/cache/checksums", status_code=200, sync_to_thread=True)
@@ -143,7 +165,7 @@ async def _l1_page(
 ) -> dict[str, Any]:
     try:
         cursor = int(token) if token else 0
-        if cursor < 0:
+        if not 0 <= cursor <= MAX_CURSOR:
             raise ValueError
     except ValueError:
         raise bad_request("page_token", f"not a token this server handed out: {token!r}", "query") from None

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, delete, get, put
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from lmcache.adapters.http.errors import bad_request
+from lmcache.adapters.http.schemas import MAX_QUOTA_GB
 from lmcache.adapters.http.storage_calls import parse_salt
 from lmcache.domain.keys import salt_alias
 from lmcache.domain.units import bytes_to_gb, gb_to_bytes
@@ -41,16 +44,39 @@ async def _limit_gb(request: Request[Any, Any, Any]) -> float:
         raise bad_request("body", "not valid JSON") from None
     if not isinstance(body, dict) or "limit_gb" not in body:
         raise bad_request("limit_gb", 'required: send {"limit_gb": <GB>}')
+    unknown = sorted(str(k) for k in body if k != "limit_gb")
+    if unknown:
+        raise bad_request(unknown[0], "unknown field")
     value = body["limit_gb"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request("limit_gb", f"must be a number, got {value!r}")
-    limit = float(value)
-    if not math.isfinite(limit) or limit < 0:
-        raise bad_request("limit_gb", f"must be a finite number >= 0, got {value!r}")
+    try:
+        limit = float(value)
+    except OverflowError:  # an int too large for a float
+        limit = math.inf
+    if not math.isfinite(limit) or not 0 <= limit <= MAX_QUOTA_GB:
+        raise bad_request("limit_gb", f"must be a number in 0..{MAX_QUOTA_GB:.0f} (GB), got {value!r}")
     return limit
 
 
-@put("/quota/{cache_salt:str}")
+@dataclass
+class _QuotaOperation(Operation):
+    """Documents the body `set_quota` parses itself (its checks name `limit_gb` even for NaN or 1e999)."""
+
+    def __post_init__(self) -> None:
+        limit = Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=MAX_QUOTA_GB)
+        body = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={"limit_gb": limit},
+            required=["limit_gb"],
+            additional_properties=False,
+        )
+        self.request_body = RequestBody(
+            content={"application/json": OpenAPIMediaType(schema=body)}, required=True
+        )
+
+
+@put("/quota/{cache_salt:str}", operation_class=_QuotaOperation)
 async def set_quota(
     cache_salt: FromPath[str], request: Request[Any, Any, Any], services: NamedDependency[HttpServices]
 ) -> dict[str, Any]:

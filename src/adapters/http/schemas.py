@@ -1,7 +1,10 @@
 """Request bodies of the HTTP frontend (wire-protocol.md §7, the coordinator's calls), as msgspec Structs.
 
-Litestar decodes and type-checks them; a wrong type is a 400 naming the field (errors.py). Rules msgspec
-cannot state (finite numbers, key validity) are checked by the routes, which name the field too.
+Litestar decodes and type-checks them; a wrong type, a value out of its bounds or a field the struct does
+not know is a 400 naming the field (errors.py). Every list and string a client sends is capped here, so no
+request can make the server allocate or compute without bound; the bounds also reach the OpenAPI schema
+(`/schema/openapi.json`) the HTTP fuzzer (benchmarks/fuzz_http.py) is driven by. Rules msgspec cannot
+state (key validity) are checked by the routes, which name the field too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from lmcache.adapters.http.errors import bad_request
 from lmcache.domain.keys import InvalidKeyError, ObjectKey
 
 __all__ = (
+    "MAX_BLOCK_IDS",
     "MAX_KEYS",
+    "MAX_QUOTA_GB",
+    "MAX_TOKENS",
     "ChecksumBody",
     "ClearBody",
     "DeleteObjectsBody",
@@ -27,18 +33,30 @@ __all__ = (
 )
 
 MAX_KEYS = 10_000  # keys per delete request, and objects per listing page
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+MAX_BLOCK_IDS = 1 << 16  # block ids per checksum request (also at most the engine's pool, checked there)
+MAX_TOKENS = 1 << 20  # token ids per coordinator prefetch
+MAX_QUOTA_GB = float(1 << 20)  # 1 PiB: beyond any host's L1, and far from float overflow in bytes
+MAX_NAME = 1024  # model names
+INT64_MAX = (1 << 63) - 1
+Int64 = Annotated[int, msgspec.Meta(ge=-INT64_MAX - 1, le=INT64_MAX)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 TokenId = Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]  # token ids are unsigned 32-bit (hashing.py)
+Salt = Annotated[str, msgspec.Meta(max_length=128)]
+ModelName = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 
 
-class EncodedKey(msgspec.Struct):
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
+    """A request body: a field it does not define is a 400 naming it, never silently ignored."""
+
+
+class EncodedKey(Strict):
     """An EncodedObjectKey (wire-protocol.md §6.3)."""
 
-    chunk_hash_hex: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-f]{2})+$")]
-    model_name: str
+    chunk_hash_hex: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-f]{2})+$", max_length=128)]
+    model_name: ModelName
     kv_rank: NonNegInt
     object_group_id: NonNegInt = 0
-    cache_salt: str = ""
+    cache_salt: Salt = ""
 
     def to_key(self, where: str) -> ObjectKey:
         """Decode into a validated ObjectKey; a bad field is a 400 naming `where`."""
@@ -59,6 +77,9 @@ class EncodedKey(msgspec.Struct):
         return cls(key.chunk_hash.hex(), key.model_name, key.kv_rank, key.object_group_id, key.cache_salt)
 
 
+KeyList = Annotated[list[EncodedKey], msgspec.Meta(max_length=MAX_KEYS)]
+
+
 def decode_keys(keys: list[EncodedKey], field: str = "keys") -> list[ObjectKey]:
     """Decode a key list, at most `MAX_KEYS`; a bad entry is a 400 naming `keys[i]`."""
     if len(keys) > MAX_KEYS:
@@ -66,54 +87,56 @@ def decode_keys(keys: list[EncodedKey], field: str = "keys") -> list[ObjectKey]:
     return [k.to_key(f"{field}[{i}]") for i, k in enumerate(keys)]
 
 
-class ClearBody(msgspec.Struct):
+class ClearBody(Strict):
     """`POST /cache/clear` (LMCache's `lmcache kvcache clear`)."""
 
-    tier: str = "l1"
+    tier: Annotated[str, msgspec.Meta(max_length=16)] = "l1"
     force: bool = False
 
 
-class ChecksumBody(msgspec.Struct):
+class ChecksumBody(Strict):
     """`POST /cache/checksums` (wire-protocol.md §7.1; the bench's defaults)."""
 
-    block_ids: list[int] = msgspec.field(default_factory=list)
-    chunk_size: int = 0
-    instance_id: int = 0
+    block_ids: Annotated[list[Int64], msgspec.Meta(max_length=MAX_BLOCK_IDS)] = msgspec.field(
+        default_factory=list
+    )
+    chunk_size: Int64 = 0
+    instance_id: Int64 = 0
     layerwise: bool = False
 
 
-class QuotaBody(msgspec.Struct):
-    """`PUT /quota/{cache_salt}`."""
+class QuotaBody(Strict):
+    """`PUT /quota/{cache_salt}` (parsed by the route itself; this is its documented shape)."""
 
-    limit_gb: float
+    limit_gb: Annotated[float, msgspec.Meta(ge=0, le=MAX_QUOTA_GB)]
 
 
-class KeysBody(msgspec.Struct):
+class KeysBody(Strict):
     """`DELETE /l2` (the coordinator's eviction)."""
 
-    keys: list[EncodedKey]
+    keys: KeyList
 
 
-class DeleteObjectsBody(msgspec.Struct):
+class DeleteObjectsBody(Strict):
     """`DELETE /cache/objects`: `force` also drops locked L1 objects; `adapter` picks the L2 tier."""
 
-    keys: list[EncodedKey]
-    tier: str = "l1"
+    keys: KeyList
+    tier: Annotated[str, msgspec.Meta(max_length=16)] = "l1"
     force: bool = False
     adapter: NonNegInt = 0
 
 
-class PrefetchBody(msgspec.Struct):
+class PrefetchBody(Strict):
     """`POST /l2/prefetch` (the coordinator's prefetch fan-out)."""
 
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    model_name: Annotated[str, msgspec.Meta(min_length=1)]
+    model_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
     world_size: Annotated[int, msgspec.Meta(ge=1, le=255)]
-    token_ids: list[TokenId]
-    cache_salt: str = ""
+    token_ids: Annotated[list[TokenId], msgspec.Meta(max_length=MAX_TOKENS)]
+    cache_salt: Salt = ""
 
 
-class ScriptBody(msgspec.Struct):
+class ScriptBody(Strict):
     """`POST /run_script` as JSON (a multipart upload with a `script` part works too)."""
 
-    script: str
+    script: Annotated[str, msgspec.Meta(max_length=1 << 20)]

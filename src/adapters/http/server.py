@@ -2,7 +2,9 @@
 
 The listening socket is bound here, before the thread starts, so a port in use is a plain `OSError` at
 start-up (uvicorn would log and `sys.exit` inside its thread). `stop` asks uvicorn to finish open requests
-and joins the thread.
+and joins the thread. With a certificate and key it serves HTTPS (uvicorn's TLS). uvicorn's limit on an
+incomplete request head is raised to 1 MiB so an over-long query string gets the gate's 414 (gate.py)
+instead of a reset connection.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from lmcache.adapters.http.gate import MAX_HEAD_BYTES
+
 if TYPE_CHECKING:
-    from litestar import Litestar
+    from typing import Any
 
 __all__ = ("HttpServer", "HttpStartError")
 
@@ -47,14 +51,24 @@ class HttpServer:
     """Serves an ASGI app with uvicorn on a daemon thread.
 
     Args:
-        app: The app.
+        app: The ASGI app.
         host: `--http-host`.
         port: `--http-port`.
+        ssl_certfile: `--http-ssl-certfile` (HTTPS when set, with `ssl_keyfile`).
+        ssl_keyfile: `--http-ssl-keyfile`.
     """
 
-    def __init__(self, app: Litestar, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        self.scheme = "https" if ssl_certfile else "http"
         config = uvicorn.Config(
             app,
             host=host,
@@ -64,6 +78,10 @@ class HttpServer:
             lifespan="on",
             server_header=False,
             timeout_graceful_shutdown=5,
+            http="h11",
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -73,7 +91,7 @@ class HttpServer:
     def url(self) -> str:
         """The frontend's base URL."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Bind, start the thread and wait until uvicorn serves.

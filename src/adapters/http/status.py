@@ -62,6 +62,8 @@ def _l1(services: HttpServices) -> dict[str, Any]:
         "memory_used_bytes": stats.used_bytes,
         "memory_usage_ratio": stats.used_bytes / stats.total_bytes if stats.total_bytes else 0.0,
         "total_object_count": l1.object_count,
+        "retired_object_count": l1.retired_count,
+        "retired_bytes": l1.retired_bytes,
         "free_bytes": stats.free_bytes,
         "largest_free_bytes": stats.largest_free,
         "fragmentation": stats.fragmentation,
@@ -79,6 +81,9 @@ def _l2(services: HttpServices, usages: list[Any]) -> list[dict[str, Any]]:
         state = getattr(breaker, "state", "closed")
         entry: dict[str, Any] = {"index": index, "type": kind, "is_healthy": state != "open"}
         entry["circuit_breaker"] = state
+        counters = getattr(adapter, "counters", None)
+        entry["corrupt_objects"] = getattr(counters, "corrupt", 0)
+        entry["quarantined_objects"] = getattr(counters, "quarantined", 0)
         if usage is not None:
             cap = usage.capacity_bytes
             entry["usage"] = {
@@ -170,6 +175,8 @@ def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
             "incarnation": kv_events.incarnation,
             "log_depth": len(kv_events),
             "log_capacity": kv_events.capacity,
+            "log_bytes": kv_events.nbytes,
+            "log_max_bytes": kv_events.max_bytes,
             "next_seq": kv_events.next_seq,
         },
         "loops": loops_view(services),

@@ -3,7 +3,8 @@
 Names follow wire-protocol.md §5.11: the prefix `lmcache_l1_pool_` is added unless present, a stale
 segment with the same name is unlinked first, and the server unlinks the segment on close. `name=None`
 picks an automatic name (the spec's "--shm-name unset"); whether a pool is wanted at all (`""` = no pool)
-is the caller's decision (see factory.py).
+is the caller's decision (see factory.py). Before creating its pool a server removes the automatic pools
+of dead servers, and it holds a lock on its own pool while it runs (shm_reaper.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 from multiprocessing import resource_tracker, shared_memory
 
 from lmcache.adapters.memory._mapped import L1MemoryError, MappedL1Memory, close_quietly
+from lmcache.adapters.memory.shm_reaper import hold_pool_lock, remove_dead_pools
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class ShmL1Memory(MappedL1Memory):
 
     def __init__(self, size_bytes: int, name: str | None = None) -> None:
         self.name = shm_pool_name(name)
+        remove_dead_pools()
         _unlink_stale(self.name)
         try:
             self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=size_bytes)
@@ -61,6 +64,7 @@ class ShmL1Memory(MappedL1Memory):
             msg = f"cannot create SHM segment {self.name} of {size_bytes} bytes ({exc})"
             raise L1MemoryError(msg) from exc
         self._unlinked = False
+        self._lock_fd = hold_pool_lock(self.name)
         buf = self._shm.buf
         if buf is None:  # pragma: no cover - only after close()
             raise L1MemoryError(f"SHM segment {self.name} has no buffer")
@@ -69,6 +73,9 @@ class ShmL1Memory(MappedL1Memory):
     def _unmap(self, released: bool) -> None:
         if released:
             close_quietly(self._shm.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if not self._unlinked:
             self._unlinked = True
             try:

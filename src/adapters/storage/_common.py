@@ -13,7 +13,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lmcache.adapters.storage.object_format import CorruptObjectError, decode_into, encode_header
+from lmcache.adapters.storage.object_format import (
+    CorruptObjectError,
+    UnusableObjectError,
+    decode_into,
+    encode_header,
+)
 from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
@@ -28,6 +33,7 @@ __all__ = (
     "AdapterCounters",
     "InFlight",
     "LockTable",
+    "damaged_keys",
     "decode_all",
     "encode_all",
     "offload",
@@ -50,6 +56,7 @@ class AdapterCounters:
     loads: int = 0
     load_misses: int = 0
     corrupt: int = 0
+    quarantined: int = 0
     backend_errors: int = 0
     capacity_rejections: int = 0
 
@@ -190,6 +197,30 @@ def tally_loads(
             counters.corrupt += 1
             log.warning("%s L2: corrupt object %s: %s", name, key.short(), outcome)
     return [outcome is True for outcome in outcomes]
+
+
+def damaged_keys(keys: Sequence[ObjectKey], outcomes: Sequence[CorruptObjectError | bool]) -> list[ObjectKey]:
+    """The keys whose stored bytes failed a check (to quarantine); other misses are left alone."""
+    return [
+        key
+        for key, outcome in zip(keys, outcomes, strict=True)
+        if isinstance(outcome, CorruptObjectError) and not isinstance(outcome, UnusableObjectError)
+    ]
+
+
+async def quarantine_remote(
+    delete: Callable[[Sequence[ObjectKey]], Awaitable[list[bool]]],
+    counters: AdapterCounters,
+    keys: Sequence[ObjectKey],
+    log: logging.Logger,
+    name: str,
+) -> None:
+    """Delete damaged objects from a remote store, so no later lookup finds them again (counted once)."""
+    if not keys:
+        return
+    removed = await delete(keys)
+    counters.quarantined += sum(removed)
+    log.warning("%s L2: deleted %d damaged object(s) so later lookups miss at once", name, sum(removed))
 
 
 async def run_jobs(

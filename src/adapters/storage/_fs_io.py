@@ -4,6 +4,10 @@ Each object moves with bulk syscalls: one `writev` of header + payload (or one `
 bounce buffer with O_DIRECT), one `preadv` straight into the caller's buffer. O_DIRECT needs aligned
 memory, offsets and sizes, which the caller's L1 view does not promise, so that path goes through a
 page-aligned anonymous mmap; where the file system refuses O_DIRECT (tmpfs) it falls back to buffered I/O.
+
+Objects hold tenants' KV: files are created 0600 and directories 0700 (owner only, whatever the umask).
+A file that fails its checks is moved aside by `quarantine`, only if the path still names the file that
+was read (a concurrent rewrite of the same key is never moved).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import logging
 import mmap
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmcache.adapters.storage.object_format import (
     MIN_READ,
+    BufferMismatchError,
     CorruptObjectError,
     ObjectHeader,
     copy_payload,
@@ -30,10 +36,24 @@ if TYPE_CHECKING:
 
     from lmcache.domain.keys import ObjectKey
 
-__all__ = ("object_files", "read_header", "read_object", "sizes_of", "unlink_all", "write_object")
+__all__ = (
+    "DIR_MODE",
+    "FILE_MODE",
+    "make_dir",
+    "object_files",
+    "quarantine",
+    "read_header",
+    "read_object",
+    "sizes_of",
+    "unlink_all",
+    "write_object",
+)
 
 logger = logging.getLogger(__name__)
 ALIGN = 4096
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+QUARANTINE_MAX_FILES = 100  # beyond this, quarantined objects are deleted instead of kept for a person
 _warned_odirect = threading.Event()
 
 
@@ -41,14 +61,22 @@ def _open(path: str, flags: int, odirect: bool) -> tuple[int, bool]:
     """Open with O_DIRECT when asked and supported; returns (fd, direct)."""
     if odirect:
         try:
-            return os.open(path, flags | os.O_DIRECT, 0o644), True
+            return os.open(path, flags | os.O_DIRECT, FILE_MODE), True
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             if not _warned_odirect.is_set():
                 _warned_odirect.set()
                 logger.warning("fs L2: O_DIRECT not supported under %s; using buffered I/O", path)
-    return os.open(path, flags, 0o644), False
+    return os.open(path, flags, FILE_MODE), False
+
+
+def make_dir(path: Path) -> None:
+    """Create a directory (and missing parents) readable by the owner only; an existing one is left as is."""
+    if not path.is_dir():
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        path.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
 def _write_all(fd: int, parts: list[memoryview]) -> None:
@@ -106,7 +134,7 @@ def write_object(
         _unlink_quietly(tmp_path)
         return False
     final = Path(final_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(final.parent)
     Path(tmp_path).rename(final)
     return True
 
@@ -144,7 +172,8 @@ def read_object(path: str, key: ObjectKey, dest: memoryview, odirect: bool, read
     """
     fd, direct = _open(path, os.O_RDONLY, odirect)
     try:
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        size = stat.st_size
         if read_ahead:
             os.posix_fadvise(fd, 0, min(read_ahead, size), os.POSIX_FADV_WILLNEED)
         if direct:
@@ -155,13 +184,41 @@ def read_object(path: str, key: ObjectKey, dest: memoryview, odirect: bool, read
         if _read_into(fd, dest, header.header_len) != dest.nbytes:
             raise CorruptObjectError("short read")
         verify_payload(header, key, dest)
+    except CorruptObjectError as exc:
+        exc.file_id = (stat.st_dev, stat.st_ino)
+        raise
     finally:
         os.close(fd)
 
 
+def quarantine(path: str, file_id: tuple[int, int] | None, where: Path) -> str | None:
+    """Move a damaged object file into `where` if `path` still is the file `file_id` names.
+
+    Returns:
+        The file's new path (or "deleted" when `where` already holds QUARANTINE_MAX_FILES files); None when
+        the path now names another file (rewritten meanwhile) or is gone.
+    """
+    try:
+        current = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    if file_id is not None and (current.st_dev, current.st_ino) != file_id:
+        return None
+    make_dir(where)
+    if sum(1 for _ in os.scandir(where)) >= QUARANTINE_MAX_FILES:
+        _unlink_quietly(path)
+        return "deleted"
+    target = where / f"{Path(path).name}.{os.getpid()}-{time.time_ns()}"
+    try:
+        Path(path).rename(target)
+    except FileNotFoundError:
+        return None
+    return str(target)
+
+
 def _check_sizes(header: ObjectHeader, file_size: int, dest: memoryview) -> None:
     if header.payload_size != dest.nbytes:
-        raise CorruptObjectError("payload size differs from the buffer")
+        raise BufferMismatchError("payload size differs from the buffer")
     if file_size != header.total_size:
         raise CorruptObjectError("file truncated or padded")
 

@@ -25,7 +25,10 @@ import redis
 
 from lmcache.adapters.storage.object_format import (
     MIN_READ,
+    BufferMismatchError,
     CorruptObjectError,
+    ObjectHeader,
+    UnusableObjectError,
     parse_header,
     verify_payload,
 )
@@ -95,6 +98,14 @@ class _Replies:
                 raise ConnectionError("redis closed the connection mid-reply")
             done += got
 
+    def _sized_header(self, size: int, dest: memoryview) -> ObjectHeader:
+        header = parse_header(self._peek(min(size, MIN_READ)))
+        if header.total_size != size:
+            raise CorruptObjectError("object size differs from its header")
+        if header.payload_size != dest.nbytes:
+            raise BufferMismatchError("payload size differs from the buffer")
+        return header
+
     def object_into(self, key: ObjectKey, dest: memoryview) -> CorruptObjectError | bool:
         """Read one GET reply: True with the payload in `dest`, False for no such key, or the failed check.
 
@@ -102,14 +113,14 @@ class _Replies:
         """
         line = self._line()
         if line[:1] == b"-":
-            return CorruptObjectError(f"redis answered {line[1:200].decode(errors='replace')}")
+            return UnusableObjectError(f"redis answered {line[1:200].decode(errors='replace')}")
         if line == b"_":  # RESP3's null (redis-py speaks RESP3 where the server does)
             return False
         if line[:1] == b"!":  # RESP3's blob error
             if not line[1:].isdigit():
                 raise redis.exceptions.InvalidResponse(f"bad blob error length {line[:40]!r}")
             self._skip(int(line[1:]) + 2)
-            return CorruptObjectError("redis answered with an error")
+            return UnusableObjectError("redis answered with an error")
         if line[:1] != b"$":
             raise redis.exceptions.InvalidResponse(f"unexpected reply {line[:40]!r} to GET")
         try:
@@ -119,9 +130,7 @@ class _Replies:
         if size < 0:
             return False
         try:
-            header = parse_header(self._peek(min(size, MIN_READ)))
-            if header.total_size != size or header.payload_size != dest.nbytes:
-                raise CorruptObjectError("object size differs from its header or the buffer")
+            header = self._sized_header(size, dest)
         except CorruptObjectError as exc:
             self._skip(size + 2)
             return exc

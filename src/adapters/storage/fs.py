@@ -11,6 +11,11 @@ since another server may be writing) and rebuilds the in-memory index from the f
 files whose header or size is wrong. With `shared`, a key missing from the index is looked for on disk,
 since other servers write the same directory. `persist_enabled=False` deletes the indexed objects on close.
 `read_ahead_size` is a `posix_fadvise(WILLNEED)` over the file's first bytes before reading.
+
+A load that finds a damaged file (bad header, wrong key, truncation, checksum mismatch) quarantines it: the
+file moves to `base_path/.quarantine/` (kept for a person to inspect, at most 100 files), the key leaves
+the index and `/l2/keys`, and it is counted and logged once; later lookups miss without touching it.
+Files are 0600 and directories 0700: they hold tenants' KV.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from lmcache.adapters.storage._common import (
     usage_by_salt,
 )
 from lmcache.adapters.storage.object_format import (
+    BufferMismatchError,
     CorruptObjectError,
     encode_header,
     key_name,
@@ -55,10 +61,20 @@ __all__ = ("FsL2Adapter",)
 logger = logging.getLogger(__name__)
 IO_THREADS = 8
 _STALE_TMP_SECONDS = 3600.0
+QUARANTINE_DIR = ".quarantine"
 
 
 def _digest(name: str) -> str:
     return blake3.blake3(name.encode()).hexdigest()[:40]
+
+
+class _Quarantined(Exception):
+    """A load found a damaged file and moved it aside (`where`: its new path, or None if it was gone)."""
+
+    def __init__(self, error: CorruptObjectError, where: str | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.where = where
 
 
 class FsL2Adapter:
@@ -90,7 +106,8 @@ class FsL2Adapter:
         self._locks = LockTable()
         self._inflight = InFlight()
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="lmcache-fs-l2")
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        _fs_io.make_dir(self.base)
+        _fs_io.make_dir(self.tmp)
         self._clean_tmp()
         self._rebuild_index()
 
@@ -222,7 +239,14 @@ class FsL2Adapter:
         def job() -> bool:
             if cancelled.is_set():
                 return False
-            _fs_io.read_object(path, key, buf, self.odirect, self.read_ahead)
+            try:
+                _fs_io.read_object(path, key, buf, self.odirect, self.read_ahead)
+            except BufferMismatchError:
+                raise  # a sound object of another layout: a miss, not damage
+            except CorruptObjectError as exc:
+                raise _Quarantined(
+                    exc, _fs_io.quarantine(path, exc.file_id, self.base / QUARANTINE_DIR)
+                ) from exc
             return True
 
         return job
@@ -231,6 +255,17 @@ class FsL2Adapter:
         self.counters.load_misses += 1
         if isinstance(outcome, FileNotFoundError):
             self._set(key, None)  # deleted behind our back (another server, a person)
+        elif isinstance(outcome, _Quarantined):
+            self._set(key, None)
+            self.counters.corrupt += 1
+            if outcome.where is not None:
+                self.counters.quarantined += 1
+            logger.warning(
+                "fs L2: corrupt object %s (%s) quarantined: %s",
+                key.short(),
+                outcome.error,
+                outcome.where or "already gone or rewritten",
+            )
         elif isinstance(outcome, CorruptObjectError):
             self.counters.corrupt += 1
             logger.warning("fs L2: corrupt object %s: %s", key.short(), outcome)

@@ -13,7 +13,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
-from lmcache.adapters.storage.object_format import CorruptObjectError, decode_into, encode_header, key_name
+from lmcache.adapters.storage.object_format import (
+    CorruptObjectError,
+    UnusableObjectError,
+    decode_into,
+    encode_header,
+    key_name,
+)
 from lmcache.adapters.storage.token_bucket import TokenBucket
 from lmcache.domain.system_clock import SystemClock
 from lmcache.domain.units import GIB, gb_to_bytes
@@ -106,6 +112,9 @@ class MockL2Adapter:
         except CorruptObjectError as exc:
             self.counters.corrupt += 1
             self.counters.load_misses += 1
+            if not isinstance(exc, UnusableObjectError):  # damaged: quarantined (dropped), so never re-read
+                self._used -= len(self.objects.pop(key))
+                self.counters.quarantined += 1
             logger.warning("mock L2: corrupt object %s: %s", key.short(), exc)
             return False
         return True

@@ -38,8 +38,10 @@ __all__ = (
     "ALGO_BLAKE3",
     "ALGO_XXH3",
     "FORMAT_VERSION",
+    "BufferMismatchError",
     "CorruptObjectError",
     "ObjectHeader",
+    "UnusableObjectError",
     "checksum",
     "copy_payload",
     "decode_into",
@@ -66,6 +68,19 @@ _THREADED_HASH_BYTES = 1 << 20
 
 class CorruptObjectError(ValueError):
     """A stored object failed a header, size, key or checksum check."""
+
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the damaged file, where a file was read
+
+
+class UnusableObjectError(CorruptObjectError):
+    """An object that cannot be used although nothing shows its bytes are damaged: a miss, never quarantined.
+
+    For example a backend's error reply in place of the object.
+    """
+
+
+class BufferMismatchError(UnusableObjectError):
+    """A sound object whose payload size is not the reader's buffer size (another layout of the same key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +206,7 @@ def decode_into(key: ObjectKey, blob: Buffer, dest: memoryview) -> None:
     view = memoryview(blob)
     header = parse_header(view)
     if header.payload_size != dest.nbytes:
-        raise CorruptObjectError("payload size differs from the buffer")
+        raise BufferMismatchError("payload size differs from the buffer")
     if view.nbytes != header.total_size:
         raise CorruptObjectError("object truncated or padded")
     payload = view[header.header_len :]

@@ -27,7 +27,9 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    damaged_keys,
     encode_headers,
+    quarantine_remote,
     tally_loads,
     usage_by_salt,
 )
@@ -181,7 +183,9 @@ class RedisL2Adapter:
             except _ERRORS as exc:
                 self._error("load", exc)
                 return tally_loads(self.counters, keys, [False] * len(keys), logger, "resp")
-            return tally_loads(self.counters, keys, outcomes, logger, "resp")
+            answers = tally_loads(self.counters, keys, outcomes, logger, "resp")
+            await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "resp")
+            return answers
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

@@ -26,9 +26,11 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    damaged_keys,
     decode_all,
     encode_all,
     offload,
+    quarantine_remote,
     tally_loads,
     usage_by_salt,
 )
@@ -193,7 +195,9 @@ class S3L2Adapter:
             # offload() waits for its thread even when cancelled: buffers are written only while held.
             nbytes = sum(len(b) for b in blobs if b is not None)
             outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
-            return tally_loads(self.counters, keys, outcomes, logger, "s3")
+            answers = tally_loads(self.counters, keys, outcomes, logger, "s3")
+            await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "s3")
+            return answers
 
     async def _get(self, key: ObjectKey) -> bytes | None:
         async with self._sem:

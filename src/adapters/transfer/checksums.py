@@ -17,23 +17,37 @@ if TYPE_CHECKING:
 
 __all__ = ("block_checksums", "block_id_ranges")
 
+_GATHER_BUDGET = 64 << 20
+
 
 def block_checksums(
-    layers: Sequence[torch.Tensor], block_ids: Sequence[int], chunk_blocks: int, block_axis: int = 1
+    layers: Sequence[torch.Tensor],
+    block_ids: Sequence[int],
+    chunk_blocks: int,
+    block_axis: int = 1,
+    budget_bytes: int = _GATHER_BUDGET,
 ) -> list[str]:
-    """Hex MD5 per chunk of `chunk_blocks` consecutive entries of `block_ids`."""
+    """Hex MD5 per chunk of `chunk_blocks` consecutive entries of `block_ids`.
+
+    Blocks are gathered a few chunks at a time (at most about `budget_bytes` per gather), so the memory
+    a request takes does not grow with the number of ids it names.
+    """
     if chunk_blocks <= 0:
         raise ValueError("chunk_size (blocks per chunk) must be > 0")
     index = torch.as_tensor(list(block_ids), dtype=torch.int64)
     n = len(block_ids)
     digests = [hashlib.md5(usedforsecurity=False) for _ in range(0, n, chunk_blocks)]
     for layer in layers:
-        picked = layer.index_select(block_axis, index)
-        if picked.dtype == torch.bfloat16:
-            picked = picked.float()
-        for c, digest in enumerate(digests):
-            part = picked.narrow(block_axis, c * chunk_blocks, min(chunk_blocks, n - c * chunk_blocks))
-            digest.update(part.contiguous().view(torch.uint8).numpy().tobytes())
+        block_bytes = max(1, layer.element_size() * layer.numel() // max(1, layer.shape[block_axis]))
+        per_gather = max(1, budget_bytes // (block_bytes * chunk_blocks)) * chunk_blocks
+        for start in range(0, n, per_gather):  # one gather per group of chunks, not per block
+            picked = layer.index_select(block_axis, index[start : start + per_gather])
+            if picked.dtype == torch.bfloat16:
+                picked = picked.float()
+            for offset in range(0, picked.shape[block_axis], chunk_blocks):
+                part = picked.narrow(block_axis, offset, min(chunk_blocks, picked.shape[block_axis] - offset))
+                digest = digests[(start + offset) // chunk_blocks]
+                digest.update(part.contiguous().view(torch.uint8).numpy().tobytes())
     return [d.hexdigest() for d in digests]
 
 

@@ -27,6 +27,18 @@ __all__ = ("CpuRegistrar", "RegistrationError")
 logger = logging.getLogger("lmcache.registration")
 
 
+def _memory_signature(descriptors: Sequence[Descriptor], model_name: str) -> tuple[Any, ...]:
+    """What identifies the engine memory a registration maps: segment names, sizes and tensor metadata."""
+    parts: list[Any] = [model_name]
+    for desc in descriptors:
+        if isinstance(desc, CpuShmDescriptor):
+            meta = desc.metadata
+            parts.append((desc.shm_name, desc.nbytes, meta.dtype, tuple(meta.shape), tuple(meta.stride)))
+        else:
+            parts.append(repr(desc))
+    return tuple(parts)
+
+
 class RegistrationError(ValueError):
     """A registration that cannot be served; the message names the instance and the reason."""
 
@@ -59,6 +71,18 @@ class CpuRegistrar:
         self.shm_dir = shm_dir
         self.ensure_backed = ensure_backed
         self.copy_threads = copy_threads
+
+    def replaces(self, instance_id: int, descriptors: Sequence[Descriptor], model_name: str) -> bool:
+        """Whether registering these descriptors would replace a registration of other memory.
+
+        An engine that restarted (or a new worker reusing a dead one's instance id before the reaper ran)
+        registers new segments under the old id; keeping the old mapping would copy into memory nobody
+        reads any more, so the caller drops the old registration first.
+        """
+        worker = self.workers.get(instance_id, touch=False)
+        if worker is None:
+            return False
+        return worker.extra.get("memory") != _memory_signature(descriptors, model_name)
 
     def register(
         self,

@@ -126,6 +126,12 @@ class OpHandlers:
                     "lmcache-driven transfers are disabled (--supported-transfer-mode engine_driven)"
                 )
             descriptors = [decode_descriptor(w) for w in wrappers]
+            if self.registrar.replaces(instance_id, descriptors, model_name):
+                logger.warning(
+                    "Instance %d registered new KV memory under its id; dropping the old registration",
+                    instance_id,
+                )
+                self.unregister_kv_cache(instance_id)
             self.registrar.register(
                 instance_id, descriptors, model_name, world_size, engine_type, hints, groups
             )

@@ -38,7 +38,9 @@ class _Sub:
 
 def _encode(batch: KVBatch) -> bytes:
     events = [
-        KVEventRecord(r.seq, r.kind, r.medium, r.model_name, r.block_hashes, r.parent_block_hash, r.token_ids)
+        KVEventRecord(
+            r.seq, r.kind, r.medium, r.model_name, r.block_hashes, r.parent_block_hash, r.token_ids.tolist()
+        )
         for r in batch.events
     ]
     return _encoder.encode(

@@ -124,3 +124,10 @@ class CoordinatorConfig(Section):
         env=f"{_ENV}RESYNC_PAGE_SIZE",
         description="Keys per GET /l2/keys page during resync.",
     )
+    server_auth_token: str | None = flag(
+        None,
+        cli=False,
+        env=f"{_ENV}SERVER_AUTH_TOKEN",
+        description="Bearer token sent on the coordinator's calls to servers (DELETE /l2, GET /l2/keys, "
+        "prefetches): the servers' --http-auth-token.",
+    )

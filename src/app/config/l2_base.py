@@ -12,7 +12,10 @@ from typing import ClassVar
 from lmcache.app.config.base import Section, flag
 from lmcache.app.config.l1 import EvictionPolicy
 
-__all__ = ("L2EvictionSpec", "L2SpecBase")
+__all__ = ("DEADLINE_FIELDS", "L2EvictionSpec", "L2SpecBase")
+
+# Fields every spec has that configure the resilience wrapper (l2_factory.py), not the adapter itself.
+DEADLINE_FIELDS = frozenset({"lookup_deadline_s", "store_deadline_s"})
 
 
 class L2EvictionSpec(Section):
@@ -32,3 +35,16 @@ class L2SpecBase(Section):
     shared: bool = flag(False, description="The storage is shared by several servers (a fleet L2).")
     eviction: L2EvictionSpec | None = flag(None, description="Adapter-level eviction; absent disables it.")
     persist_enabled: bool = flag(True, description="Keep stored data when the server shuts down.")
+    lookup_deadline_s: float = flag(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a lookup, load, delete, listing or usage call of this adapter may take before "
+        "it counts as a miss (and a failure for the circuit breaker).",
+    )
+    store_deadline_s: float = flag(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a store call of this adapter may take before it counts as failed.",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
@@ -126,6 +127,14 @@ class MpServerConfig(Section):
         metavar="N",
         description="Records kept by the KV-event log behind subscribe_kv_events; 0 disables the stream.",
     )
+    kv_event_log_max_bytes: int = flag(
+        32 << 20,
+        ge=1 << 16,
+        le=1 << 40,
+        metavar="BYTES",
+        description="Memory the KV-event log's records may hold (estimated); the oldest records go first "
+        "once it is reached, as once --kv-event-log-size records are kept.",
+    )
     enable_segmented_prefix: bool = flag(
         False,
         description="CacheBlend only: on a mid-prefix L2 retrieve failure keep the post-gap chunks "
@@ -179,6 +188,24 @@ class HttpConfig(Section):
         "0.0.0.0", min_length=1, metavar="HOST", description="Address the HTTP frontend binds."
     )
     http_port: int = flag(8080, **_PORT, description="Port the HTTP frontend binds.")
+    http_auth_token: str | None = flag(
+        None,
+        min_length=16,
+        max_length=4096,
+        pattern=r"^[A-Za-z0-9._~+-]+$",
+        metavar="TOKEN",
+        env="LMCACHE_HTTP_AUTH_TOKEN",
+        default_help="unset (no authentication)",
+        description="Bearer token every HTTP route but /healthcheck and /metrics requires "
+        "(Authorization: Bearer TOKEN, or a URL path starting /token/TOKEN for clients that cannot send "
+        "headers); at least 16 URL-safe characters. Prefer the environment variable: a flag shows in ps.",
+    )
+    http_ssl_certfile: str | None = flag(
+        None, metavar="PATH", description="PEM certificate (chain) of the HTTP frontend: serve HTTPS."
+    )
+    http_ssl_keyfile: str | None = flag(
+        None, metavar="PATH", description="PEM private key of --http-ssl-certfile."
+    )
     enable_run_script: bool = flag(
         False,
         env="LMCACHE_ENABLE_RUN_SCRIPT",
@@ -186,3 +213,16 @@ class HttpConfig(Section):
         "to --script-allowed-imports). Off: the endpoint answers 404. Only for trusted operators: the "
         "restrictions are guard rails, not a sandbox.",
     )
+
+    @field_validator("http_ssl_certfile", "http_ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.http_ssl_certfile is None) != (self.http_ssl_keyfile is None):
+            raise cross_field("--http-ssl-certfile and --http-ssl-keyfile go together: give both or neither")
+        return self

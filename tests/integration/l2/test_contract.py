@@ -10,6 +10,8 @@ import asyncio
 import os
 from typing import TYPE_CHECKING
 
+import pytest
+
 from lmcache.domain.keys import ObjectKey
 
 if TYPE_CHECKING:
@@ -148,6 +150,39 @@ async def test_flipped_byte_is_a_counted_miss(verifying: Harness) -> None:
     assert await adapter.lookup_and_lock([key(1)]) == [True]
     assert await adapter.load([key(1)], [empty(5000)]) == [False]
     assert adapter.counters.corrupt == 1
+
+
+@pytest.mark.parametrize("how", ["flip", "cut", "swap"])
+async def test_a_damaged_object_is_quarantined_after_its_first_failed_read(
+    verifying: Harness, how: str
+) -> None:
+    adapter = verifying.make()
+    second = payload(2, 5000)
+    await adapter.store([key(1), key(2)], [payload(1, 5000), second])
+    await verifying.tamper(adapter, key(1), how, other=key(2))
+    assert await adapter.lookup_and_lock([key(1)]) == [True]
+    assert await adapter.load([key(1)], [empty(5000)]) == [False]
+    await adapter.unlock([key(1)])
+    assert (adapter.counters.corrupt, adapter.counters.quarantined) == (1, 1)
+    # Gone from lookups and listings: never read (nor counted, nor logged) again.
+    assert await adapter.lookup_and_lock([key(1), key(2)]) == [False, True]
+    assert key(1) not in (await adapter.list_keys()).keys
+    assert await adapter.load([key(1)], [empty(5000)]) == [False]
+    assert adapter.counters.corrupt == 1
+    out = empty(5000)
+    assert await adapter.load([key(2)], [out]) == [True] and bytes(out) == bytes(second)
+
+
+async def test_a_sound_object_read_into_a_buffer_of_another_size_is_not_quarantined(
+    verifying: Harness,
+) -> None:
+    adapter = verifying.make()
+    data = payload(1, 5000)
+    await adapter.store([key(1)], [data])
+    assert await adapter.load([key(1)], [empty(4000)]) == [False]
+    assert adapter.counters.quarantined == 0
+    out = empty(5000)
+    assert await adapter.load([key(1)], [out]) == [True] and bytes(out) == bytes(data)
 
 
 async def test_truncated_object_is_a_counted_miss(verifying: Harness) -> None:

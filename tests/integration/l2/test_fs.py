@@ -115,3 +115,51 @@ async def test_persist_disabled_removes_objects_on_close(tmp_path: Path) -> None
     assert not any(p.suffix == ".kv" for p in (tmp_path / "l2").rglob("*"))
     assert isinstance(adapter, FsL2Adapter)
     assert list((tmp_path / "l2" / ".tmp").iterdir()) == []
+
+
+async def test_files_are_owner_only(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        adapter = _fs(tmp_path, relative_tmp_dir="stage")
+        assert await adapter.store([key(1)], [payload(1, 4000)]) == [True]
+    finally:
+        os.umask(old)
+    obj = Path(adapter._path(key(1)))
+    assert obj.stat().st_mode & 0o777 == 0o600
+    for directory in (tmp_path / "l2", tmp_path / "l2" / "stage", obj.parent):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    await adapter.close()
+
+
+async def test_a_damaged_file_is_moved_aside_once_and_survives_for_inspection(tmp_path: Path) -> None:
+    adapter = _fs(tmp_path)
+    assert await adapter.store([key(1)], [payload(1, 4000)]) == [True]
+    path = Path(adapter._path(key(1)))
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(blob)
+    assert await adapter.load([key(1)], [empty(4000)]) == [False]
+    moved = list((tmp_path / "l2" / ".quarantine").iterdir())
+    assert not path.exists() and len(moved) == 1 and moved[0].read_bytes() == bytes(blob)
+    assert (await adapter.usage()).objects == 0
+    await adapter.close()
+    # A restart does not index the quarantined file again.
+    again = _fs(tmp_path)
+    assert await again.lookup_and_lock([key(1)]) == [False] and again.counters.corrupt == 0
+    await again.close()
+
+
+def test_quarantine_leaves_a_file_that_was_rewritten_meanwhile(tmp_path: Path) -> None:
+    from lmcache.adapters.storage import _fs_io
+
+    damaged = tmp_path / "a.kv"
+    damaged.write_bytes(b"old")
+    st = damaged.stat()
+    fresh = tmp_path / "b.kv"
+    fresh.write_bytes(b"new")
+    fresh.rename(damaged)  # a writer renamed a whole new object into place after our read
+    assert _fs_io.quarantine(str(damaged), (st.st_dev, st.st_ino), tmp_path / "q") is None
+    assert damaged.read_bytes() == b"new"
+    assert _fs_io.quarantine(str(tmp_path / "gone.kv"), None, tmp_path / "q") is None

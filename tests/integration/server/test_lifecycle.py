@@ -6,6 +6,7 @@ import re
 import threading
 import time
 
+import httpx
 import torch
 
 from tests.integration.server.conftest import Engine, hit_chunks, key, run_server, tokens_for
@@ -50,6 +51,10 @@ def test_silent_worker_is_reaped() -> None:
         pinger.close()
         silent.close()
         server.wait_for_log(re.escape("Reaped silent worker 1001"))
+        # The reaped worker's request ("a") does not linger in active_sessions until the session TTL.
+        server.wait_for_log(r"Ended 1 session\(s\) of instance 1001")
+        status = httpx.get(server.http_url + "/status", timeout=10).json()
+        assert status["active_sessions"] == 0
 
 
 def test_lru_pressure_never_fails_a_store() -> None:

@@ -193,3 +193,26 @@ def test_retrieve_from_unregistered_instance_releases_its_lookup_locks(server: R
         engine.register()
         assert hit_chunks(c, tokens, "after") == 0
         engine.close()
+
+
+def test_an_instance_id_registered_again_with_new_memory_gets_the_new_memory(server: RunningServer) -> None:
+    """A worker restarted under its old id (before the reaper ran) must not be served into dead segments."""
+    with server.client() as c:
+        old = Engine(c, instance_id=1010, seed=1)
+        old.register()
+        tokens = tokens_for(21)
+        original = old.blocks(BLOCKS)
+        assert c.store(key(tokens, "s21", end=512), 1010, [BLOCKS], b"")[1]
+        c.end_session("s21")
+        new = Engine(c, instance_id=1010, seed=2)  # the restarted engine: new segments, same id
+        new.register()
+        new.zero(BLOCKS)
+        assert hit_chunks(c, tokens, "r21") == 2
+        assert c.retrieve(key(tokens, "r21", end=512), 1010, [BLOCKS], b"", 0)[1]
+        assert all(torch.equal(a, b) for a, b in zip(original, new.blocks(BLOCKS), strict=True))
+        new.register()  # the same memory again: a refresh, nothing dropped
+        assert c.store(key(tokens_for(22), "s22", end=512), 1010, [BLOCKS], b"")[1]
+        c.unregister_kv_cache(1010)
+        old.close()
+        new.close()
+    server.wait_for_log("registered new KV memory under its id")
