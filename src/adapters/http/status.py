@@ -8,6 +8,7 @@ Field names follow LMCache 0.5.6 where a tool reads them (`is_healthy`, `engine_
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -180,4 +181,8 @@ def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
             "next_seq": kv_events.next_seq,
         },
         "loops": loops_view(services),
+        "python_gc": {
+            "frozen_objects": gc.get_freeze_count(),
+            "collections": [generation["collections"] for generation in gc.get_stats()],
+        },
     }

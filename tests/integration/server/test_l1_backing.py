@@ -37,3 +37,14 @@ def test_arena_is_backed_in_the_background_and_reported(mode: str, backing: str)
         # populated pages are mapped in this process, SHM ones included (RssShmem), so RSS covers them
         assert rss >= size, f"RSS {rss} does not cover the {size}-byte arena that was backed"
         assert l1["memory_total_bytes"] == size
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector() -> None:
+    """A full GC must not walk torch and the object graph (50-300 ms of stopped threads per collection)."""
+    with (
+        run_server() as server,
+        httpx.Client(base_url=server.http_url, timeout=10) as http,
+    ):
+        gc_view = http.get("/status").json()["python_gc"]
+        assert gc_view["frozen_objects"] > 50_000
+        assert len(gc_view["collections"]) == 3
