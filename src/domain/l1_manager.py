@@ -240,9 +240,10 @@ class L1Manager(L1Core):
         return n - taken
 
     def _add_readers(self, key: ObjectKey, entry: Entry, n: int, now: float) -> None:
-        if entry.readers and entry.deadline <= now:
-            entry.readers = 0
-        entry.readers += n
+        state = entry.state  # readers << 2 | flags (l1_entry.py): one read and one write per lookup key
+        if state >= 4 and entry.deadline <= now:
+            state &= 3  # expired locks count for nothing
+        entry.state = state + (n << 2)
         entry.deadline = now + self.read_ttl_s  # the caller pushes one heap item for the whole batch
         self.policy.touch(key)
 
