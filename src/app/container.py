@@ -41,7 +41,10 @@ from lmcache.domain.workers import WorkerRegistry
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import torch
+
     from lmcache.app.config.l2_base import L2SpecBase
+    from lmcache.ports.l1_memory import L1Memory
 
 __all__ = ("ServerContainer",)
 
@@ -54,8 +57,8 @@ def _event_log_size(size: int, observability_off: bool) -> int:
     return 0 if observability_off else size
 
 
-def _arena_tensor(memory: object) -> object:
-    return memory.tensor  # type: ignore[attr-defined]
+def _arena_tensor(memory: L1Memory) -> torch.Tensor:
+    return memory.tensor
 
 
 def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:

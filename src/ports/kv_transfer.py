@@ -20,8 +20,9 @@ class KVTransfer(Protocol):
     Ownership: the extents belong to the L1 manager; the caller holds a write reservation (`gather`) or a
     read lock (`scatter`) on each for the duration of the call.
 
-    Failure: a copy that cannot be done (bad block id, unmapped memory) raises; the caller then aborts
-    the reservations it took, so nothing half-written becomes visible.
+    Failure: a block id outside the engine's blocks, or a block list shorter than the chunks need, raises
+    IndexError before anything is copied; any other copy that cannot be done (unmapped memory) raises too.
+    The caller then aborts the reservations it took, so nothing half-written becomes visible.
     """
 
     @property

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 
 class L1Memory(Protocol):
@@ -17,13 +20,25 @@ class L1Memory(Protocol):
     Ownership: a returned view aliases the arena (zero copy) and stays valid until `close`; it is only
     meaningful while the caller holds a lock on the object owning the extent.
 
-    Failure: `view` raises ValueError for an extent outside the arena; `close` is idempotent and releases
-    the memory (unmapping, unlinking a shared segment it created).
+    Failure: `view` raises ValueError for an extent outside the arena; `view` and `tensor` raise
+    RuntimeError once the arena is closed; `close` is idempotent and releases the memory (unmapping,
+    unlinking a shared segment it created).
     """
 
     @property
     def size_bytes(self) -> int:
         """Arena size in bytes."""
+        ...
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The whole arena as one 1-D uint8 CPU tensor over the same bytes as `view` (no copy).
+
+        The transfer adapters copy through it with vectorised tensor ops; the domain never touches it.
+
+        Raises:
+            RuntimeError: When the arena is closed.
+        """
         ...
 
     def view(self, offset: int, size: int) -> memoryview:

@@ -89,6 +89,17 @@ def _wide(rows: torch.Tensor) -> torch.Tensor:
         return rows
 
 
+def _check_block_ids(ids: np.ndarray, num_blocks: int) -> None:
+    """Refuse a block id outside the engine's blocks before anything moves.
+
+    Without it a negative id wrapped around in numpy's scatter (writing the engine's last blocks) and an
+    ascending run past the end failed half way with a shape error.
+    """
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
+        bad = int(ids[(ids < 0) | (ids >= num_blocks)][0])
+        raise IndexError(f"block id {bad} outside 0..{num_blocks - 1}")
+
+
 class CpuKVTransfer:
     """The `KVTransfer` of one CPU registration.
 
@@ -182,6 +193,7 @@ class CpuKVTransfer:
             bpc = group.blocks_per_chunk
             tpb = self._layout.chunk_size // bpc
             ids = np.asarray(block_ids[group.block_list], dtype=np.int64)
+            _check_block_ids(ids, group.geometry.num_blocks)
             runs = plan_runs(ids, chunks, offsets, bpc, skip_tokens // tpb)
             picks = [
                 None if r.block >= 0 else ids[r.chunk * bpc + r.skip : (r.chunk + 1) * bpc] for r in runs
