@@ -4,7 +4,8 @@ With an SHM pool the client maps the whole L1 arena; `prepare_*` reserve or lock
 their offsets, `commit_*` make them visible or release them. Without a pool the chunk bytes travel in the
 message (`commit_store` data, `prepare_retrieve` data). Pending work is keyed by (instance, key identity);
 unregistering an instance aborts its uncommitted writes (their bytes may be incomplete, where LMCache
-would commit them) and releases its pending read locks.
+would commit them) and releases its pending read locks. Answers are domain values (`PoolSlots`,
+`RetrieveAnswer`); the transport turns them into the wire's slot dictionaries.
 """
 
 from __future__ import annotations
@@ -35,6 +36,26 @@ logger = logging.getLogger("lmcache.engine")
 class _Pending:
     keys: list[ObjectKey]
     extents: list[Extent]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSlots:
+    """Objects of a pool transfer: their extents in the SHM pool and, for a store, their chunk indices."""
+
+    extents: tuple[Extent, ...] = ()
+    chunk_indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveAnswer:
+    """A `prepare_retrieve` answer: failed, chunk bytes (no pool; locks released) or pool slots (locked)."""
+
+    ok: bool
+    chunks: tuple[bytearray, ...] = ()
+    slots: PoolSlots | None = None
+
+
+_FAILED = RetrieveAnswer(False)
 
 
 def _log_transfer(verb: str, tokens: int, started: float) -> None:
@@ -134,19 +155,11 @@ class EngineDrivenService:
             raise RequestError(f"instance {instance_id} has no engine-driven registration")
         return worker
 
-    def _slot(self, layout: EngineDrivenLayout, extent: Extent) -> dict[str, Any]:
-        return {
-            "offset": extent.offset,
-            "length": layout.object_bytes,
-            "shape": layout.shape,
-            "dtype": layout.dtype,
-        }
-
-    def prepare_store(self, key: RequestKey, instance_id: int) -> dict[str, Any]:
-        """Reserve the range's missing chunks; answer their slots (pool) or `{}` (bytes path)."""
+    def prepare_store(self, key: RequestKey, instance_id: int) -> PoolSlots | None:
+        """Reserve the range's missing chunks; answer their slots (pool) or None (bytes path)."""
         worker = self._worker(instance_id)
         if not self.pool_name:
-            return {}
+            return None
         keys, chunks = self.engine.range_keys(key, worker)
         extents = self.engine.l1.reserve(keys, worker.layout.object_bytes)
         taken = [(k, e, i) for k, e, i in zip(keys, extents, chunks, strict=True) if e is not None]
@@ -157,11 +170,7 @@ class EngineDrivenService:
                 self._stores[ident] = _Pending([k for k, _, _ in taken], [e for _, e, _ in taken])
             if old is not None:
                 self.engine.l1.abort(old.keys)
-        layout = worker.layout
-        return {
-            "slots": [self._slot(layout, e) for _, e, _ in taken],
-            "chunk_indices": [i for _, _, i in taken],
-        }
+        return PoolSlots(tuple(e for _, e, _ in taken), tuple(i for _, _, i in taken))
 
     def commit_store(self, key: RequestKey, instance_id: int, chunks: Sequence[memoryview] | None) -> bool:
         """Commit the pending slots, or (with `chunks`) write the message's chunk bytes and commit them."""
@@ -209,26 +218,22 @@ class EngineDrivenService:
         self.engine.store_controller.submit(committed)
         return len(committed) == len(taken), len(committed)
 
-    def prepare_retrieve(
-        self, key: RequestKey, instance_id: int
-    ) -> tuple[bool, list[bytearray], dict[str, Any]]:
+    def prepare_retrieve(self, key: RequestKey, instance_id: int) -> RetrieveAnswer:
         """Check every chunk is read-locked; answer slots (locks kept) or chunk bytes (locks released)."""
         started = time.perf_counter()
-        result: tuple[bool, list[bytearray], dict[str, Any]] = (False, [], {})
+        result = _FAILED
         chunks = size = 0
         try:
             result, chunks, size = self._prepare_retrieve(key, instance_id)
-            if result[0] and chunks:
+            if result.ok and chunks:
                 _log_transfer("Retrieved", chunks * self.engine.chunk_size, started)
             return result
         finally:
             self.engine.publish_transfer(
-                TransferKind.RETRIEVE, key, chunks, chunks * size, started, result[0]
+                TransferKind.RETRIEVE, key, chunks, chunks * size, started, result.ok
             )
 
-    def _prepare_retrieve(
-        self, key: RequestKey, instance_id: int
-    ) -> tuple[tuple[bool, list[bytearray], dict[str, Any]], int, int]:
+    def _prepare_retrieve(self, key: RequestKey, instance_id: int) -> tuple[RetrieveAnswer, int, int]:
         """`prepare_retrieve` minus telemetry: its answer, the chunks handed out and bytes per chunk."""
         worker = self._worker(instance_id)
         size = worker.layout.object_bytes
@@ -238,21 +243,21 @@ class EngineDrivenService:
         extents = [l1.extent(k) for k in held]
         if len(held) != len(keys) or any(e is None for e in extents):
             l1.unlock_read(held, 1)  # retired objects included: their memory waits for this release
-            return (False, [], {}), 0, size
+            return _FAILED, 0, size
         ready = [e for e in extents if e is not None]
         if not self.pool_name:
             try:
                 data = [bytearray(self.memory.view(e.offset, size)) for e in ready]
             finally:
                 l1.unlock_read(keys, 1)
-            return (True, data, {}), len(keys), size
+            return RetrieveAnswer(True, tuple(data)), len(keys), size
         ident = _identity(instance_id, key)
         with self._lock:
             old = self._reads.pop(ident, None)
             self._reads[ident] = _Pending(keys, ready)
         if old is not None:
             l1.unlock_read(old.keys, 1)
-        return (True, [], {"slots": [self._slot(worker.layout, e) for e in ready]}), len(keys), size
+        return RetrieveAnswer(True, slots=PoolSlots(tuple(ready))), len(keys), size
 
     def commit_retrieve(self, key: RequestKey, instance_id: int) -> bool:
         """Release the locks a pool retrieve kept; True (also when the bytes already travelled)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from lmcache.domain.cache_engine import RequestError
-from lmcache.domain.engine_driven import EngineDrivenService
+from lmcache.domain.engine_driven import EngineDrivenService, PoolSlots, RetrieveAnswer
 from lmcache.domain.events import TransferCompleted, TransferKind
 from lmcache.domain.kv_layout import LayoutError
 from tests.unit._engine import BS, CS, MODEL, OBJECT_BYTES, make_server, request
@@ -42,10 +42,11 @@ def payload(seed: int) -> bytes:
 def pool_store(s: Server, svc: EngineDrivenService, tokens: list[int] = TOKENS) -> list[bytes]:
     """prepare_store, write every slot as a worker does, commit_store; returns what was written."""
     prepared = svc.prepare_store(request(tokens, "w"), ID)
+    assert prepared is not None
     written = []
-    for slot, chunk in zip(prepared["slots"], prepared["chunk_indices"], strict=True):
+    for extent, chunk in zip(prepared.extents, prepared.chunk_indices, strict=True):
         written.append(payload(chunk))
-        s.memory.view(slot["offset"], slot["length"])[:] = written[-1]
+        s.memory.view(extent.offset, OBJECT_BYTES)[:] = written[-1]
     assert svc.commit_store(request(tokens, "w"), ID, None)
     return written
 
@@ -87,14 +88,11 @@ def test_register_refuses_bad_geometry_and_registers_nothing(args: tuple[Any, ..
 def test_a_pool_store_becomes_visible_at_commit_with_the_bytes_the_client_wrote() -> None:
     s, svc = service()
     prepared = svc.prepare_store(request(TOKENS, "w"), ID)
-    assert prepared["chunk_indices"] == [0, 1, 2]
-    slots = prepared["slots"]
-    assert [(x["length"], x["shape"], x["dtype"]) for x in slots] == [
-        (OBJECT_BYTES, [2, 2, CS, 8], "float16")
-    ] * 3
-    assert len({x["offset"] for x in slots}) == 3
-    for chunk, slot in enumerate(slots):
-        s.memory.view(slot["offset"], slot["length"])[:] = payload(chunk)
+    assert prepared is not None and prepared.chunk_indices == (0, 1, 2)
+    assert all(e.size >= OBJECT_BYTES for e in prepared.extents)
+    assert len({e.offset for e in prepared.extents}) == 3
+    for chunk, extent in enumerate(prepared.extents):
+        s.memory.view(extent.offset, OBJECT_BYTES)[:] = payload(chunk)
     assert lookup(s, rid="early") == 0  # reserved, not visible
     assert svc.commit_store(request(TOKENS, "w"), ID, None)
     assert lookup(s) == 3
@@ -112,9 +110,9 @@ def test_prepare_store_skips_present_and_in_flight_chunks() -> None:
     s, svc = service()
     pool_store(s, svc, TOKENS[: 2 * CS])
     prepared = svc.prepare_store(request(TOKENS, "w"), ID)
-    assert prepared["chunk_indices"] == [2]
+    assert prepared is not None and prepared.chunk_indices == (2,)
     again = svc.prepare_store(request(TOKENS, "other"), ID)  # chunk 2 is being written
-    assert again == {"slots": [], "chunk_indices": []}
+    assert again == PoolSlots()
     assert svc.commit_store(request(TOKENS, "w"), ID, None)
     assert lookup(s) == 3
 
@@ -123,14 +121,14 @@ def test_commit_store_without_a_pending_prepare_is_false() -> None:
     s, svc = service()
     assert not svc.commit_store(request(TOKENS), ID, None)
     pool_store(s, svc)
-    assert svc.prepare_store(request(TOKENS, "w"), ID) == {"slots": [], "chunk_indices": []}
+    assert svc.prepare_store(request(TOKENS, "w"), ID) == PoolSlots()
     assert not svc.commit_store(request(TOKENS, "w"), ID, None)  # everything cached: nothing pending
     assert lookup(s) == 3
 
 
 def test_the_bytes_path_stores_the_message_chunks() -> None:
     s, svc = service("")
-    assert svc.prepare_store(request(TOKENS), ID) == {}
+    assert svc.prepare_store(request(TOKENS), ID) is None
     chunks = [memoryview(payload(c)) for c in range(3)]
     assert svc.commit_store(request(TOKENS), ID, chunks)
     assert [s.object(k) for k in s.keys(TOKENS)] == [payload(c) for c in range(3)]
@@ -151,9 +149,9 @@ def test_a_pool_retrieve_hands_out_the_slots_and_keeps_the_locks_until_commit() 
     s, svc = service()
     written = pool_store(s, svc)
     assert lookup(s, readers=2) == 3
-    ok, data, context = svc.prepare_retrieve(request(TOKENS), ID)
-    assert ok and data == []
-    assert [bytes(s.memory.view(x["offset"], x["length"])) for x in context["slots"]] == written
+    answer = svc.prepare_retrieve(request(TOKENS), ID)
+    assert answer.ok and answer.chunks == () and answer.slots is not None
+    assert [bytes(s.memory.view(e.offset, OBJECT_BYTES)) for e in answer.slots.extents] == written
     assert [s.l1.readers(k) for k in s.keys(TOKENS)] == [2, 2, 2]
     assert svc.commit_retrieve(request(TOKENS), ID)
     assert [s.l1.readers(k) for k in s.keys(TOKENS)] == [1, 1, 1]
@@ -165,7 +163,7 @@ def test_a_retrieve_of_anything_unlocked_fails_and_releases_what_it_held() -> No
     s, svc = service()
     pool_store(s, svc)
     assert lookup(s, TOKENS[: 2 * CS], readers=2) == 2  # chunk 2 present but not locked
-    assert svc.prepare_retrieve(request(TOKENS), ID) == (False, [], {})
+    assert svc.prepare_retrieve(request(TOKENS), ID) == RetrieveAnswer(False)
     assert [s.l1.readers(k) for k in s.keys(TOKENS)] == [1, 1, 0]
     [done] = [e for e in s.events.of_type(TransferCompleted) if e.kind is TransferKind.RETRIEVE]
     assert not done.ok
@@ -176,9 +174,9 @@ def test_the_bytes_path_retrieve_returns_the_objects_and_releases_at_once() -> N
     chunks = [memoryview(payload(c)) for c in range(3)]
     assert svc.commit_store(request(TOKENS), ID, chunks)
     assert lookup(s) == 3
-    ok, data, context = svc.prepare_retrieve(request(TOKENS), ID)
-    assert ok and context == {}
-    assert [bytes(d) for d in data] == [payload(c) for c in range(3)]
+    answer = svc.prepare_retrieve(request(TOKENS), ID)
+    assert answer.ok and answer.slots is None
+    assert [bytes(d) for d in answer.chunks] == [payload(c) for c in range(3)]
     assert [s.l1.readers(k) for k in s.keys(TOKENS)] == [0, 0, 0]
     assert svc.commit_retrieve(request(TOKENS), ID)
 
@@ -206,8 +204,9 @@ def test_unregister_aborts_pending_writes_and_releases_pending_reads() -> None:
     first, second = TOKENS[: 2 * CS], list(range(500, 500 + 2 * CS))
     pool_store(s, svc, first)
     assert lookup(s, first) == 2
-    assert svc.prepare_retrieve(request(first), ID)[0]  # locks kept for a commit that never comes
-    assert len(svc.prepare_store(request(second, "w2"), ID)["slots"]) == 2  # a write never committed
+    assert svc.prepare_retrieve(request(first), ID).ok  # locks kept for a commit that never comes
+    pending = svc.prepare_store(request(second, "w2"), ID)
+    assert pending is not None and len(pending.extents) == 2  # a write never committed
     assert svc.unregister(ID)
     assert s.engine.workers.get(ID) is None
     assert [s.l1.readers(k) for k in s.keys(first)] == [0, 0]
@@ -215,4 +214,5 @@ def test_unregister_aborts_pending_writes_and_releases_pending_reads() -> None:
     assert s.l1.object_count == 2
     assert not svc.unregister(ID)
     svc.register(ID, MODEL, 1, BS, 2, 8, "float16", False, None)
-    assert svc.prepare_store(request(second, "w2"), ID)["chunk_indices"] == [0, 1]  # reservable again
+    again = svc.prepare_store(request(second, "w2"), ID)
+    assert again is not None and again.chunk_indices == (0, 1)  # reservable again

@@ -20,6 +20,7 @@ from lmcache.adapters.transport.wire_types import (
     decode_descriptor,
 )
 from lmcache.domain.cache_engine import RequestError, RequestKey
+from lmcache.domain.kv_layout import EngineDrivenLayout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
     from lmcache.adapters.transport.wire_types import CacheKey, RegisterEngineDrivenContextPayload
     from lmcache.domain.cache_engine import CacheEngine, TransferOutcome
-    from lmcache.domain.engine_driven import EngineDrivenService
+    from lmcache.domain.engine_driven import EngineDrivenService, PoolSlots
 
 __all__ = ("EVENT_HANDLE", "OpHandlers")
 
@@ -203,8 +204,24 @@ class OpHandlers:
         if self._on_unregister is not None:
             self._on_unregister(instance_id)
 
+    def _ed_layout(self, instance_id: int) -> EngineDrivenLayout:
+        worker = self._ed().engine.workers.get(instance_id, touch=False)
+        if worker is None or not isinstance(worker.layout, EngineDrivenLayout):
+            raise RequestError(f"instance {instance_id} has no engine-driven registration")
+        return worker.layout
+
+    def _slots(self, instance_id: int, slots: PoolSlots) -> list[dict[str, Any]]:
+        """The wire's slot dictionaries (§5.11) of pool extents."""
+        layout = self._ed_layout(instance_id)
+        size, shape, dtype = layout.object_bytes, layout.shape, layout.dtype
+        return [{"offset": e.offset, "length": size, "shape": shape, "dtype": dtype} for e in slots.extents]
+
     def prepare_store(self, key: CacheKey, instance_id: int) -> PrepareStoreResponse:
-        return PrepareStoreResponse(self._ed().prepare_store(request_key(key), instance_id))
+        slots = self._ed().prepare_store(request_key(key), instance_id)
+        if slots is None:
+            return PrepareStoreResponse({})
+        context = {"slots": self._slots(instance_id, slots), "chunk_indices": list(slots.chunk_indices)}
+        return PrepareStoreResponse(context)
 
     def commit_store(self, key: CacheKey, instance_id: int, data: bytes) -> bool:
         ed = self._ed()
@@ -218,17 +235,15 @@ class OpHandlers:
         return ed.commit_store(rkey, instance_id, chunks)
 
     def prepare_retrieve(self, key: CacheKey, instance_id: int) -> PrepareRetrieveResponse:
-        ed = self._ed()
-        ok, data, context = ed.prepare_retrieve(request_key(key), instance_id)
-        if not ok:
+        answer = self._ed().prepare_retrieve(request_key(key), instance_id)
+        if not answer.ok:
             return PrepareRetrieveResponse(False)
-        if context:
-            return PrepareRetrieveResponse(True, b"", context)
-        worker = ed.engine.workers.get(instance_id, touch=False)
-        layout = worker.layout if worker is not None else None
-        if layout is None:
-            raise RequestError(f"instance {instance_id} vanished during prepare_retrieve")
-        return PrepareRetrieveResponse(True, encode_chunks(data, layout.shape, layout.dtype), {})
+        if answer.slots is not None:
+            return PrepareRetrieveResponse(True, b"", {"slots": self._slots(instance_id, answer.slots)})
+        layout = self._ed_layout(instance_id)
+        return PrepareRetrieveResponse(
+            True, encode_chunks(list(answer.chunks), layout.shape, layout.dtype), {}
+        )
 
     def commit_retrieve(self, key: CacheKey, instance_id: int) -> bool:
         return self._ed().commit_retrieve(request_key(key), instance_id)

@@ -45,6 +45,7 @@ def test_shm_pool_round_trip() -> None:
             assert prep.context["chunk_indices"] == [0, 1]
             for slot, index in zip(prep.context["slots"], prep.context["chunk_indices"], strict=True):
                 assert slot["length"] == CHUNK_BYTES and slot["shape"] == list(CHUNK_SHAPE)
+                assert slot["dtype"] == "float16"
                 arena[slot["offset"] : slot["offset"] + CHUNK_BYTES].view(torch.float16).view(
                     CHUNK_SHAPE
                 ).copy_(chunks[index])
