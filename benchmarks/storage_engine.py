@@ -24,7 +24,7 @@ from lmcache.domain.eviction import LruPolicy
 from lmcache.domain.hashing import TokenHasher
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 from lmcache.domain.l1_manager import L1Manager
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 
 OBJECT_BYTES = 4096
 PREFIX = 64

@@ -7,12 +7,14 @@ providers are resolved on demand, and the runtime (the serving issue) starts the
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
 from lmcache.adapters.memory.factory import open_l1_memory
+from lmcache.adapters.system_clock import SystemClock
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.blend_wiring import build_blend
 from lmcache.app.config import ServerConfig
@@ -34,7 +36,6 @@ from lmcache.domain.quotas import QuotaTable
 from lmcache.domain.sessions import SessionManager
 from lmcache.domain.store_controller import StoreController
 from lmcache.domain.supervisor import Supervisor
-from lmcache.domain.system_clock import SystemClock
 from lmcache.domain.units import gb_to_bytes
 from lmcache.domain.workers import WorkerRegistry
 
@@ -116,7 +117,10 @@ class ServerContainer(containers.DeclarativeContainer):
         eviction_ratio=config.provided.l1.eviction_ratio,
     )
     hasher = providers.Singleton(
-        TokenHasher, chunk_size=config.provided.mp.chunk_size, algorithm=config.provided.mp.hash_algorithm
+        TokenHasher,
+        chunk_size=config.provided.mp.chunk_size,
+        algorithm=config.provided.mp.hash_algorithm,
+        hash_seed=providers.Callable(os.environ.get, "PYTHONHASHSEED"),  # LMCache's seed source
     )
     digest_cache = providers.Singleton(DigestCache)
     sessions = providers.Singleton(

@@ -12,8 +12,8 @@ from dependency_injector import containers, providers
 from lmcache.adapters.coordinator.app import build_coordinator_app
 from lmcache.adapters.coordinator.loops import CoordinatorSettings
 from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
-from lmcache.domain.system_clock import SystemClock
 
 __all__ = ("CoordinatorContainer", "settings_from_config")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -162,7 +161,7 @@ class BlendLookupService:
         now = self.clock.monotonic()
         scope = BlendScope(key.model_name, key.world_size, key.cache_salt)
         object_bytes = None if layout is None else int(layout.object_bytes)
-        return _Job(key, scope, now, time.perf_counter(), object_bytes)
+        return _Job(key, scope, now, self.clock.monotonic(), object_bytes)
 
     def _forget(self, rid: str, job: _Job) -> None:
         with self._lock:
@@ -325,7 +324,7 @@ class BlendLookupService:
                 len(kept),
                 len(segmented),
                 prefix_tokens,
-                time.perf_counter() - job.started,
+                self.clock.monotonic() - job.started,
             )
         )
         return UnifiedLookupResult(prefix_tokens, tuple(kept), tuple(segmented))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from lmcache.domain.blend_events import BlendScattered
@@ -204,7 +203,7 @@ class BlendRetriever:
         locked = [k for k, ok in zip(keys, held, strict=True) if ok] + [
             k for k, ok in zip(fresh, got, strict=True) if ok
         ]
-        started = time.perf_counter()
+        started = self.workers.now()
         stats = None
         try:
             if not all(got):
@@ -232,7 +231,7 @@ class BlendRetriever:
                     len(todo) if stats is not None else 0,
                     stats.bytes_written if stats is not None else 0,
                     stats.bytes_rotated if stats is not None else 0,
-                    time.perf_counter() - started,
+                    self.workers.now() - started,
                     stats is not None,
                 )
             )
@@ -240,6 +239,6 @@ class BlendRetriever:
             "CacheBlend scattered %d chunks (%d tokens) in %.4f seconds",
             len(todo),
             len(todo) * self.chunk_size,
-            time.perf_counter() - started,
+            self.workers.now() - started,
         )
         return TransferOutcome(True, True)

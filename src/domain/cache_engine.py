@@ -10,7 +10,6 @@ could miss; ours cannot).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from lmcache.domain.sessions import SessionManager
     from lmcache.domain.store_controller import StoreController
     from lmcache.domain.workers import Worker, WorkerRegistry
+    from lmcache.ports.clock import Clock
     from lmcache.ports.events import EventSink
 
 logger = logging.getLogger("lmcache.engine")
@@ -82,6 +82,7 @@ class CacheEngine:
         kv_events: The KV-event log (stored records).
         null_block_id: Block id marking an unallocated engine block.
         events: Telemetry sink (lookups with their chunk hashes, finished stores and retrieves).
+        clock: Times requests for the log and telemetry (default: the session manager's clock).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class CacheEngine:
         kv_events: KVEventLog,
         null_block_id: int = 0,
         events: EventSink | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.l1 = l1
         self.sessions = sessions
@@ -106,6 +108,7 @@ class CacheEngine:
         self.null_block_id = null_block_id
         self.chunk_size = sessions.chunk_size
         self._events: EventSink = events if events is not None else NullEventSink()
+        self.clock: Clock = clock if clock is not None else sessions.clock
         # Called after a store committed chunks, before its reply: (key, range-relative chunk indices
         # committed, every key of the range). CacheBlend registers fingerprints there.
         self.store_listener: Callable[[RequestKey, list[int], list[ObjectKey]], None] | None = None
@@ -113,7 +116,7 @@ class CacheEngine:
     # ------------------------------------------------------------------ lookup
     def lookup(self, key: RequestKey) -> None:
         """Start the prefetch of `key`'s full chunks for every rank; its result is polled later."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         digests = self._lookup(key)
         seq_len = max(0, min(key.end, len(key.token_ids)))
         self._events.publish(
@@ -123,7 +126,7 @@ class CacheEngine:
                 self.chunk_size,
                 seq_len,
                 tuple(digests),
-                time.perf_counter() - started,
+                self.clock.monotonic() - started,
             )
         )
 
@@ -203,7 +206,7 @@ class CacheEngine:
 
     def store(self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]]) -> TransferOutcome:
         """Copy the range's new chunks into L1 and commit them; all-or-nothing on errors (§5.5)."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         outcome, chunks, nbytes = TransferOutcome(False, False), 0, 0
         try:
             outcome, chunks, nbytes = self._store(key, instance_id, block_ids, started)
@@ -214,8 +217,8 @@ class CacheEngine:
     def publish_transfer(
         self, kind: TransferKind, key: RequestKey, chunks: int, nbytes: int, started: float, ok: bool
     ) -> None:
-        """Tell telemetry a store or retrieve of `chunks` chunks finished (`started`: perf_counter)."""
-        duration = time.perf_counter() - started
+        """Tell telemetry a store or retrieve of `chunks` chunks finished (`started`: a `clock` reading)."""
+        duration = self.clock.monotonic() - started
         tokens = chunks * self.chunk_size
         self._events.publish(
             TransferCompleted(kind, key.request_id, key.model_name, tokens, nbytes, duration, ok)
@@ -250,7 +253,7 @@ class CacheEngine:
         if key.worker_id == 0 and committed:
             self._log_stored(key, worker.model_name, [i for i, _ in todo], keys)
         logger.info(
-            "Stored %d tokens in %.4f seconds", len(todo) * self.chunk_size, time.perf_counter() - started
+            "Stored %d tokens in %.4f seconds", len(todo) * self.chunk_size, self.clock.monotonic() - started
         )
         return TransferOutcome(True, True), len(committed), len(committed) * worker.layout.object_bytes
 
@@ -283,7 +286,7 @@ class CacheEngine:
         self, key: RequestKey, instance_id: int, block_ids: Sequence[Sequence[int]], skip_first_n_tokens: int
     ) -> TransferOutcome:
         """Copy the range's read-locked objects back into the engine's blocks, then release one lock each."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         outcome, chunks, nbytes = TransferOutcome(False, False), 0, 0
         try:
             outcome, chunks, nbytes = self._retrieve(
@@ -325,7 +328,9 @@ class CacheEngine:
         finally:
             self.l1.unlock_read(locked, 1)
         logger.info(
-            "Retrieved %d tokens in %.4f seconds", len(keys) * self.chunk_size, time.perf_counter() - started
+            "Retrieved %d tokens in %.4f seconds",
+            len(keys) * self.chunk_size,
+            self.clock.monotonic() - started,
         )
         return TransferOutcome(True, True), len(keys), len(keys) * worker.layout.object_bytes
 

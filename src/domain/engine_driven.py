@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +57,9 @@ class RetrieveAnswer:
 _FAILED = RetrieveAnswer(False)
 
 
-def _log_transfer(verb: str, tokens: int, started: float) -> None:
+def _log_transfer(verb: str, tokens: int, seconds: float) -> None:
     """The quick start's per-request line; in this mode it times the server's part (the engine copied)."""
-    logger.info("%s %d tokens in %.4f seconds", verb, tokens, time.perf_counter() - started)
+    logger.info("%s %d tokens in %.4f seconds", verb, tokens, seconds)
 
 
 def _identity(instance_id: int, key: RequestKey) -> tuple[Any, ...]:
@@ -149,6 +148,9 @@ class EngineDrivenService:
             self.engine.l1.unlock_read(pending.keys, 1)
         return self.engine.workers.remove(instance_id) is not None
 
+    def _since(self, started: float) -> float:
+        return self.engine.clock.monotonic() - started
+
     def _worker(self, instance_id: int) -> Worker:
         worker = self.engine.workers.get(instance_id)
         if worker is None or worker.kind != "engine_driven":
@@ -174,12 +176,12 @@ class EngineDrivenService:
 
     def commit_store(self, key: RequestKey, instance_id: int, chunks: Sequence[memoryview] | None) -> bool:
         """Commit the pending slots, or (with `chunks`) write the message's chunk bytes and commit them."""
-        started = time.perf_counter()
+        started = self.engine.clock.monotonic()
         ok, committed, size = False, 0, 0
         try:
             ok, committed, size = self._commit_store(key, instance_id, chunks)
             if committed:
-                _log_transfer("Stored", committed * self.engine.chunk_size, started)
+                _log_transfer("Stored", committed * self.engine.chunk_size, self._since(started))
             return ok
         finally:
             self.engine.publish_transfer(TransferKind.STORE, key, committed, committed * size, started, ok)
@@ -220,13 +222,13 @@ class EngineDrivenService:
 
     def prepare_retrieve(self, key: RequestKey, instance_id: int) -> RetrieveAnswer:
         """Check every chunk is read-locked; answer slots (locks kept) or chunk bytes (locks released)."""
-        started = time.perf_counter()
+        started = self.engine.clock.monotonic()
         result = _FAILED
         chunks = size = 0
         try:
             result, chunks, size = self._prepare_retrieve(key, instance_id)
             if result.ok and chunks:
-                _log_transfer("Retrieved", chunks * self.engine.chunk_size, started)
+                _log_transfer("Retrieved", chunks * self.engine.chunk_size, self._since(started))
             return result
         finally:
             self.engine.publish_transfer(

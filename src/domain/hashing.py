@@ -27,7 +27,6 @@ HASH_ALGORITHMS: tuple[HashAlgorithm, ...] = ("blake3", "sha256_cbor", "builtin"
 # array typecode holding an unsigned 32-bit int on this platform ('I' nearly everywhere).
 _U32 = "I" if array("I").itemsize == 4 else "L"
 _LITTLE_ENDIAN = sys.byteorder == "little"
-_ENV_SEED = object()
 # CPython's tuple hash (xxHash lanes, 3.8+) and the constant hash(None) of 3.12+: `builtin` computes
 # hash((prefix, tokens, None)) exactly as Python 3.12+ does, but stable across processes on 3.11 too,
 # where hash(None) is an address (so the plain expression would change with every process).
@@ -86,12 +85,13 @@ class TokenHasher:
     Args:
         chunk_size: Tokens per chunk (`--chunk-size`).
         algorithm: `blake3` (default, deterministic), `sha256_cbor` or `builtin`.
-        hash_seed: Seed for the NONE hash of `sha256_cbor`/`builtin`; defaults to `PYTHONHASHSEED`. Without
-            one those two start from 32 random bytes per process, so their keys do not survive restarts.
+        hash_seed: Seed for the NONE hash of `sha256_cbor`/`builtin` (the server passes `PYTHONHASHSEED`,
+            as LMCache does). Without one those two start from 32 random bytes per process, so their keys
+            do not survive restarts.
     """
 
     def __init__(
-        self, chunk_size: int, algorithm: HashAlgorithm = "blake3", hash_seed: str | object | None = _ENV_SEED
+        self, chunk_size: int, algorithm: HashAlgorithm = "blake3", hash_seed: str | None = None
     ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
@@ -99,8 +99,7 @@ class TokenHasher:
             raise ValueError(f"unknown hash algorithm {algorithm!r}; choose one of {HASH_ALGORITHMS}")
         self.chunk_size = chunk_size
         self.algorithm: HashAlgorithm = algorithm
-        seed = os.environ.get("PYTHONHASHSEED") if hash_seed is _ENV_SEED else hash_seed
-        self.none_hash: ChainValue = self._none_hash(seed if isinstance(seed, str) else None)
+        self.none_hash: ChainValue = self._none_hash(hash_seed)
 
     def _none_hash(self, seed: str | None) -> ChainValue:
         if self.algorithm == "blake3":

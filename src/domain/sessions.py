@@ -47,6 +47,7 @@ class SessionManager:
         self._l1 = l1
         self._hasher = hasher
         self._clock = clock
+        self.clock = clock  # the engine times its requests on it
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 from tests.fakes.clock import FakeClock
 
 if TYPE_CHECKING:

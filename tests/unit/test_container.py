@@ -108,3 +108,11 @@ def test_container_rejects_wrong_config_type() -> None:
 def test_coordinator_container() -> None:
     container = CoordinatorContainer(config=load_config(CoordinatorConfig))
     assert container.config().port == 9300
+
+
+def test_the_hasher_gets_pythonhashseed_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmcache.domain.hashing import TokenHasher
+
+    monkeypatch.setenv("PYTHONHASHSEED", "4242")
+    container = ServerContainer(config=server(["--hash-algorithm", "sha256_cbor"]))
+    assert container.hasher().none_hash == TokenHasher(256, "sha256_cbor", hash_seed="4242").none_hash

@@ -138,8 +138,8 @@ def test_builtin_chain_uses_python_hash_and_8_byte_keys() -> None:
 
 def test_builtin_is_stable_across_processes_with_pythonhashseed() -> None:
     code = (
-        "from lmcache.domain.hashing import TokenHasher;"
-        "print(TokenHasher(2, 'builtin').chunk_hashes([1, 2, 3, 4])[1].hex())"
+        "import os; from lmcache.domain.hashing import TokenHasher;"
+        "print(TokenHasher(2, 'builtin', os.environ['PYTHONHASHSEED']).chunk_hashes([1, 2, 3, 4])[1].hex())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     runs = {

@@ -21,7 +21,7 @@ from lmcache.adapters.storage.object_format import (
     key_name,
 )
 from lmcache.adapters.storage.token_bucket import TokenBucket
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 from lmcache.domain.units import GIB, gb_to_bytes
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lmcache.adapters.storage._common import AdapterCounters
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 
 if TYPE_CHECKING:

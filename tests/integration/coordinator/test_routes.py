@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from lmcache.adapters.coordinator.app import build_coordinator_app
 from lmcache.adapters.coordinator.loops import CoordinatorSettings
 from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 from tests.integration.coordinator.conftest import encode, make_key
 
 if TYPE_CHECKING:

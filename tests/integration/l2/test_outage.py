@@ -14,7 +14,7 @@ import pytest
 
 from lmcache.adapters.storage.object_format import key_name
 from lmcache.adapters.storage.resilience import CircuitBreaker, ResilientL2Adapter
-from lmcache.domain.system_clock import SystemClock
+from lmcache.adapters.system_clock import SystemClock
 from tests.integration.l2.conftest import build, resp_spec, s3_spec
 from tests.integration.l2.servers import RedisServer, S3Server
 from tests.integration.l2.test_contract import empty, key, payload

@@ -1,4 +1,4 @@
-"""The production clock: `time.monotonic`, kept in the domain because it needs nothing but the stdlib."""
+"""The production clock: `time.monotonic` behind the Clock port (the domain reads time only through it)."""
 
 from __future__ import annotations
 
