@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmcache.app import bench_l2
+from lmcache.domain.transfer_modes import TRANSFER_MODES
 
 __all__ = ("add_bench_parser",)
 
@@ -23,7 +24,7 @@ def add_bench_parser(commands: Any) -> None:
     p.add_argument("--mode", choices=["cpu", "gpu"], default="cpu", help="Where the KV tensors live.")
     p.add_argument(
         "--transfer-mode",
-        choices=["lmcache_driven", "engine_driven", "auto"],
+        choices=TRANSFER_MODES,
         default="auto",
         help="auto = engine_driven on CPU, as LMCache's bench does.",
     )

@@ -36,6 +36,7 @@ from lmcache.domain.quotas import QuotaTable
 from lmcache.domain.sessions import SessionManager
 from lmcache.domain.store_controller import StoreController
 from lmcache.domain.supervisor import Supervisor
+from lmcache.domain.transfer_modes import serves_engine_driven
 from lmcache.domain.units import gb_to_bytes
 from lmcache.domain.workers import WorkerRegistry
 
@@ -48,10 +49,6 @@ if TYPE_CHECKING:
     from lmcache.ports.l1_memory import L1Memory
 
 __all__ = ("ServerContainer",)
-
-
-def _wants_shm_pool(transfer_mode: str) -> bool:
-    return transfer_mode in ("engine_driven", "auto")
 
 
 def _event_log_size(size: int, observability_off: bool) -> int:
@@ -139,7 +136,7 @@ class ServerContainer(containers.DeclarativeContainer):
         init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
         devdax_path=config.provided.l1.l1_devdax_path,
         shm_name=config.provided.mp.shm_name,
-        want_shm_pool=providers.Callable(_wants_shm_pool, config.provided.mp.supported_transfer_mode),
+        want_shm_pool=providers.Callable(serves_engine_driven, config.provided.mp.supported_transfer_mode),
         gds_path=config.provided.l1.gds_l1_path,
     )
     l2_adapters = providers.Singleton(build_l2_adapters, specs=config.provided.l2.l2_adapter)

@@ -26,6 +26,7 @@ from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_memb
 from lmcache.app.http_frontend import start_http_frontend
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
+from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
 
 if TYPE_CHECKING:
     from lmcache.adapters.http.server import HttpServer
@@ -87,7 +88,7 @@ class ServerRuntime:
             engine = c.engine()
             mode = cfg.mp.supported_transfer_mode
             engine_driven = None
-            if mode in ("engine_driven", "auto"):
+            if serves_engine_driven(mode):
                 pool = memory.name if isinstance(memory, ShmL1Memory) else ""
                 engine_driven = EngineDrivenService(engine, memory, pool)
             kv_events = c.kv_events()
@@ -98,7 +99,7 @@ class ServerRuntime:
                 engine_driven,
                 experimental,
                 self._on_unregister,
-                lmcache_driven=mode in ("lmcache_driven", "auto"),
+                lmcache_driven=serves_lmcache_driven(mode),
             )
             self.engine_driven = engine_driven
             table = dict(self.handlers.table)

@@ -23,6 +23,7 @@ from lmcache.adapters.transport.wire_types import (
     RegisterEngineDrivenContextResponse,
     WireCacheKey,
 )
+from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
 
 Pool = Literal["sync", "aff", "cpu", "stream"]
 Mode = Literal["L", "E", "B", "all"]
@@ -173,7 +174,7 @@ def resolve(op_value: object) -> tuple[Op | None, Any, bool]:
 def mode_allows(op: Op, transfer_mode: str) -> bool:
     """Whether `--supported-transfer-mode` registers this op."""
     if op.mode == "L":
-        return transfer_mode in ("lmcache_driven", "auto")
+        return serves_lmcache_driven(transfer_mode)
     if op.mode == "E":
-        return transfer_mode in ("engine_driven", "auto")
+        return serves_engine_driven(transfer_mode)
     return True

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from lmcache.domain.transfer_modes import TRANSFER_MODES, TransferMode
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -42,8 +44,7 @@ __all__ = (
 
 PREFIX = "lmcache.mp."
 ENV_TRANSFER_MODE = "LMCACHE_MP_TRANSFER_MODE"
-TransferMode = Literal["auto", "lmcache_driven", "engine_driven"]
-_MODES: tuple[TransferMode, ...] = ("auto", "lmcache_driven", "engine_driven")
+_MODES: tuple[TransferMode, ...] = TRANSFER_MODES
 _ROLES = ("kv_both", "kv_producer", "kv_consumer")
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import field_validator
 
 from lmcache.app.config.base import Section, flag
+from lmcache.domain.eviction import EvictionPolicyName
 
 __all__ = ("EvictionPolicy", "L1Config")
 
-EvictionPolicy = Literal["LRU", "IsolatedLRU", "noop"]
+EvictionPolicy = EvictionPolicyName  # the names live with the policies (domain/eviction.py)
 
 
 class L1Config(Section):

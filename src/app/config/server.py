@@ -10,12 +10,12 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 
 from lmcache.app.config.base import Section, cross_field, flag
+from lmcache.domain.transfer_modes import TransferMode
 
 __all__ = ("HttpConfig", "MpServerConfig")
 
 HashAlgorithm = Literal["builtin", "sha256_cbor", "blake3"]
 EngineType = Literal["default", "blend", "blend_legacy"]
-TransferMode = Literal["lmcache_driven", "engine_driven", "auto"]
 
 _PORT: dict[str, Any] = {"ge": 1, "le": 65535, "metavar": "PORT"}
 
