@@ -18,13 +18,13 @@ from array import array
 
 from blake3 import blake3
 
+from lmcache.adapters.system_clock import SystemClock
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.events import EvictionReason
 from lmcache.domain.eviction import LruPolicy
 from lmcache.domain.hashing import TokenHasher
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 from lmcache.domain.l1_manager import L1Manager
-from lmcache.adapters.system_clock import SystemClock
 
 OBJECT_BYTES = 4096
 PREFIX = 64

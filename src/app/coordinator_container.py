@@ -7,6 +7,9 @@ swap providers (`container.clock.override(providers.Object(FakeClock()))`) inste
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from dependency_injector import containers, providers
 
 from lmcache.adapters.coordinator.app import build_coordinator_app
@@ -18,24 +21,10 @@ from lmcache.app.config import CoordinatorConfig
 __all__ = ("CoordinatorContainer", "settings_from_config")
 
 
-def settings_from_config(config: CoordinatorConfig) -> CoordinatorSettings:
-    """The adapter's plain settings from the validated config."""
-    return CoordinatorSettings(
-        instance_timeout=config.instance_timeout,
-        health_check_interval=config.health_check_interval,
-        eviction_check_interval=config.eviction_check_interval,
-        eviction_ratio=config.eviction_ratio,
-        trigger_watermark=config.trigger_watermark,
-        blend_chunk_size=config.blend_chunk_size,
-        blend_probe_stride=config.blend_probe_stride,
-        checkpoint_path=config.checkpoint_path,
-        checkpoint_interval=config.checkpoint_interval,
-        enable_startup_resync=config.enable_startup_resync,
-        resync_poll_interval=config.resync_poll_interval,
-        resync_max_wait=config.resync_max_wait,
-        resync_page_size=config.resync_page_size,
-        server_auth_token=config.server_auth_token,
-    )
+def settings_from_config(config: CoordinatorConfig, **overrides: Any) -> CoordinatorSettings:
+    """The adapter's plain settings: its fields are config fields of the same name (`overrides` win)."""
+    names = {f.name for f in dataclasses.fields(CoordinatorSettings)} & set(CoordinatorConfig.model_fields)
+    return CoordinatorSettings(**{**{name: getattr(config, name) for name in names}, **overrides})
 
 
 class CoordinatorContainer(containers.DeclarativeContainer):

@@ -60,3 +60,18 @@ def test_timeout_keep_alive_reaches_uvicorn() -> None:
     env = {"LMCACHE_MP_COORDINATOR_TIMEOUT_KEEP_ALIVE": "7"}
     assert _uvicorn_keep_alive([], env) == 7
     assert _uvicorn_keep_alive(["--timeout-keep-alive", "3"], env) == 3  # the flag wins over the env
+
+
+def test_coordinator_settings_are_config_fields_of_the_same_name() -> None:
+    """One declaration per value: every adapter setting but the per-call timeout comes from the config."""
+    import dataclasses
+
+    from lmcache.adapters.coordinator.loops import CoordinatorSettings
+    from lmcache.app.config import CoordinatorConfig
+    from lmcache.app.coordinator_container import settings_from_config
+
+    names = {f.name for f in dataclasses.fields(CoordinatorSettings)}
+    assert names - set(CoordinatorConfig.model_fields) == {"server_timeout"}
+    config = CoordinatorConfig(eviction_ratio=0.35, resync_page_size=77)
+    settings = settings_from_config(config)
+    assert all(getattr(settings, n) == getattr(config, n) for n in names - {"server_timeout"})

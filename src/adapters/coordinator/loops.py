@@ -34,23 +34,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorSettings:
-    """Plain values the coordinator adapter needs (mapped from CoordinatorConfig by the app layer)."""
+    """Plain values the coordinator adapter needs.
 
-    instance_timeout: float = 30.0
-    health_check_interval: float = 10.0
-    eviction_check_interval: float = 5.0
-    eviction_ratio: float = 0.2
-    trigger_watermark: float = 1.0
-    blend_chunk_size: int = 256
-    blend_probe_stride: int = 1
-    checkpoint_path: Path | None = None
-    checkpoint_interval: float = 60.0
-    enable_startup_resync: bool = True
-    resync_poll_interval: float = 1.0
-    resync_max_wait: float = 60.0
-    resync_page_size: int = 1000
-    server_timeout: float = 10.0
-    server_auth_token: str | None = None
+    Every field but `server_timeout` is the `CoordinatorConfig` field of the same name: its default, bounds
+    and help live there only, and the app layer copies the values over by name (`settings_from_config`).
+    """
+
+    instance_timeout: float
+    health_check_interval: float
+    eviction_check_interval: float
+    eviction_ratio: float
+    trigger_watermark: float
+    blend_chunk_size: int
+    blend_probe_stride: int
+    checkpoint_path: Path | None
+    checkpoint_interval: float
+    enable_startup_resync: bool
+    resync_poll_interval: float
+    resync_max_wait: float
+    resync_page_size: int
+    server_auth_token: str | None
+    server_timeout: float = 10.0  # per call to a server; not a flag
 
 
 class FleetLoops:

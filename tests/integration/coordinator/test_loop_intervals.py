@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from lmcache.adapters.coordinator.loops import CoordinatorSettings
 from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.app.config import CoordinatorConfig
+from lmcache.app.coordinator_container import settings_from_config
 from tests.fakes.clock import FakeClock
 from tests.integration.coordinator.conftest import encode, free_port, make_key, wait_until
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from lmcache.adapters.coordinator.loops import CoordinatorSettings
     from tests.integration.coordinator.conftest import CoordinatorProcess
 
 WITNESS_INTERVAL = 0.05  # the checkpoint loop: proves the runtime's loops get to run
@@ -50,15 +52,15 @@ async def run_until_witnessed(runtime: CoordinatorRuntime, done: Callable[[], bo
 
 
 def settings(tmp_path: Path, health: float, eviction: float) -> CoordinatorSettings:
-    return CoordinatorSettings(
+    config = CoordinatorConfig(
         instance_timeout=1.0,
         health_check_interval=health,
         eviction_check_interval=eviction,
         enable_startup_resync=False,
         checkpoint_path=tmp_path / "state.json",
         checkpoint_interval=WITNESS_INTERVAL,
-        server_timeout=1.0,
     )
+    return settings_from_config(config, server_timeout=1.0)
 
 
 @pytest.mark.parametrize("interval", [0, 0.02])

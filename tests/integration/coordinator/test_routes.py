@@ -13,9 +13,10 @@ import pytest
 from litestar.testing import TestClient
 
 from lmcache.adapters.coordinator.app import build_coordinator_app
-from lmcache.adapters.coordinator.loops import CoordinatorSettings
 from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
 from lmcache.adapters.system_clock import SystemClock
+from lmcache.app.config import CoordinatorConfig
+from lmcache.app.coordinator_container import settings_from_config
 from tests.integration.coordinator.conftest import encode, make_key
 
 if TYPE_CHECKING:
@@ -26,8 +27,13 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def client() -> Iterator[TestClient[Any]]:
-    settings = CoordinatorSettings(
-        enable_startup_resync=False, health_check_interval=0, eviction_check_interval=0, blend_chunk_size=4
+    settings = settings_from_config(
+        CoordinatorConfig(
+            enable_startup_resync=False,
+            health_check_interval=0,
+            eviction_check_interval=0,
+            blend_chunk_size=4,
+        )
     )
     with TestClient(build_coordinator_app(CoordinatorRuntime(settings, SystemClock()))) as c:
         yield c
