@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
-
 MAX_CACHE_SALT_LEN = 128
 _FORBIDDEN_SALT_CHARS = frozenset("@/\\\x00")
 _RANK_FIELD_MAX = 0xFF  # each kv_rank field is one byte wide
@@ -118,45 +116,6 @@ class ObjectKey(NamedTuple):
         """A compact human form for logs: `model@rank@group@salt@hash-prefix`."""
         head = f"{self.model_name}@{self.kv_rank:#x}@{self.object_group_id}"
         return f"{head}@{self.cache_salt}@{self.chunk_hash[:6].hex()}"
-
-
-class EncodedObjectKey(BaseModel):
-    """The JSON form of an ObjectKey used by the HTTP API and the coordinator (wire-protocol.md §6.3)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    chunk_hash_hex: str = Field(pattern=r"^[0-9a-f]+$", min_length=2)
-    model_name: str
-    kv_rank: int = Field(ge=0)
-    object_group_id: int = Field(default=0, ge=0)
-    cache_salt: str = ""
-
-    @classmethod
-    def from_key(cls, key: ObjectKey) -> EncodedObjectKey:
-        """Encode a key (the hash as lowercase hex)."""
-        return cls(
-            chunk_hash_hex=key.chunk_hash.hex(),
-            model_name=key.model_name,
-            kv_rank=key.kv_rank,
-            object_group_id=key.object_group_id,
-            cache_salt=key.cache_salt,
-        )
-
-    def to_key(self) -> ObjectKey:
-        """Decode into a validated ObjectKey.
-
-        Raises:
-            InvalidKeyError: When a field breaks the key rules (bad salt, model name or odd-length hex).
-        """
-        if len(self.chunk_hash_hex) % 2:
-            raise InvalidKeyError("chunk_hash_hex must have an even number of digits")
-        return ObjectKey.build(
-            bytes.fromhex(self.chunk_hash_hex),
-            self.model_name,
-            self.kv_rank,
-            self.object_group_id,
-            self.cache_salt,
-        )
 
 
 def salt_from_alias(name: str) -> str:

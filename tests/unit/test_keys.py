@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import msgspec
 import pytest
-from pydantic import ValidationError
 
+from lmcache.adapters.wire_key import EncodedKey, StrictEncodedKey
 from lmcache.domain.keys import (
-    EncodedObjectKey,
     InvalidKeyError,
     ObjectKey,
     kv_ranks_for,
@@ -65,20 +65,37 @@ def test_all_five_fields_are_identity() -> None:
 
 def test_encoded_key_round_trip_and_defaults() -> None:
     key = ObjectKey.build(bytes(range(32)), "llama", 16777472, 2, "t1")
-    enc = EncodedObjectKey.from_key(key)
+    enc = EncodedKey.from_key(key)
     assert enc.chunk_hash_hex == bytes(range(32)).hex()
-    assert EncodedObjectKey.model_validate_json(enc.model_dump_json()).to_key() == key
-    short = EncodedObjectKey.model_validate({"chunk_hash_hex": "ab" * 32, "model_name": "m", "kv_rank": 1})
+    assert msgspec.json.decode(msgspec.json.encode(enc), type=EncodedKey).to_key() == key
+    short = msgspec.convert({"chunk_hash_hex": "ab" * 32, "model_name": "m", "kv_rank": 1}, EncodedKey)
     assert short.to_key() == ObjectKey(b"\xab" * 32, "m", 1, 0, "")
+    extra = {"chunk_hash_hex": "ab", "model_name": "m", "kv_rank": 1, "future_field": 3}
+    assert msgspec.convert(extra, EncodedKey).to_key() == ObjectKey(b"\xab", "m", 1, 0, "")
+    with pytest.raises(msgspec.ValidationError, match="future_field"):
+        msgspec.convert(extra, StrictEncodedKey)
 
 
-def test_encoded_key_rejects_bad_input() -> None:
-    with pytest.raises(ValidationError):
-        EncodedObjectKey.model_validate({"chunk_hash_hex": "XYZ", "model_name": "m", "kv_rank": 1})
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"chunk_hash_hex": "XYZ"},
+        {"chunk_hash_hex": "abc"},  # odd number of digits
+        {"chunk_hash_hex": "ab" * 65},  # longer than a 64-byte digest
+        {"kv_rank": -1},
+        {"model_name": "m" * 1025},
+    ],
+)
+def test_encoded_key_rejects_bad_fields_while_decoding(fields: dict[str, object]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"chunk_hash_hex": "ab", "model_name": "m", "kv_rank": 1, **fields}, EncodedKey)
+
+
+def test_encoded_key_applies_the_key_rules() -> None:
     with pytest.raises(InvalidKeyError):
-        EncodedObjectKey(chunk_hash_hex="abc", model_name="m", kv_rank=1).to_key()
+        EncodedKey("ab", "m", 1, 0, "a/b").to_key()
     with pytest.raises(InvalidKeyError):
-        EncodedObjectKey(chunk_hash_hex="ab", model_name="m", kv_rank=1, cache_salt="a/b").to_key()
+        EncodedKey("ab", "m@x", 1).to_key()
 
 
 def test_default_salt_alias() -> None:

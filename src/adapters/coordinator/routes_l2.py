@@ -94,7 +94,7 @@ async def post_events(
 ) -> dict[str, int]:
     """Apply one ordered batch of a server's L2 events unless it was applied before."""
     events = [
-        L2Event(L2EventType(e.type), e.key.to_key(f"events[{i}].key"), e.bytes)
+        L2Event(L2EventType(e.type), e.key.to_key_at(f"events[{i}].key"), e.bytes)
         for i, e in enumerate(data.events)
     ]
     result = runtime.state.apply_batch(data.instance_id, data.seq, events)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from litestar.exceptions import ValidationException
 
-from lmcache.domain.keys import ObjectKey
+from lmcache.adapters.wire_key import EncodedKey as WireEncodedKey
+
+if TYPE_CHECKING:
+    from lmcache.domain.keys import ObjectKey
 
 __all__ = (
     "BlendFingerprintsBody",
@@ -52,34 +55,15 @@ class QuotaBody(msgspec.Struct):
     limit_gb: Annotated[float, msgspec.Meta(ge=0)]
 
 
-class EncodedKey(msgspec.Struct):
-    """An EncodedObjectKey (wire-protocol.md §6.3)."""
+class EncodedKey(WireEncodedKey):
+    """An EncodedObjectKey in an event batch (adapters/wire_key.py; unknown fields are ignored)."""
 
-    chunk_hash_hex: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]+$", min_length=2)]
-    model_name: str
-    kv_rank: NonNegInt
-    object_group_id: NonNegInt = 0
-    cache_salt: str = ""
-
-    def to_key(self, where: str) -> ObjectKey:
+    def to_key_at(self, where: str) -> ObjectKey:
         """Decode into a validated ObjectKey; a bad field is a 400 naming `where`."""
         try:
-            if len(self.chunk_hash_hex) % 2:
-                raise ValueError("chunk_hash_hex must have an even number of digits")
-            return ObjectKey.build(
-                bytes.fromhex(self.chunk_hash_hex),
-                self.model_name,
-                self.kv_rank,
-                self.object_group_id,
-                self.cache_salt,
-            )
-        except ValueError as exc:
+            return self.to_key()
+        except ValueError as exc:  # InvalidKeyError is a ValueError
             raise bad_request(where, str(exc)) from None
-
-    @classmethod
-    def from_key(cls, key: ObjectKey) -> EncodedKey:
-        """Encode a key."""
-        return cls(key.chunk_hash.hex(), key.model_name, key.kv_rank, key.object_group_id, key.cache_salt)
 
 
 class EventBody(msgspec.Struct):

@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 
 from lmcache.adapters.http.errors import bad_request
+from lmcache.adapters.wire_key import StrictEncodedKey
 from lmcache.domain.keys import InvalidKeyError, ObjectKey
 
 __all__ = (
@@ -49,32 +50,15 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True):
     """A request body: a field it does not define is a 400 naming it, never silently ignored."""
 
 
-class EncodedKey(Strict):
-    """An EncodedObjectKey (wire-protocol.md §6.3)."""
+class EncodedKey(StrictEncodedKey):
+    """An EncodedObjectKey in a request body (adapters/wire_key.py)."""
 
-    chunk_hash_hex: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-f]{2})+$", max_length=128)]
-    model_name: ModelName
-    kv_rank: NonNegInt
-    object_group_id: NonNegInt = 0
-    cache_salt: Salt = ""
-
-    def to_key(self, where: str) -> ObjectKey:
+    def to_key_at(self, where: str) -> ObjectKey:
         """Decode into a validated ObjectKey; a bad field is a 400 naming `where`."""
         try:
-            return ObjectKey.build(
-                bytes.fromhex(self.chunk_hash_hex),
-                self.model_name,
-                self.kv_rank,
-                self.object_group_id,
-                self.cache_salt,
-            )
+            return self.to_key()
         except InvalidKeyError as exc:
             raise bad_request(where, str(exc)) from None
-
-    @classmethod
-    def from_key(cls, key: ObjectKey) -> EncodedKey:
-        """Encode a key (the hash as lowercase hex)."""
-        return cls(key.chunk_hash.hex(), key.model_name, key.kv_rank, key.object_group_id, key.cache_salt)
 
 
 KeyList = Annotated[list[EncodedKey], msgspec.Meta(max_length=MAX_KEYS)]
@@ -84,7 +68,7 @@ def decode_keys(keys: list[EncodedKey], field: str = "keys") -> list[ObjectKey]:
     """Decode a key list, at most `MAX_KEYS`; a bad entry is a 400 naming `keys[i]`."""
     if len(keys) > MAX_KEYS:
         raise bad_request(field, f"at most {MAX_KEYS} keys per request, got {len(keys)}")
-    return [k.to_key(f"{field}[{i}]") for i, k in enumerate(keys)]
+    return [k.to_key_at(f"{field}[{i}]") for i, k in enumerate(keys)]
 
 
 class ClearBody(Strict):
