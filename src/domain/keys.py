@@ -1,4 +1,4 @@
-"""Object keys: the identity of one stored KV object, its kv_rank packing and its JSON form.
+"""Object keys: one stored KV object's identity and its kv_rank packing (JSON form: adapters/wire_key.py).
 
 `ObjectKey` is a NamedTuple rather than a frozen dataclass: the L1 index holds one per object (a million
 and more), and a tuple hashes and compares in C at half the memory of a slotted dataclass. Validation
