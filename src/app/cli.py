@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_server(config: Any) -> int:
     import zmq  # the server's imports (torch, zmq) wait until one starts
 
-    from lmcache.adapters.memory.factory import L1MemoryError
     from lmcache.app.container import ServerContainer
+    from lmcache.app.l1_medium import L1MemoryError
     from lmcache.app.runtime import ServerRuntime
 
     container = ServerContainer(config=config)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
-from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.blend_wiring import build_blend
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
+from lmcache.app.l1_medium import open_l1_memory
 from lmcache.app.l2_factory import build_l2_adapters, spec_type
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks

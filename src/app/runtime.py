@@ -228,7 +228,7 @@ class ServerRuntime:
         self._stop_blend()
         loop = c.storage_loop()
         try:
-            if loop._started:
+            if loop.started:
                 loop.submit(c.store_controller().drain()).result(30)
         except Exception as exc:
             logger.warning("L2 stores still queued at shutdown were not flushed: %r", exc)
@@ -238,7 +238,7 @@ class ServerRuntime:
                 worker.transfer.close()
         for adapter in c.l2_adapters():
             try:
-                if loop._started:
+                if loop.started:
                     loop.submit(adapter.close()).result(30)
                 else:
                     asyncio.run(adapter.close())

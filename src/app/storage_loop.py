@@ -26,6 +26,11 @@ class StorageLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    @property
+    def started(self) -> bool:
+        """Whether the loop's thread was started (coroutines submitted before would never run)."""
+        return self._started
+
     def start(self) -> None:
         """Start the thread (idempotent)."""
         if not self._started:

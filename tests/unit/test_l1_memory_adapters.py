@@ -9,9 +9,9 @@ import torch
 from lmcache.adapters.memory._mapped import L1MemoryError
 from lmcache.adapters.memory.anonymous import AnonymousL1Memory
 from lmcache.adapters.memory.devdax import DevdaxL1Memory
-from lmcache.adapters.memory.factory import open_l1_memory
 from lmcache.adapters.memory.gds import GdsL1Memory, cufile_problem
 from lmcache.adapters.memory.shm import SHM_PREFIX, ShmL1Memory, shm_pool_name
+from lmcache.app.l1_medium import open_l1_memory
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -1,5 +1,7 @@
 """Pick the L1 medium from the L1 flags (`--gds-l1-path`, `--l1-devdax-path`, `--shm-name`, lazy pinning).
 
+Part of the composition root (the container calls it): which adapter runs is the app's decision.
+
 Order: GDS slab when `--gds-l1-path` is set; else the DAX mapping when `--l1-devdax-path` is set; else a
 named SHM pool when the engine-driven path wants one and `--shm-name` is not `""` (falling back to
 anonymous memory with a warning when /dev/shm cannot hold the whole L1, as LMCache does); else anonymous
