@@ -72,9 +72,18 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
 
 
 def _blend_status(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
-    """CacheBlend's `/status` fields (`registered_cb_rope_instances`, ...) on a blend server."""
+    """More `/status` fields: CacheBlend's on a blend server, `runtime_plugins` and `trace` (issue 23)."""
     blend = container.blend() if hasattr(container, "blend") else None
-    return None if blend is None else blend.status
+    plugins = container.plugins() if hasattr(container, "plugins") else None
+    trace = container.trace_recorder() if hasattr(container, "trace_recorder") else None
+
+    def status() -> Mapping[str, Any]:
+        extra: dict[str, Any] = dict(blend.status()) if blend is not None else {}
+        extra["runtime_plugins"] = plugins.status() if plugins is not None else []
+        extra["trace"] = trace.status() if trace is not None else None
+        return extra
+
+    return status
 
 
 def start_http_frontend(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServer:
