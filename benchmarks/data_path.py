@@ -10,6 +10,9 @@ bytes timed right after it (target >= 0.5x); then lookup round-trip p50/p99 (tar
 to a plain pyzmq DEALER/ROUTER echo. `--variants` compares, in-process, the server's per-chunk
 gather/scatter (`CpuKVTransfer`) with a batched variant (one gather per layer plane over all chunks into a
 staging buffer, then one copy per chunk) and with `index_copy_` over an 8-byte view of the rows.
+`--trace-overhead` instead runs two servers side by side, one recording `--trace-level storage`, and
+interleaves the same store/lookup/retrieve rounds on both (alternating which goes first), then prints the
+median store and retrieve times of each and the recorder's overhead (target < 3%).
 """
 
 from __future__ import annotations
@@ -438,6 +441,81 @@ def bench_echo(n: int) -> dict[str, float]:
     return {"echo_p50_us": percentile(xs, 0.5), "echo_p99_us": percentile(xs, 0.99)}
 
 
+# ------------------------------------------------------------------------------- trace overhead
+def _round(client: LMCacheClient, engine: Engine, tokens_n: int, rid: str) -> tuple[float, float]:
+    """One store, lookup and retrieve of a new `tokens_n`-token request; (store s, retrieve s)."""
+    toks = engine.tokens(tokens_n)
+    t0 = time.perf_counter()
+    handle, ok = client.store(key(toks, f"s-{rid}", 0), INSTANCE, [engine.blocks(tokens_n)])
+    store_s = time.perf_counter() - t0
+    if not ok or not handle:
+        raise RuntimeError(f"store of {tokens_n} tokens failed ({handle!r}, {ok})")
+    client.end_session(f"s-{rid}")
+    if lookup_hits(client, toks, f"r-{rid}") != tokens_n // CHUNK:
+        raise RuntimeError("lookup after store missed")
+    t0 = time.perf_counter()
+    handle, ok = client.retrieve(key(toks, f"r-{rid}", 0), INSTANCE, [engine.blocks(tokens_n)], b"", 0)
+    retrieve_s = time.perf_counter() - t0
+    if not ok:
+        raise RuntimeError(f"retrieve of {tokens_n} tokens failed ({handle!r}, {ok})")
+    client.end_session(f"r-{rid}")
+    return store_s, retrieve_s
+
+
+def bench_trace_overhead(
+    engine: Engine, layers: int, l1_gib: float, iters: int, tmp: Path, extra: Sequence[str]
+) -> dict[str, Any]:
+    """Store/retrieve medians with the storage-trace recorder off and on, measured interleaved."""
+    trace = tmp / "overhead.lct"
+    flags = {"off": list(extra), "on": [*extra, "--trace-level", "storage", "--trace-output", str(trace)]}
+    servers = {mode: Server(l1_gib, tmp / f"server-{mode}.log", None, f) for mode, f in flags.items()}
+    times: dict[tuple[str, str, int], list[float]] = {}
+    try:
+        for srv in servers.values():
+            srv.wait_ready()
+        clients = {mode: LMCacheClient(srv.url, timeout_s=120.0) for mode, srv in servers.items()}
+        for client in clients.values():
+            engine.register(client)
+            warm_arena(client, engine, int(l1_gib * 2**30), layers)
+        for r in range(iters):
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            for tokens_n in REQUEST_TOKENS:
+                for _ in range(1 if tokens_n == REQUEST_TOKENS[-1] else 3):
+                    for mode in order:
+                        store_s, retrieve_s = _round(
+                            clients[mode], engine, tokens_n, f"{mode}-{r}-{tokens_n}-{_}"
+                        )
+                        times.setdefault((mode, "store", tokens_n), []).append(store_s)
+                        times.setdefault((mode, "retrieve", tokens_n), []).append(retrieve_s)
+        for client in clients.values():
+            client.unregister_kv_cache(INSTANCE)
+            client.close()
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    log = servers["on"].log.read_text(errors="replace")
+    closed = [line for line in log.splitlines() if "Storage trace closed" in line]
+    rows = []
+    for tokens_n in REQUEST_TOKENS:
+        for op in ("store", "retrieve"):
+            off, on = median(times[("off", op, tokens_n)]), median(times[("on", op, tokens_n)])
+            rows.append(
+                {
+                    "op": op,
+                    "tokens": tokens_n,
+                    "samples": len(times[("on", op, tokens_n)]),
+                    "off_ms": off * 1e3,
+                    "on_ms": on * 1e3,
+                    "overhead": on / off - 1 if off else 0.0,
+                }
+            )
+    return {
+        "rows": rows,
+        "trace_bytes": trace.stat().st_size if trace.exists() else 0,
+        "recorder": closed[-1:],
+    }
+
+
 # ------------------------------------------------------------------------------- in-process variants
 class BatchedKV:
     """The batched variant: per layer plane one gather over all chunks into staging, one copy per chunk.
@@ -574,6 +652,27 @@ def bench_variants(engine: Engine, layers: int, repeat: int) -> list[dict[str, A
 
 
 # ----------------------------------------------------------------------------------------- output
+def print_overhead(result: dict[str, Any]) -> None:
+    """The plain-text report of `--trace-overhead`."""
+    cfg = result["config"]
+    load = f"load avg {cfg['loadavg']:.1f} -> {os.getloadavg()[0]:.1f}"
+    print(
+        f"storage-trace recorder overhead: {cfg['layers']} layers, L1 {cfg['l1_size_gb']:.2f} GiB per "
+        f"server, {os.cpu_count()} CPUs, {load}, off/on interleaved"
+    )
+    head = f"{'op':<10}{'tokens':>7}{'samples':>9}{'off ms p50':>12}{'on ms p50':>11}{'overhead':>10}"
+    print(f"{head}  target < 3%")
+    for row in result["trace_overhead"]["rows"]:
+        verdict = "ok" if row["overhead"] < 0.03 else "MISS"
+        print(
+            f"{row['op']:<10}{row['tokens']:>7}{row['samples']:>9}{row['off_ms']:>12.2f}{row['on_ms']:>11.2f}"
+            f"{row['overhead']:>+9.1%}  {verdict}"
+        )
+    trace = result["trace_overhead"]
+    summary = " ".join(trace["recorder"]) or "recorder summary not logged"
+    print(f"trace file: {trace['trace_bytes']} bytes; {summary}")
+
+
 def print_table(result: dict[str, Any]) -> None:
     """The plain-text report."""
     cfg = result["config"]
@@ -647,6 +746,11 @@ def main() -> None:
         help="OMP_NUM_THREADS for the server (default: unset, torch uses one thread per core)",
     )
     add("--server-arg", action="append", default=[], help="extra flag for the server (repeatable)")
+    add(
+        "--trace-overhead",
+        action="store_true",
+        help="compare store/retrieve with --trace-level storage off and on (two servers, interleaved)",
+    )
     add("--format", choices=("text", "json"), default="text")
     args = parser.parse_args()
     layers = args.layers or (4 if args.quick else 32)
@@ -656,6 +760,19 @@ def main() -> None:
     l1_gib = max(0.25, 2 * big / 2**30 + 0.25)  # two large requests and some room
 
     result: dict[str, Any] = {}
+    if args.trace_overhead:
+        with tempfile.TemporaryDirectory(prefix="lmcache-bench-") as tmp:
+            engine = Engine(layers)
+            try:
+                result["config"] = {"layers": layers, "l1_size_gb": l1_gib, "loadavg": os.getloadavg()[0]}
+                rounds = args.iterations or (6 if args.quick else 12)
+                result["trace_overhead"] = bench_trace_overhead(
+                    engine, layers, l1_gib, rounds, Path(tmp), args.server_arg
+                )
+            finally:
+                engine.close()
+        print(json.dumps(result, indent=2)) if args.format == "json" else print_overhead(result)
+        return
     with tempfile.TemporaryDirectory(prefix="lmcache-bench-") as tmp:
         engine = Engine(layers)
         server: Server | None = None

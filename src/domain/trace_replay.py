@@ -193,17 +193,27 @@ class ReplayEngine:
     def lookup_and_fill(self, keys: list[ObjectKey], object_bytes: int) -> int:
         """One lookup of a lookup-hash log; returns its prefix in chunks.
 
-        The hits are read (locked, then released) and the engine computes and stores the rest.
+        The engine reads the prefix and recomputes the rest, then stores every chunk L1 lacks. A lookup's
+        read locks are released by its retrieve before anything else happens here, so they reduce to the
+        LRU refresh of every hit (what `lock_read` does) and are not taken.
         """
-        prefix = self.lookup([keys], [object_bytes], 1)
-        if prefix:
-            self.l1.unlock_read(keys[:prefix], 1)
-        rest = [k for k in keys[prefix:] if not self.l1.contains(k)]
-        if rest:
+        l1 = self.l1
+        prefix = l1.prefix_len(keys)
+        l1.touch(keys)
+        extents = l1.reserve(keys, object_bytes)  # present keys answer None: only the misses are written
+        written = [k for k, e in zip(keys, extents, strict=True) if e is not None]
+        if written:
+            l1.finish(written)
             if self.settings.l2:
-                self.l2.update(rest)
-            extents = self.l1.reserve(rest, object_bytes)
-            self.l1.finish([k for k, e in zip(rest, extents, strict=True) if e is not None])
+                self.l2.update(written)
+        stats = self.stats
+        stats.lookups += 1
+        stats.lookup_chunks += len(keys)
+        stats.hit_chunks += prefix
+        stats.lookup_bytes += len(keys) * object_bytes
+        stats.hit_bytes += prefix * object_bytes
+        stats.l1_hit_objects += prefix
+        stats.per_lookup.append(prefix)
         return prefix
 
     def _load(

@@ -156,15 +156,17 @@ def test_sweep_refuses_bad_lists(capsys: pytest.CaptureFixture[str], trace: tupl
         assert "error:" in capsys.readouterr().err
 
 
-def test_a_056_trace_replays_from_its_recorded_config(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_056_trace_replays_to_the_hits_056_answered(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fixture: `scripts/trace_interop_056.py --requests 12` against 0.5.6, which answered 27 hits."""
     code, out, _ = run(capsys, "replay", str(FIXTURE_056), "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["engine"]["l1_bytes"] == 512 * 2**20 and doc["engine"]["eviction_policy"] == "LRU"
-    assert doc["lookups"]["count"] == 10 and doc["lookups"]["chunks"] == 20 and doc["failed"] == 0
-    assert doc["written"]["bytes"] == 10 * 4 * 2**20  # 2 x 4 x 256 x 1024 float16 per object
+    assert doc["engine"]["l1_bytes"] == 107374182 and doc["engine"]["eviction_policy"] == "LRU"
+    assert doc["lookups"]["count"] == 24 and doc["lookups"]["chunks"] == 72 and doc["failed"] == 0
+    assert doc["lookups"]["hit_chunks"] == 27
+    assert doc["written"]["bytes"] == doc["written"]["objects"] * 4 * 2**20  # [2, 4, 256, 1024] fp16
     code, out, _ = run(capsys, "info", str(FIXTURE_056))
-    assert code == 0 and "LMCache 0.5.6" in out and "submit_prefetch_task: 10" in out
+    assert code == 0 and "LMCache 0.5.6" in out and "submit_prefetch_task: 24" in out
 
 
 def _lookup_log(directory: Path) -> None:

@@ -16,6 +16,8 @@ from lmcache.adapters.trace.reader import TraceError, open_series
 from lmcache.adapters.trace.recorder import DROPPED_QUALNAME, LctTraceRecorder, part_path
 from lmcache.domain.keys import ObjectKey
 
+# Recorded by the published LMCache 0.5.6 server under `scripts/trace_interop_056.py --requests 12`;
+# it answered 27 chunk hits over its 24 lookups live.
 FIXTURE_056 = Path(__file__).parent.parent / "fixtures" / "lmcache056-storage.lct"
 
 # LMCache 0.5.6's own encoder, for these values (format.encode_header / encode_record in its package).
@@ -247,7 +249,7 @@ def test_reads_a_trace_recorded_by_lmcache_056() -> None:
     (trace,) = open_series([FIXTURE_056])
     assert trace.header.level == "storage" and "producer" not in trace.header.level_meta
     config = json.loads(trace.header.sm_config_json)
-    assert config["l1_manager_config"]["memory_config"]["size_in_bytes"] == 512 * 2**20
+    assert config["l1_manager_config"]["memory_config"]["size_in_bytes"] == 107374182  # 0.1 GB
     names = {r.qualname.rsplit(".", 1)[-1] for _, r in trace.records()}
     assert names == {"submit_prefetch_task", "reserve_write", "finish_write", "finish_read_prefetched"}
 

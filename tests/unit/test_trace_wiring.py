@@ -115,7 +115,7 @@ def test_a_056_config_maps_onto_the_replay_engine() -> None:
 
     (trace,) = open_series([FIXTURE_056])
     settings = replay_settings(recorded_config(trace.header.sm_config_json), {}, synthetic_steps=True)
-    assert settings.l1_bytes == 512 * 2**20 and settings.align_bytes == 4096
+    assert settings.l1_bytes == 107374182 and settings.align_bytes == 4096
     assert (settings.eviction_policy, settings.trigger_watermark, settings.eviction_ratio) == (
         "LRU",
         0.8,
