@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
     from lmcache.domain.prefetch_controller import PrefetchRequest
     from lmcache.domain.session_types import PrefetchJob
+    from lmcache.ports.l2_adapter import L2Adapter
     from lmcache.ports.trace import TraceSink
 
 __all__ = (
@@ -72,6 +73,7 @@ QUALNAMES = {
     "run_job_now": "lmcache.domain.prefetch_controller.PrefetchController.run_job_now",
     "prefetch": "lmcache.domain.prefetch_controller.PrefetchController.prefetch",
     "submit": "lmcache.domain.store_controller.StoreController.submit",
+    "l2_store": "lmcache.ports.l2_adapter.L2Adapter.store",
     "quota_set": "lmcache.domain.quotas.QuotaTable.set",
     "quota_delete": "lmcache.domain.quotas.QuotaTable.delete",
 }
@@ -292,7 +294,12 @@ class TracedPrefetchController(PrefetchController):
 
 
 class TracedStoreController(StoreController):
-    """`StoreController` that records the keys each submission queued for L2."""
+    """`StoreController` that records the keys each submission queued for L2, and each adapter store.
+
+    The adapter store is recorded when it returns, with the keys it stored: from then on a lookup can
+    load them, which is when the replay's simulated L2 starts serving them (a submission alone is not
+    enough: the store runs later, on the storage loop).
+    """
 
     def __init__(self, *args: Any, tracer: TraceSink, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -304,6 +311,15 @@ class TracedStoreController(StoreController):
         if accepted and not _INSIDE.get():
             self._tracer.record(_Q["submit"], {"keys": list(keys[:accepted])})
         return accepted
+
+    async def _one(
+        self, index: int, adapter: L2Adapter, keys: list[ObjectKey], views: list[memoryview]
+    ) -> list[bool]:
+        results = await super()._one(index, adapter, keys, views)
+        stored = [k for k, ok in zip(keys, results, strict=True) if ok]
+        if stored:  # recorded before any other task runs: ahead of every lookup that could see them
+            self._tracer.record(_Q["l2_store"], {"adapter": index, "keys": stored})
+        return results
 
 
 class TracedQuotaTable(QuotaTable):

@@ -16,8 +16,10 @@ live. Plain L1 calls are re-run as recorded. Composite calls are re-decided by t
 
 0.5.6 traces map onto the same operations (reserve_write, finish_write, submit_prefetch_task,
 read_prefetched_results, finish_read_prefetched); they carry no eviction-loop steps, so `synthetic_steps`
-runs one every 0.1 s of trace time. Departure: L2 capacity, L2 failures and the L2 store's asynchrony are
-not modelled (an object submitted to L2 is loadable at once and forever).
+runs one every 0.1 s of trace time. The simulated L2 serves an object from the record of the adapter
+store that wrote it (or, in traces without such records, from its submission); L2 capacity, deletions
+and load failures are not modelled, and a store that completes while a lookup of the same object waits
+on L2 may be seen by the replay's lookup where the live one missed it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class ReplayEngine:
             read_ttl_s=settings.read_ttl_s,
         )
         self.loop = EvictionLoop(self.l1, settings.trigger_watermark, settings.eviction_ratio)
-        self.l2: set[ObjectKey] = set()
+        self.l2: set[ObjectKey] = set()  # stored in L2 (loadable)
+        self.l2_submitted: set[ObjectKey] = set()  # queued for L2 (loadable when stores are not recorded)
+        self._l2_stores_recorded = False
         self._next_step = 0.0
         self._reads: dict[tuple[ObjectKey, ...], list[list[ObjectKey]]] = {}
 
@@ -139,9 +143,17 @@ class ReplayEngine:
         """An eviction-loop step, re-decided on this engine's state."""
         self.loop.step()
 
+    def l2_submit(self, keys: list[ObjectKey]) -> None:
+        """Keys queued for L2 (loadable at once if the trace records no adapter stores)."""
+        self.l2_submitted.update(keys)
+
     def l2_store(self, keys: list[ObjectKey]) -> None:
-        """Keys queued for L2: loadable by later lookups when L2 is simulated."""
+        """Keys an L2 adapter stored: loadable by later lookups when L2 is simulated."""
+        self._l2_stores_recorded = True
         self.l2.update(keys)
+
+    def _in_l2(self, key: ObjectKey) -> bool:
+        return key in self.l2 or (not self._l2_stores_recorded and key in self.l2_submitted)
 
     def quota_set(self, salt: str, limit_bytes: int) -> None:
         """`QuotaTable.set` (an invalid recorded quota is ignored)."""
@@ -173,7 +185,7 @@ class ReplayEngine:
         prefix, loadable = ncols, []
         for i, hit in enumerate(hits):
             if not hit:
-                if self.settings.l2 and keys[i] in self.l2:
+                if self.settings.l2 and self._in_l2(keys[i]):
                     loadable.append(i)
                 else:
                     prefix = i // nrows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,9 +12,12 @@ from lmcache.adapters.trace.player import play
 from lmcache.adapters.trace.reader import open_series
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.eviction import LruPolicy
+from lmcache.domain.eviction_loop import EvictionLoop
 from lmcache.domain.keys import ObjectKey
-from lmcache.domain.prefetch_controller import PrefetchRequest
+from lmcache.domain.l1_manager import L1Manager
+from lmcache.domain.prefetch_controller import PrefetchController, PrefetchRequest
 from lmcache.domain.session_types import PrefetchJob
+from lmcache.domain.store_controller import StoreController
 from lmcache.domain.trace_hooks import (
     TracedEvictionLoop,
     TracedL1Manager,
@@ -104,11 +108,20 @@ class _Memory:
         return memoryview(bytearray(size))
 
 
-def test_store_submissions_and_quota_changes_are_recorded() -> None:
+def test_store_submissions_adapter_stores_and_quota_changes_are_recorded() -> None:
     sink, clock = RecordingTraceSink(), FakeClock()
     l1 = traced_l1(sink, clock)
-    store = TracedStoreController(l1, _Memory(), [FakeL2Adapter()], queue_size=2, tracer=sink)  # type: ignore[arg-type]
+    adapter = FakeL2Adapter()
+    store = TracedStoreController(l1, _Memory(), [adapter], queue_size=2, tracer=sink)  # type: ignore[arg-type]
+    assert all(l1.reserve([k(1), k(2)], OBJ))
+    l1.finish([k(1), k(2)])
+    adapter.fail_next_stores(1)
+    sink.calls.clear()
     assert store.submit([k(1), k(2), k(3)]) == 2  # only what the queue accepted is recorded
+    asyncio.run(store.drain())
+    assert sink.calls[0] == ("submit", {"keys": [k(1), k(2)]})
+    assert ("store", {"adapter": 0, "keys": [k(2)]}) in sink.calls  # only what the adapter stored
+    sink.calls.clear()
     quotas = TracedQuotaTable(tracer=sink)
     quotas.set("a", 100)
     with pytest.raises(ValueError):
@@ -116,7 +129,6 @@ def test_store_submissions_and_quota_changes_are_recorded() -> None:
     quotas.delete("a")
     quotas.delete("a")  # nothing to delete: not recorded
     assert sink.calls == [
-        ("submit", {"keys": [k(1), k(2)]}),
         ("set", {"salt": "a", "limit_bytes": 100}),
         ("delete", {"salt": "a"}),
     ]
@@ -165,7 +177,16 @@ def test_smaller_cache_writes_back_what_the_live_engine_served() -> None:
     assert [engine.l1.readers(x) for x in keys] == [0, 0]
 
 
-def test_simulated_l2_serves_what_was_submitted() -> None:
+def test_simulated_l2_serves_only_what_an_adapter_stored() -> None:
+    engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
+    engine.l2_submit([k(1), k(2)])  # a trace without adapter-store records: submissions count
+    assert engine.lookup([[k(1)]], [OBJ], 1) == 1
+    engine.l2_store([k(2)])  # once stores are recorded, a submission alone is not loadable
+    engine.l2_submit([k(3)])
+    assert engine.lookup([[k(2), k(3)]], [OBJ], 1) == 1
+
+
+def test_simulated_l2_serves_what_was_stored() -> None:
     engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
     engine.l2_store([k(1), k(2)])
     assert engine.lookup([[k(1), k(2), k(3)]], [OBJ], 1) == 2
@@ -190,3 +211,34 @@ def test_lookup_log_replay_stores_misses() -> None:
 def test_workload_helper_is_deterministic() -> None:
     first = Workload(RecordingTraceSink()).run(100)
     assert Workload(RecordingTraceSink()).run(100) == first
+
+
+# Public methods that only read state (not recorded). A method the storage engine gains must be added
+# either here or to the traced subclass, so no state change slips past the trace unnoticed.
+READ_ONLY = {
+    L1Manager: {
+        "contains",
+        "objects_page",
+        "prefix_len",
+        "readers",
+        "stats",
+        "usage_by_salt",
+        "write_extent",
+    },
+    PrefetchController: {"run_job"},  # runs `prefetch`, which is traced
+    StoreController: {"drain", "run"},  # the L2 writer loop: its L1 calls are recorded as they happen
+    EvictionLoop: set(),
+}
+TRACED = {
+    L1Manager: TracedL1Manager,
+    PrefetchController: TracedPrefetchController,
+    StoreController: TracedStoreController,
+    EvictionLoop: TracedEvictionLoop,
+}
+
+
+@pytest.mark.parametrize("plain", list(TRACED), ids=lambda c: c.__name__)
+def test_every_state_changing_method_is_traced(plain: type) -> None:
+    public = {n for n, v in inspect.getmembers(plain) if not n.startswith("_") and callable(v)}
+    traced = {n for n in public if n in vars(TRACED[plain])}
+    assert public - traced == READ_ONLY[plain]
