@@ -10,7 +10,8 @@ then times, in the same run:
 - `lmcache trace replay`'s player on a fresh engine of the recorded size;
 - the same on the lookup-hash log form of the workload (one JSONL line per lookup).
 Prints calls per minute of each, the player's ratio to the decode-only baseline, and checks the replay's
-lookup hits against the live ones.
+lookup hits against the live ones. Last, the recorder's cost: the same workload on the plain storage engine
+and on the traced one writing a real trace (writer thread included), in interleaved blocks, per request.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import argparse
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
 from lmcache.adapters.trace.calls import HANDLERS
@@ -33,14 +35,13 @@ from lmcache.adapters.trace.recorder import LctTraceRecorder
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.events import LookupPerformed
 from lmcache.domain.eviction import LruPolicy
+from lmcache.domain.eviction_loop import EvictionLoop
 from lmcache.domain.keys import ObjectKey
-from lmcache.domain.prefetch_controller import PrefetchRequest
+from lmcache.domain.l1_manager import L1Manager
+from lmcache.domain.prefetch_controller import PrefetchController, PrefetchRequest
 from lmcache.domain.session_types import PrefetchJob
 from lmcache.domain.trace_hooks import TracedEvictionLoop, TracedL1Manager, TracedPrefetchController
 from lmcache.domain.trace_replay import ReplayEngine, ReplaySettings
-
-if TYPE_CHECKING:
-    from lmcache.domain.eviction_loop import EvictionLoop
 
 OBJ = 2 << 20
 TARGET = 1_000_000
@@ -101,6 +102,49 @@ def record(path: Path, log_dir: Path, requests: int, chunks: int, prompts: int, 
     return hits
 
 
+def engine_cost(traced: bool, tmp: Path, requests: int, chunks: int, prompts: int, objects: int) -> float:
+    """CPU seconds of the same workload on the plain engine, or on the traced one writing a real trace."""
+    clock = Clock()
+    arena = ArenaAllocator(objects * OBJ, 4096)
+    rec = None
+    if traced:
+        path = tmp / f"cost-{time.monotonic_ns()}.lct"
+        rec = LctTraceRecorder(path, config_json="", queue_size=1 << 22, monotonic=clock.monotonic)
+        rec.start()
+        l1: L1Manager = TracedL1Manager(arena, LruPolicy(), clock, tracer=rec)
+        loop: EvictionLoop = TracedEvictionLoop(l1, 0.9, 0.1, tracer=rec)
+        prefetch: PrefetchController = TracedPrefetchController(l1, None, [], tracer=rec)  # type: ignore[arg-type]
+    else:
+        l1 = L1Manager(arena, LruPolicy(), clock)
+        loop = EvictionLoop(l1, 0.9, 0.1)
+        prefetch = PrefetchController(l1, None, [])  # type: ignore[arg-type]
+    rng = random.Random(11)
+    prompt_keys = {}
+    started = time.process_time()  # CPU of every thread (the writer's too): steadier than wall time
+    for i in range(requests):
+        clock.now += 0.01
+        prompt = int(rng.paretovariate(0.8)) % prompts if rng.random() < 0.6 else rng.randrange(prompts)
+        keys = prompt_keys.get(prompt)
+        if keys is None:
+            keys = prompt_keys[prompt] = [
+                ObjectKey(prompt.to_bytes(4, "big") + c.to_bytes(2, "big") * 14, "m", 1 << 24 | 1 << 8)
+                for c in range(chunks)
+            ]
+        job = PrefetchJob()
+        prefetch.run_job_now(PrefetchRequest([keys], [OBJ], 1), job)
+        hit = job.result
+        for k in keys[:hit]:
+            l1.extent(k)
+        l1.unlock_read(keys[:hit], 1)
+        extents = l1.reserve(keys[hit:], OBJ)
+        l1.finish([k for k, e in zip(keys[hit:], extents, strict=True) if e is not None])
+        if i % 10 == 0:
+            loop.step()
+    if rec is not None:
+        rec.close()  # the writer's remaining work counts too
+    return time.process_time() - started
+
+
 def decode_only(path: Path) -> tuple[int, float]:
     """The baseline: read every frame and decode its arguments; (records, seconds)."""
     files = open_series([path])
@@ -141,7 +185,17 @@ def main() -> None:
             )
         )
         log_result = play_lookup_log(lookup_log_files([log_dir]), log_engine, OBJ)
+        cost: dict[bool, list[float]] = {False: [], True: []}
+        block = max(1000, args.requests // 20)
+        for r in range(6):  # interleaved blocks, alternating which goes first
+            for traced in (False, True) if r % 2 == 0 else (True, False):
+                cost[traced].append(engine_cost(traced, Path(tmp), block, args.chunks, args.prompts, objects))
+    plain_s, traced_s = statistics.median(cost[False]), statistics.median(cost[True])
     out.update(
+        recording_block_requests=block,
+        engine_us_per_request=plain_s / block * 1e6,
+        traced_engine_us_per_request=traced_s / block * 1e6,
+        recording_us_per_request=(traced_s - plain_s) / block * 1e6,
         records=n,
         decode_only_calls_per_min=n / base_s * 60,
         replay_calls_per_min=result.calls_per_minute,
@@ -168,6 +222,12 @@ def main() -> None:
     print(
         f"  lookup-hash log replay         {log_result.calls_per_minute / 1e6:6.2f} M lookups/min "
         f"(hit rate {log_engine.stats.hit_rate:.1%})"
+    )
+    per_call = out["recording_us_per_request"] / (n / args.requests)
+    print(
+        f"recording cost (CPU): storage engine alone {out['engine_us_per_request']:.1f} us per request, "
+        f"traced (recorder and writer thread included) {out['traced_engine_us_per_request']:.1f} us: "
+        f"+{out['recording_us_per_request']:.1f} us per request, about {per_call:.2f} us per recorded call"
     )
 
 

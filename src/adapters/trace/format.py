@@ -97,24 +97,25 @@ def wrap_key(key: ObjectKey) -> dict[str, Any]:
 
 
 class KeyCodec:
-    """Encodes argument values, reusing the wrapped form of recently seen keys.
+    """Encodes argument values; a key becomes its wrapped form, already msgpack-encoded (`msgspec.Raw`).
 
-    A key recurs in its reserve, finish, locks, reads and unlocks; the cache is bounded and cleared when
-    full. Used by one writer thread.
+    A key recurs in its reserve, finish, locks, reads and unlocks, so its bytes are kept (bounded, cleared
+    when full) and a record's keys are copied, not re-encoded. Used by one writer thread.
     """
 
     def __init__(self, max_keys: int = 1 << 16) -> None:
-        self._cache: dict[ObjectKey, dict[str, Any]] = {}
+        self._cache: dict[ObjectKey, msgspec.Raw] = {}
         self._max = max_keys
+        self._encode = msgspec.msgpack.Encoder().encode
 
-    def key(self, key: ObjectKey) -> dict[str, Any]:
-        """The wrapped form of `key`."""
-        wrapped = self._cache.get(key)
-        if wrapped is None:
+    def key(self, key: ObjectKey) -> msgspec.Raw:
+        """The encoded wrapped form of `key`."""
+        raw = self._cache.get(key)
+        if raw is None:
             if len(self._cache) >= self._max:
                 self._cache.clear()
-            wrapped = self._cache[key] = wrap_key(key)
-        return wrapped
+            raw = self._cache[key] = msgspec.Raw(self._encode(wrap_key(key)))
+        return raw
 
     def value(self, value: Any) -> Any:
         """`value` in its msgpack form (keys wrapped, tuples as lists, mappings by value)."""
