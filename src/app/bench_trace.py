@@ -16,21 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from lmcache.adapters.trace.inspect import summarize_trace
-from lmcache.adapters.trace.reader import TraceError, open_series
+from lmcache.adapters.trace.reader import TraceError, open_series, series_paths
 from lmcache.app.config.errors import ConfigError
 from lmcache.app.trace_run import open_source, replay_one, settings_for
 
 __all__ = ("check_trace",)
-
-
-def _parts(path: Path) -> list[Path]:
-    stem, suffix = path.name[: len(path.name) - len(path.suffix)], path.suffix
-    parts = [path]
-    n = 1
-    while (nxt := path.with_name(f"{stem}.{n}{suffix}")).exists():
-        parts.append(nxt)
-        n += 1
-    return parts
 
 
 def _lookups_recorded(paths: list[Path]) -> int:
@@ -55,7 +45,7 @@ def check_trace(path: str, live_hits: list[int], timeout_s: float) -> dict[str, 
         "live_lookups": len(live_hits),
         "live_hits": sum(live_hits),
     }
-    paths = _parts(Path(path))
+    paths = series_paths(Path(path))
     deadline = time.monotonic() + timeout_s
     try:
         while _lookups_recorded(paths) < len(live_hits):
@@ -63,7 +53,7 @@ def check_trace(path: str, live_hits: list[int], timeout_s: float) -> dict[str, 
                 out["error"] = f"the trace holds fewer than the {len(live_hits)} lookups made"
                 return out
             time.sleep(0.1)
-            paths = _parts(Path(path))
+            paths = series_paths(Path(path))
         files = open_series(paths)
         try:
             summary = summarize_trace(files, allow_truncated=True, reuse_limit=1_000_000)

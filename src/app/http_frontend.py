@@ -67,11 +67,11 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
         started_at=time.time(),
         events=container.events(),
         l1_memory=container.l1_memory(),
-        status_extras=_blend_status(container),
+        status_extras=_status_extras(container),
     )
 
 
-def _blend_status(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
+def _status_extras(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
     """More `/status` fields: CacheBlend's on a blend server, `runtime_plugins` and `trace` (issue 23)."""
     blend = container.blend() if hasattr(container, "blend") else None
     plugins = container.plugins() if hasattr(container, "plugins") else None

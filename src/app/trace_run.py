@@ -8,11 +8,12 @@ eviction-loop steps recorded, so its replay runs one every 0.1 s of trace time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.trace.lookup_log_source import is_lookup_log, lookup_log_files, play_lookup_log
 from lmcache.adapters.trace.player import play
-from lmcache.adapters.trace.reader import open_series
+from lmcache.adapters.trace.reader import open_series, series_paths
 from lmcache.app.config.errors import ConfigError
 from lmcache.app.trace_config import OVERRIDE_FLAGS, recorded_config, replay_settings
 from lmcache.domain.trace_replay import ReplayEngine
@@ -20,7 +21,6 @@ from lmcache.domain.trace_replay import ReplayEngine
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
-    from pathlib import Path
 
     from lmcache.adapters.trace.format import Header
     from lmcache.adapters.trace.player import PlayResult
@@ -57,7 +57,10 @@ def open_source(inputs: Sequence[str | Path], chunk_bytes: int | None) -> Source
         if chunk_bytes is None:
             raise ConfigError("--chunk-bytes: required for a lookup-hash log (it records no object sizes)")
         return Source("log", tuple(lookup_log_files(inputs)), None, chunk_bytes)
-    files = open_series(inputs)
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1:
+        paths = series_paths(paths[0])  # a rotated trace named by its first file: all of its parts
+    files = open_series(paths)
     try:
         return Source("lct", tuple(f.path for f in files), files[0].header)
     finally:

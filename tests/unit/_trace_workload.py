@@ -121,7 +121,12 @@ class Workload:
 
 
 def record_trace(
-    path: Path, n: int = 400, l1_bytes: int = 64 * OBJ, policy: str = "LRU", **kw: object
+    path: Path,
+    n: int = 400,
+    l1_bytes: int = 64 * OBJ,
+    policy: str = "LRU",
+    rotate_bytes: int = 1 << 30,
+    **kw: object,
 ) -> list[int]:
     """Run the workload through a real recorder into `path`; the live hit counts."""
     clock = FakeClock()
@@ -130,6 +135,8 @@ def record_trace(
         config_json=config_json(l1_bytes, policy),
         level_meta={"producer": PRODUCER},
         queue_size=1 << 20,
+        rotate_bytes=rotate_bytes,
+        flush_interval_s=0.001,
         monotonic=clock.monotonic,
     )
     recorder.start()

@@ -218,3 +218,21 @@ def test_the_lookup_hash_log_feeds_info_replay_and_sweep(
     bad.write_text('{"chunk_hashes": ["0xzz"]}\n')
     code, _, err = run(capsys, "info", str(bad), "--chunk-bytes", "1")
     assert code == 1 and "line 1" in err
+
+
+def test_a_rotated_trace_is_read_whole_from_its_first_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "rot.lct"
+    live = record_trace(path, n=300, rotate_bytes=20_000)
+    parts = sorted(tmp_path.glob("rot*.lct"))
+    assert len(parts) > 2
+    code, out, _ = run(capsys, "replay", str(path), "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and len(doc["files"]) == len(parts) and doc["lookups"]["hit_chunks"] == sum(live)
+    code, out, _ = run(capsys, "info", *map(str, reversed(parts)), "--format", "json")
+    assert code == 0 and json.loads(out)["lookups"]["count"] == len(live)
+    last = tmp_path / f"rot.{len(parts) - 1}.lct"
+    code, out, _ = run(capsys, "info", str(last), "--format", "json")  # a later part alone: its own records
+    later = json.loads(out)
+    assert code == 0 and later["files"] == [str(last)] and 0 < later["records"] < doc["records"]

@@ -29,7 +29,7 @@ from lmcache.adapters.trace.format import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ("TraceError", "TraceFile", "open_series")
+__all__ = ("TraceError", "TraceFile", "open_series", "series_paths")
 
 _HEADER = msgspec.msgpack.Decoder(Header)
 _RECORD = msgspec.msgpack.Decoder(Record)
@@ -170,3 +170,13 @@ def open_series(paths: Sequence[Path | str]) -> list[TraceFile]:
             f.close()
         raise
     return files
+
+
+def series_paths(path: Path) -> list[Path]:
+    """`path` and the later parts of its rotated series that exist beside it (`<stem>.1<suffix>`, ...)."""
+    suffix = path.suffix
+    stem = path.name[: len(path.name) - len(suffix)]
+    parts = [path]
+    while (nxt := path.with_name(f"{stem}.{len(parts)}{suffix}")).exists():
+        parts.append(nxt)
+    return parts

@@ -197,7 +197,7 @@ class LctTraceRecorder:
         written = 0
         while queue:
             qualname, mono, wall, args = queue.popleft()
-            if self._file is None:
+            if self.error is not None:
                 self._dropped += 1
                 continue
             start = len(buf)
@@ -221,7 +221,7 @@ class LctTraceRecorder:
     def _mark_drops(self, buf: bytearray) -> None:
         """Append a `lmcache.trace.dropped` record when records were dropped since the last one."""
         missing = self._dropped - self._dropped_written
-        if missing <= 0 or self._file is None:
+        if missing <= 0 or self.error is not None:
             return
         self._dropped_written = self._dropped
         start = len(buf)
@@ -233,9 +233,13 @@ class LctTraceRecorder:
         LEN.pack_into(buf, start, len(buf) - start - 4)
 
     def _write(self, buf: bytearray, records: int) -> None:
-        if not buf or self._file is None:
+        if not buf or self.error is not None or self._file is None:
             return
         try:
+            if self._file_bytes >= self._rotate:  # rotate when there is something for the next part
+                self._file.close()
+                self._part += 1
+                self._open_part()
             self._file.write(buf)
             self._file.flush()
         except OSError as exc:
@@ -245,14 +249,6 @@ class LctTraceRecorder:
         self.records += records
         self.bytes += len(buf)
         self._file_bytes += len(buf)
-        if self._file_bytes >= self._rotate:
-            self._file.close()
-            self._file = None
-            self._part += 1
-            try:
-                self._open_part()
-            except OSError as exc:
-                self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
         if self.error is None:

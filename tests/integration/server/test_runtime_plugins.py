@@ -5,10 +5,12 @@ No plugin outlives the server: on SIGTERM, on SIGTERM while the plugins start, o
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,3 +196,31 @@ def test_a_killed_server_takes_its_plugins_along(tmp_path: Path) -> None:
         proc.kill()  # no shutdown path at all: the kernel's parent-death signal stops the plugins
         _finish(proc)
     assert _all_dead(_pids(d, "long.py") + _pids(d, "stubborn.sh"))
+
+
+def test_the_example_heartbeat_plugin_posts_the_servers_state(tmp_path: Path) -> None:
+    beats: list[dict[str, object]] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            beats.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    extra = {"plugin.heartbeat.url": f"http://127.0.0.1:{sink.server_address[1]}/hb"}
+    example = Path(__file__).parents[3] / "examples" / "runtime_plugins" / "heartbeat.py"
+    try:
+        flags = ("--runtime-plugin-locations", str(example), "--runtime-plugin-config", json.dumps(extra))
+        with run_server(*flags, "--instance-id", "beating-heart") as server:
+            _wait(lambda: beats)
+            server.wait_for_log(r"\[heartbeat\.py\] posting heartbeats of http://127\.0\.0\.1:\d+ to ")
+    finally:
+        sink.shutdown()
+    beat = beats[0]
+    assert beat["instance_id"] == "beating-heart" and beat["healthy"] is True
+    assert 0.99 * 0.05 * 2**30 < beat["l1_total_bytes"] <= 0.05 * 2**30 and beat["l1_used_bytes"] == 0  # type: ignore[operator]

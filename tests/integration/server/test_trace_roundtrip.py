@@ -186,10 +186,11 @@ def _bench(url: str, mode: str, trace: Path, end: int) -> subprocess.CompletedPr
 @pytest.mark.parametrize("mode", ["lmcache_driven", "engine_driven"])
 def test_bench_server_checks_its_trace_round_trip(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "bench.lct"
-    with run_server("--trace-level", "storage", "--trace-output", str(path), l1_gb="0.01") as srv:
+    rotate = ["--trace-rotation-max-size", "20000"] if mode == "engine_driven" else []  # rotated parts too
+    with run_server("--trace-level", "storage", "--trace-output", str(path), *rotate, l1_gb="0.01") as srv:
         result = _bench(srv.url, mode, path, 12)
         status = httpx.get(srv.http_url + "/status", timeout=5).json()
-    assert status["runtime_plugins"] == [] and status["trace"]["path"] == str(path)
+    assert status["runtime_plugins"] == [] and status["trace"]["files"][0] == str(path)
     assert (
         status["trace"]["records"] > 24
         and status["trace"]["dropped"] == 0
@@ -199,6 +200,7 @@ def test_bench_server_checks_its_trace_round_trip(tmp_path: Path, mode: str) -> 
     trace = json.loads(result.stdout)["trace"]
     assert trace["ok"] is True and trace["live_lookups"] == 24 and trace["live_hits"] == 12 * 2
     assert trace["replayed_hits"] == trace["live_hits"] and trace["records"] > 24
+    assert (len(trace["files"]) > 2) is bool(rotate)
 
 
 def test_bench_server_reports_a_trace_that_does_not_reproduce(tmp_path: Path) -> None:
