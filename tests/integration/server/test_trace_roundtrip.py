@@ -200,7 +200,7 @@ def test_bench_server_checks_its_trace_round_trip(tmp_path: Path, mode: str) -> 
     trace = json.loads(result.stdout)["trace"]
     assert trace["ok"] is True and trace["live_lookups"] == 24 and trace["live_hits"] == 12 * 2
     assert trace["replayed_hits"] == trace["live_hits"] and trace["records"] > 24
-    assert (len(trace["files"]) > 2) is bool(rotate)
+    assert (len(trace["files"]) > 1) is bool(rotate)  # parts: how many depends on how records batch
 
 
 def test_bench_server_reports_a_trace_that_does_not_reproduce(tmp_path: Path) -> None:
