@@ -34,6 +34,7 @@ from lmcache.adapters.transport.wire_types import (
 )
 from lmcache.app import bench_l2
 from lmcache.app.bench_args import add_bench_parser
+from lmcache.app.bench_trace import check_trace
 from lmcache.domain.arena import Extent
 from lmcache.domain.kv_layout import TensorSpec, build_layout
 
@@ -53,6 +54,8 @@ class _Stats:
     bytes_moved: int = 0
     # Who computed each pass's digests: "server" (POST /cache/checksums) or "local" (the fallback).
     checksums: dict[str, int] = field(default_factory=lambda: {"server": 0, "local": 0})
+    lookup_hits: list[int] = field(default_factory=list)  # every lookup's live hit count, in order
+    trace: dict[str, Any] | None = None  # --trace: the replay check (bench_trace.py)
 
     def add(self, op: str, seconds: float) -> None:
         self.times.setdefault(op, []).append(seconds)
@@ -175,6 +178,10 @@ def run_bench(args: argparse.Namespace) -> int:
             for seq in seqs:
                 runner.one(seq)
         runner.unregister()
+        if args.trace:
+            stats.trace = check_trace(args.trace, stats.lookup_hits, max(10.0, args.timeout))
+            if not stats.trace["ok"]:
+                stats.failures.append(f"trace {args.trace}: {stats.trace.get('error')}")
     except TimeoutError as exc:
         stats.failures.append(f"RPC timed out: {exc}")
     finally:
@@ -265,7 +272,9 @@ class _Runner:
         fail = self.stats.failures.append
         cold = f"req-{seq}-cold"
         self._timed("lookup", self.client.lookup, _key(tokens, cold, None, self.end))
-        if _poll(self.client, cold) != 0:
+        hit = _poll(self.client, cold)
+        self.stats.lookup_hits.append(hit)
+        if hit != 0:
             fail(f"seq {seq}: cold lookup was not a full miss")
         before = _server_checksums(self.http, blocks, self.engine.chunk // self.engine.block_size)
         local_before = self.engine.checksums(blocks)
@@ -275,7 +284,9 @@ class _Runner:
         time.sleep(self.args.interval)
         warm = f"req-{seq}-warm"
         self._timed("lookup", self.client.lookup, _key(tokens, warm, None, self.end))
-        if _poll(self.client, warm) != chunks:
+        hit = _poll(self.client, warm)
+        self.stats.lookup_hits.append(hit)
+        if hit != chunks:
             fail(f"seq {seq}: warm lookup was not a full hit")
         self.engine.zero(blocks)
         if not self._timed("retrieve", self._retrieve, tokens, warm, blocks):
@@ -341,6 +352,8 @@ def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
         "checksums": stats.checksums,
         "ops": {},
     }
+    if stats.trace is not None:
+        summary["trace"] = stats.trace
     for op, times in stats.times.items():
         ordered = sorted(times)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -364,6 +377,13 @@ def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
         lines.append(f"  checks: {'all passed' if not stats.failures else f'{len(stats.failures)} FAILED'}")
         server, local = stats.checksums["server"], stats.checksums["local"]
         lines.append(f"  checksums: {server} by the server, {local} computed locally")
+        if stats.trace is not None:
+            t = stats.trace
+            verdict = "reproduced exactly" if t["ok"] else f"NOT reproduced ({t.get('error')})"
+            lines.append(
+                f"  trace: {t.get('records', 0)} records, replay of the {t['live_lookups']} lookups "
+                f"({t['live_hits']} chunks hit live): {verdict}"
+            )
         lines.extend(f"    {f}" for f in stats.failures[:20])
         text = "\n".join(lines)
     print(text)

@@ -40,4 +40,11 @@ def add_bench_parser(commands: Any) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text", help="Summary format.")
     p.add_argument("--output", default=None, help="Also write the summary to this file.")
     p.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for each RPC.")
+    p.add_argument(
+        "--trace",
+        default=None,
+        metavar="PATH",
+        help="The server's --trace-output file: afterwards, replay it and check it reproduces every "
+        "lookup's hits exactly (use a server no other client uses meanwhile).",
+    )
     bench_l2.add_arguments(sub.add_parser("l2", help="Store/load throughput and checks of one L2 adapter."))

@@ -20,6 +20,7 @@ from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dum
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.logging_setup import configure_logging
 from lmcache.app.ops_cli import OPS_COMMANDS, add_ops_parsers, run_ops
+from lmcache.app.trace_args import add_trace_parser
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(_model=model)
     add_bench_parser(commands)
     add_ops_parsers(commands)
+    add_trace_parser(commands)
     return parser
 
 
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(namespace)
     if namespace.command in OPS_COMMANDS:
         return run_ops(namespace)
+    if namespace.command == "trace":
+        from lmcache.app.trace_cli import run_trace  # msgspec and the replay engine: only when used
+
+        configure_logging("WARNING")
+        return run_trace(namespace)
     args = vars(namespace)
     command: str = args.pop("command")
     model: type[BaseModel] = args.pop("_model")

@@ -20,8 +20,10 @@ from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
 from lmcache.app.l1_medium import open_l1_memory
 from lmcache.app.l2_factory import build_l2_adapters, spec_type
+from lmcache.app.plugin_wiring import build_plugin_supervisor
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks
+from lmcache.app.trace_wiring import build_trace_recorder
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.digest_cache import DigestCache
@@ -68,6 +70,8 @@ class ServerContainer(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=ServerConfig)
     clock = providers.Singleton(SystemClock)
+    trace_recorder = providers.Singleton(build_trace_recorder, config)  # None without --trace-level
+    plugins = providers.Singleton(build_plugin_supervisor, config)  # None without runtime plugins
     kv_events = providers.Singleton(
         KVEventLog,
         capacity=providers.Callable(

@@ -73,14 +73,23 @@ def build_http_services(container: ServerContainer, engine_problem: Callable[[],
         started_at=time.time(),
         events=container.events(),
         l1_memory=container.l1_memory(),
-        status_extras=_blend_status(container),
+        status_extras=_status_extras(container),
     )
 
 
-def _blend_status(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
-    """CacheBlend's `/status` fields (`registered_cb_rope_instances`, ...) on a blend server."""
+def _status_extras(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
+    """More `/status` fields: CacheBlend's on a blend server, `runtime_plugins` and `trace` (issue 23)."""
     blend = container.blend() if hasattr(container, "blend") else None
-    return None if blend is None else blend.status
+    plugins = container.plugins() if hasattr(container, "plugins") else None
+    trace = container.trace_recorder() if hasattr(container, "trace_recorder") else None
+
+    def status() -> Mapping[str, Any]:
+        extra: dict[str, Any] = dict(blend.status()) if blend is not None else {}
+        extra["runtime_plugins"] = plugins.status() if plugins is not None else []
+        extra["trace"] = trace.status() if trace is not None else None
+        return extra
+
+    return status
 
 
 def _loopback_only(host: str) -> bool:

@@ -22,6 +22,7 @@ import torch
 from lmcache.adapters.memory.shm import ShmL1Memory
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
+from lmcache.app import runtime_extras
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
 from lmcache.domain.engine_driven import EngineDrivenService
@@ -65,6 +66,7 @@ class ServerRuntime:
         self.blend: BlendServer | None = None
         self._closed = False
         self._previous_handlers: dict[int, Any] = {}
+        runtime_extras.prepare(container)  # traced engine (--trace-level), plugin locations checked
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -73,6 +75,7 @@ class ServerRuntime:
         # Copies are ~512 KiB each: torch's intra-op threads only add wake-up latency, and an engine shares
         # these cores. Parallelism comes from --max-gpu-workers instead (benchmarks/data_path.py).
         torch.set_num_threads(1)
+        runtime_extras.start_trace(c)
         memory = c.l1_memory()
         logger.info(
             "torch_dev=%s, L1 %.2f GB, transfer modes: %s",
@@ -138,6 +141,7 @@ class ServerRuntime:
         )
         logger.info("LMCache cache server is running...")
         memory.start_populating()  # after readiness: backing a large L1 takes seconds
+        runtime_extras.start_plugins(c)
 
     def _start_loops(self) -> None:
         c = self.c
@@ -217,6 +221,7 @@ class ServerRuntime:
             return
         self._closed = True
         c = self.c
+        runtime_extras.stop_plugins(c)
         stop_fleet_membership(c.coordinator_client())  # deregister while our HTTP port still answers
         if self.http is not None:  # first: no admin request races the teardown below
             self.http.stop()
@@ -245,6 +250,7 @@ class ServerRuntime:
             except Exception:
                 logger.exception("closing L2 adapter %s", type(adapter).__name__)
         loop.stop()
+        runtime_extras.close_trace(c)
         if self.telemetry is not None:  # after the L2 flush, so its events are still delivered
             self.telemetry.stop()
         c.l1_memory().close()

@@ -60,7 +60,21 @@ class ObservabilityConfig(Section):
         None,
         metavar="PATH",
         default_help="unset: a timestamped file under $TMPDIR",
-        description="Destination of recorded .lct trace files.",
+        description="Destination of recorded .lct trace files: a file (never overwritten) or an existing "
+        "directory (a timestamped file inside it).",
+    )
+    trace_rotation_max_size: int = flag(
+        1 << 30,
+        gt=0,
+        metavar="BYTES",
+        description="Size at which a trace file is closed and the next part (<name>.1.lct, ...) begun.",
+    )
+    trace_queue_size: int = flag(
+        65536,
+        gt=0,
+        le=1 << 24,
+        metavar="N",
+        description="Trace records queued for the writer thread; beyond it records are dropped and counted.",
     )
 
     @model_validator(mode="after")

