@@ -71,7 +71,7 @@ def _ratio(value: Any) -> str:
 def _gb(value: Any) -> str:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return MISSING
-    return f"{value:.3f} GB"
+    return f"{value:.3f} GiB"  # the API's *_gb numbers are binary (bytes / 2^30), as the flags are
 
 
 def _health(value: Any) -> str:
@@ -212,6 +212,8 @@ def render_quota(console: Console, body: Any) -> None:
         rows += [("Usage", f"{_gb(usage)} ({_ratio(used)})"), ("Exists", _text(dig(body, "exists")))]
     if dig(body, "status") is not None:
         rows.append(("Status", _text(dig(body, "status"))))
+    if dig(body, "warning") is not None:
+        rows.append(("Warning", f"[yellow]{_text(dig(body, 'warning'))}[/]"))
     console.print(_kv_table("Quota", rows))
 
 

@@ -74,7 +74,7 @@ class ServerRuntime:
         torch.set_num_threads(1)
         memory = c.l1_memory()
         logger.info(
-            "torch_dev=%s, L1 %.2f GB, transfer modes: %s",
+            "torch_dev=%s, L1 %.2f GiB, transfer modes: %s",
             _torch_device(),
             cfg.l1.l1_size_gb,
             cfg.mp.supported_transfer_mode,
