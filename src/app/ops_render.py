@@ -112,6 +112,12 @@ def _overview(status: Any) -> list[tuple[str, str]]:
             "L1 retired (awaiting readers)",
             f"{_text(dig(l1, 'retired_object_count'))} ({_bytes(dig(l1, 'retired_bytes'))})",
         ),
+        (
+            "L1 locks held",
+            f"{_text(dig(l1, 'read_locked_object_count'))} read-locked objects "
+            f"({_text(dig(l1, 'read_lock_count'))} locks), "
+            f"{_text(dig(l1, 'write_locked_object_count'))} write-locked",
+        ),
         ("Eviction policy", _text(dig(eviction, "eviction_policy"))),
         ("Eviction watermark", _text(dig(eviction, "trigger_watermark"))),
         ("Eviction ratio", _text(dig(eviction, "eviction_ratio"))),

@@ -76,6 +76,7 @@ def test_describe_terminal_shows_every_section(stub: Stub, capsys: pytest.Captur
         "blake3",
         "12.00 MiB of 1.00 GiB (1.2%)",
         "48",
+        "3 read-locked objects (5 locks), 1 write-locked",
         "LRU",
         "0.8",
         "fs",
