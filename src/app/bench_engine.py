@@ -12,7 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -114,7 +114,7 @@ class BenchEngine:
         """Register as instance `INSTANCE_ID` in our mode (engine-driven: map the server's pool)."""
         if self.mode == "lmcache_driven":
             groups = [EngineGroupInfo(0, tuple(range(len(self.layers))), self.block_size)]
-            descriptors = [t.descriptor for t in self.layers]
+            descriptors: list[Any] = [t.descriptor for t in self.layers]
             self.client.register_kv_cache(
                 INSTANCE_ID, descriptors, MODEL, 1, "vllm", {"kv_layout": "NHD"}, groups
             )

@@ -79,7 +79,8 @@ class BenchHttp:
         sums = data.get("chunk_checksums")
         return sums if isinstance(sums, list) else self._give_up("the server's answer had no checksums")
 
-    def _give_up(self, why: str) -> None:
+    def _give_up(self, why: str) -> list[str] | None:
+        """Stop asking the server for checksums, remembering why; returns None (no checksums)."""
         self._checksums = False  # one failure is enough: no timeout per request after it
         self.note = why
         return None

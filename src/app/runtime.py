@@ -24,6 +24,7 @@ from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
+from lmcache.app.inert_flags import Facts, warn_ineffective_flags
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
 
@@ -79,6 +80,7 @@ class ServerRuntime:
             cfg.l1.l1_size_gb,
             cfg.mp.supported_transfer_mode,
         )
+        warn_ineffective_flags(cfg, Facts(torch.cuda.is_available(), memory.kind))  # one line per inert flag
         try:
             c.l2_adapters()
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
