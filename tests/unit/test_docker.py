@@ -117,9 +117,9 @@ def test_image_runs_the_server_as_a_non_root_user_on_the_documented_ports(docker
     assert "COPY --chmod=755 docker/entrypoint.sh /usr/local/bin/lmcache-entrypoint" in text
     (exposed,) = re.findall(r"^EXPOSE (.+)$", text, flags=re.MULTILINE)
     defaults = {
-        ServerConfig.model_fields["mp"].default_factory().port,  # type: ignore[misc]
-        ServerConfig.model_fields["http"].default_factory().http_port,  # type: ignore[misc]
-        ServerConfig.model_fields["observability"].default_factory().prometheus_port,  # type: ignore[misc]
+        ServerConfig.model_fields["mp"].default_factory().port,
+        ServerConfig.model_fields["http"].default_factory().http_port,
+        ServerConfig.model_fields["observability"].default_factory().prometheus_port,
     }
     assert {int(p) for p in exposed.split()} == defaults
     assert "/opt/venv" in text  # the quick start runs /opt/venv/bin/lmcache
@@ -171,7 +171,7 @@ def test_compose_stack_has_its_services_and_their_commands_validate(
     assert main(["server", *server, "--print-config"]) == 0
     config = ServerConfig.model_validate(yaml.safe_load(capsys.readouterr().out))
     (l2,) = config.l2.l2_adapter
-    assert (l2.type, l2.host) == ("resp", "redis")  # type: ignore[union-attr]
+    assert (l2.type, l2.host) == ("resp", "redis")
     assert config.coordinator.coordinator_url == "http://lmcache-coordinator:9300"
     coordinator = [str(a) for a in services["lmcache-coordinator"]["command"]]
     assert coordinator[:2] == ["lmcache", "coordinator"]
