@@ -11,6 +11,7 @@ machine (runtime plugins, traces, the periodic notifier, lazy pinning without CU
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ def started(argv: list[str]) -> Iterator[Probe]:
             runtime.close()
             for sig, handler in runtime._previous_handlers.items():  # start() installed ours
                 signal.signal(sig, handler)
+            gc.unfreeze()  # start() froze everything alive, this server's objects included
         logger.removeHandler(collect)
         logger.setLevel(level)
 
