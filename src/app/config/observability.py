@@ -30,8 +30,8 @@ class ObservabilityConfig(Section):
         ge=1,
         le=65535,
         metavar="PORT",
-        description="Port of the standalone Prometheus /metrics endpoint, bound on --http-host (all interfaces "
-        "by default); the HTTP port serves the same /metrics.",
+        description="Port of the standalone Prometheus /metrics endpoint, bound on --http-host (all "
+        "interfaces by default); the HTTP port serves the same /metrics.",
     )
     metrics_sample_rate: float = flag(
         0.01,
