@@ -2,49 +2,45 @@
 
 Per request (wire-protocol.md §8): a cold lookup (must miss), a store, a warm lookup (must hit fully), a
 retrieve into zeroed blocks, and a checksum comparison of the blocks before the store and after the
-retrieve: through the server's `POST /cache/checksums` when `--url` answers (lmcache-driven mode), else
-computed locally. Prints p50/p99 per op and GB/s; exits 1 on any failed check.
+retrieve: through the server's `POST /cache/checksums` when its HTTP frontend answers (lmcache-driven
+mode), else computed locally. Prints p50/p99 per op and GiB/s; exits 1 on any failed check.
+
+Rerunnable: every request's tokens start with the run id (`--run-id`, random by default), so a second run
+against the same server finds none of the first run's keys. A cold lookup that hits anyway is explained
+(the keys were there: a repeated run id, or another client storing the same tokens). Every lookup's read
+locks are given back on every path: consumed by the retrieve, else freed with `free_lookup_locks`, also
+when a check failed or an RPC raised; after the run the server's `/status` lock counts are printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import mmap
-import os
-import re
+import secrets
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import torch
 from rich.progress import Progress
 
-from lmcache.adapters.transfer.checksums import block_checksums
-from lmcache.adapters.transfer.chunk_codec import encode_raw
-from lmcache.adapters.transfer.cpu_kv import CpuKVTransfer, torch_dtype
-from lmcache.adapters.transfer.shm_export import SharedKVTensor
 from lmcache.adapters.transport.client import LMCacheClient
-from lmcache.adapters.transport.wire_types import (
-    CacheKey,
-    EngineGroupInfo,
-    RegisterEngineDrivenContextPayload,
-)
 from lmcache.app import bench_l2
 from lmcache.app.bench_args import add_bench_parser
+from lmcache.app.bench_engine import BenchEngine, bench_key, parse_spec
+from lmcache.app.bench_http import BenchHttp, http_url
 from lmcache.app.bench_trace import check_trace
-from lmcache.domain.arena import Extent
-from lmcache.domain.kv_layout import TensorSpec, build_layout
+from lmcache.domain.units import GIB
 
 if TYPE_CHECKING:
     import argparse
 
+    from lmcache.adapters.transport.wire_types import CacheKey
+
 __all__ = ("add_bench_parser", "run_bench")
 
-_SPEC = re.compile(r"^\((\d+(?:,\d+)*)\):(\w+):(\d+)$")
-INSTANCE_ID = 1000
+FILLER_TOKEN = 9906
 
 
 @dataclass
@@ -56,54 +52,10 @@ class _Stats:
     checksums: dict[str, int] = field(default_factory=lambda: {"server": 0, "local": 0})
     lookup_hits: list[int] = field(default_factory=list)  # every lookup's live hit count, in order
     trace: dict[str, Any] | None = None  # --trace: the replay check (bench_trace.py)
+    locks_after: dict[str, int] | None = None  # the server's /status lock counts after the run
 
     def add(self, op: str, seconds: float) -> None:
         self.times.setdefault(op, []).append(seconds)
-
-
-def _parse_spec(spec: str) -> tuple[tuple[int, ...], torch.dtype, int]:
-    match = _SPEC.match(spec.replace(" ", ""))
-    if not match:
-        raise SystemExit(f"lmcache bench server: error: --kvcache-shape-spec: cannot parse {spec!r}")
-    shape = tuple(int(x) for x in match.group(1).split(","))
-    if len(shape) != 5 or shape[0] != 2:
-        raise SystemExit("lmcache bench server: error: --kvcache-shape-spec: expected (2,NB,BS,NH,HS)")
-    return shape, torch_dtype(match.group(2)), int(match.group(3))
-
-
-class _Engine:
-    """Simulated KV layers plus a client-side transfer for engine-driven copies."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, layers: int, chunk: int) -> None:
-        gen = torch.Generator().manual_seed(42)
-        self.shape, self.block_size, self.chunk = shape, shape[2], chunk
-        self.layers = [
-            SharedKVTensor((torch.rand(shape, generator=gen) * 2 - 1).to(dtype)) for _ in range(layers)
-        ]
-        specs = [
-            TensorSpec(str(dtype).removeprefix("torch."), shape, tuple(t.tensor.stride()), 0)
-            for t in self.layers
-        ]
-        self.layout = build_layout(specs, {"kv_layout": "NHD"}, [], chunk)
-
-    def transfer(self, arena: torch.Tensor) -> CpuKVTransfer:
-        return CpuKVTransfer(self.layout, [t.tensor for t in self.layers], arena)
-
-    def zero(self, blocks: list[int]) -> None:
-        index = torch.tensor(blocks)
-        for t in self.layers:
-            t.tensor.index_fill_(1, index, 0)
-
-    def checksums(self, blocks: list[int]) -> list[str]:
-        return block_checksums([t.tensor for t in self.layers], blocks, self.chunk // self.block_size)
-
-    def close(self) -> None:
-        for t in self.layers:
-            t.close()
-
-
-def _key(tokens: list[int], rid: str, worker: int | None, end: int) -> CacheKey:
-    return CacheKey("test-model", 1, worker, tokens, 0, end, rid, "", None, 1)
 
 
 def _poll(client: LMCacheClient, rid: str) -> int:
@@ -113,28 +65,6 @@ def _poll(client: LMCacheClient, rid: str) -> int:
             return hit
         time.sleep(0.05)
     return -1
-
-
-def _server_checksums(http: httpx.Client | None, blocks: list[int], chunk_blocks: int) -> list[str] | None:
-    if http is None:
-        return None
-    try:
-        reply = http.post(
-            "/cache/checksums",
-            json={
-                "block_ids": blocks,
-                "chunk_size": chunk_blocks,
-                "instance_id": INSTANCE_ID,
-                "layerwise": False,
-            },
-        )
-        body = reply.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    if reply.status_code >= 400 or body.get("status") != "success":
-        return None
-    sums = body.get("chunk_checksums")
-    return sums if isinstance(sums, list) else None
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -148,36 +78,34 @@ def run_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    shape, dtype, nlayers = _parse_spec(args.kvcache_shape_spec)
+    shape, dtype, nlayers = parse_spec(args.kvcache_shape_spec)
     mode = "engine_driven" if args.transfer_mode == "auto" else args.transfer_mode
+    run_id = secrets.randbits(32) if args.run_id is None else args.run_id
     client = LMCacheClient(args.rpc_url, args.timeout)
     try:
         chunk = client.get_chunk_size()
     except TimeoutError:
         chunk = 256
-    engine = _Engine(shape, dtype, nlayers, chunk)
+    engine = BenchEngine(client, shape, dtype, nlayers, chunk, mode)
     stats = _Stats()
-    token = os.environ.get("LMCACHE_HTTP_AUTH_TOKEN")  # a server with --http-auth-token needs it
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    http = (
-        httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers)
-        if args.url and mode == "lmcache_driven"
-        else None
-    )
+    http = BenchHttp(http_url(args.url, args.rpc_url, args.http_port), args.timeout, mode)
+    seqs = range(args.start, args.end)
     try:
-        runner = _Runner(client, engine, mode, args, stats, http)
-        runner.register()
-        seqs = range(args.start, args.end)
-        if sys.stderr.isatty() and args.format == "text":
-            with Progress(transient=True) as progress:
-                task = progress.add_task("bench server", total=len(seqs))
+        runner = _Runner(client, engine, args, stats, http, run_id)
+        engine.register()
+        try:
+            if sys.stderr.isatty() and args.format == "text":
+                with Progress(transient=True) as progress:
+                    task = progress.add_task("bench server", total=len(seqs))
+                    for seq in seqs:
+                        runner.one(seq)
+                        progress.advance(task)
+            else:
                 for seq in seqs:
                     runner.one(seq)
-                    progress.advance(task)
-        else:
-            for seq in seqs:
-                runner.one(seq)
-        runner.unregister()
+        finally:
+            engine.unregister()  # also aborts our pending engine-driven writes and pool reads
+        stats.locks_after = http.lock_counts()
         if args.trace:
             stats.trace = check_trace(args.trace, stats.lookup_hits, max(10.0, args.timeout))
             if not stats.trace["ok"]:
@@ -187,76 +115,31 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         client.close()
         engine.close()
-        if http is not None:
-            http.close()
-    return _report(args, stats, len(range(args.start, args.end)))
+        http.close()
+    return _report(args, stats, len(seqs), run_id, http)
 
 
 class _Runner:
+    """One request after another; see the module docstring for the checks and the lock rule."""
+
     def __init__(
         self,
         client: LMCacheClient,
-        engine: _Engine,
-        mode: str,
+        engine: BenchEngine,
         args: argparse.Namespace,
         stats: _Stats,
-        http: httpx.Client | None,
+        http: BenchHttp,
+        run_id: int,
     ) -> None:
-        self.client, self.engine, self.mode, self.args, self.stats, self.http = (
-            client,
-            engine,
-            mode,
-            args,
-            stats,
-            http,
-        )
+        self.client, self.engine, self.args, self.stats, self.http = client, engine, args, stats, http
+        self.run_id = run_id
         self.end = args.num_tokens // engine.chunk * engine.chunk
+        self.chunks = self.end // engine.chunk
         self.nblocks = self.end // engine.block_size
-        self.obj_bytes = engine.layout.object_bytes
-        self.pool: torch.Tensor | None = None
-        self._mmap: mmap.mmap | None = None
 
-    def register(self) -> None:
-        if self.mode == "lmcache_driven":
-            groups = [EngineGroupInfo(0, tuple(range(len(self.engine.layers))), self.engine.block_size)]
-            self.client.register_kv_cache(
-                INSTANCE_ID,
-                [t.descriptor for t in self.engine.layers],
-                "test-model",
-                1,
-                "vllm",
-                {"kv_layout": "NHD"},
-                groups,
-            )
-            return
-        _, bs, nh, hs = self.engine.shape[1:]
-        dtype = str(self.engine.layers[0].tensor.dtype).removeprefix("torch.")
-        payload = RegisterEngineDrivenContextPayload(
-            INSTANCE_ID,
-            "test-model",
-            1,
-            bs,
-            len(self.engine.layers),
-            nh * hs,
-            dtype,
-            False,
-            self.engine.chunk,
-        )
-        reply = self.client.register_engine_driven(payload)
-        if reply.shm_name:
-            fd = os.open(f"/dev/shm/{reply.shm_name}", os.O_RDWR)
-            self._mmap = mmap.mmap(fd, reply.pool_size)
-            os.close(fd)
-            self.pool = torch.frombuffer(self._mmap, dtype=torch.uint8)
-
-    def unregister(self) -> None:
-        if self.mode == "lmcache_driven":
-            self.client.unregister_kv_cache(INSTANCE_ID)
-        else:
-            self.client.unregister_engine_driven(INSTANCE_ID)
-            self.pool = None
-            if self._mmap is not None:
-                self._mmap.close()
+    def tokens(self, seq: int) -> list[int]:
+        """The run id (two 16-bit tokens), the sequence number, then filler: unique per run and request."""
+        return [self.run_id >> 16, self.run_id & 0xFFFF, seq] + [FILLER_TOKEN] * self.args.num_tokens
 
     def _timed(self, op: str, fn: Any, *args: Any) -> Any:
         started = time.perf_counter()
@@ -265,33 +148,51 @@ class _Runner:
         return result
 
     def one(self, seq: int) -> None:
-        tokens = [seq] + [9906] * self.args.num_tokens
+        """Run request `seq`; whatever happens, its lookups' unconsumed locks are freed and sessions end."""
+        held: list[CacheKey] = []  # lookups whose read locks are still ours to give back
+        rids = [f"bench-{self.run_id:08x}-{seq}-{phase}" for phase in ("cold", "warm")]
+        try:
+            self._request(seq, rids, held)
+        finally:
+            for key in held:
+                with contextlib.suppress(TimeoutError):
+                    self.client.free_lookup_locks(key)
+            for rid in rids:
+                with contextlib.suppress(TimeoutError):
+                    self.client.end_session(rid)
+
+    def _lookup(self, tokens: list[int], rid: str, held: list[CacheKey]) -> tuple[CacheKey, int]:
+        key = bench_key(tokens, rid, None, self.end)
+        held.append(key)
+        self._timed("lookup", self.client.lookup, key)
+        hit = _poll(self.client, rid)
+        self.stats.lookup_hits.append(hit)  # --trace: the replay must reproduce each one
+        if hit == 0:
+            held.remove(key)  # a miss locks nothing
+        return key, hit
+
+    def _request(self, seq: int, rids: list[str], held: list[CacheKey]) -> None:
+        tokens, fail = self.tokens(seq), self.stats.failures.append
         offset = (seq * self.nblocks) % max(self.engine.shape[1] - self.nblocks, 1)
         blocks = list(range(offset, offset + self.nblocks))
-        chunks = self.end // self.engine.chunk
-        fail = self.stats.failures.append
-        cold = f"req-{seq}-cold"
-        self._timed("lookup", self.client.lookup, _key(tokens, cold, None, self.end))
-        hit = _poll(self.client, cold)
-        self.stats.lookup_hits.append(hit)
-        if hit != 0:
-            fail(f"seq {seq}: cold lookup was not a full miss")
-        before = _server_checksums(self.http, blocks, self.engine.chunk // self.engine.block_size)
+        cold, warm = rids
+        _, hit = self._lookup(tokens, cold, held)
+        if hit:
+            fail(self._cold_hit(seq, hit))
+        before = self.http.checksums(blocks, self.engine.chunk // self.engine.block_size)
         local_before = self.engine.checksums(blocks)
-        if not self._timed("store", self._store, tokens, cold, blocks):
+        if not self._timed("store", self.engine.store, tokens, cold, blocks, self.end):
             fail(f"seq {seq}: store failed")
-        self.client.end_session(cold)
         time.sleep(self.args.interval)
-        warm = f"req-{seq}-warm"
-        self._timed("lookup", self.client.lookup, _key(tokens, warm, None, self.end))
-        hit = _poll(self.client, warm)
-        self.stats.lookup_hits.append(hit)
-        if hit != chunks:
-            fail(f"seq {seq}: warm lookup was not a full hit")
+        key, hit = self._lookup(tokens, warm, held)
+        if hit != self.chunks:
+            fail(f"seq {seq}: warm lookup hit {max(hit, 0)} of {self.chunks} chunks, expected all")
+            return  # its locks are freed by one(); no retrieve of a partial hit
         self.engine.zero(blocks)
-        if not self._timed("retrieve", self._retrieve, tokens, warm, blocks):
+        held.remove(key)  # the retrieve releases them, whatever its outcome (bench_engine.py)
+        if not self._timed("retrieve", self.engine.retrieve, tokens, warm, blocks, self.end):
             fail(f"seq {seq}: retrieve failed")
-        after = _server_checksums(self.http, blocks, self.engine.chunk // self.engine.block_size)
+        after = self.http.checksums(blocks, self.engine.chunk // self.engine.block_size)
         if before is not None and after is not None:
             ok = before == after == local_before
             self.stats.checksums["server"] += 1
@@ -300,56 +201,33 @@ class _Runner:
             self.stats.checksums["local"] += 1
         if not ok:
             fail(f"seq {seq}: checksum mismatch")
-        self.client.end_session(warm)
-        self.stats.bytes_moved += chunks * self.obj_bytes
+        self.stats.bytes_moved += self.chunks * self.engine.layout.object_bytes
         time.sleep(self.args.interval)
 
-    def _store(self, tokens: list[int], rid: str, blocks: list[int]) -> bool:
-        key = _key(tokens, rid, 0, self.end)
-        if self.mode == "lmcache_driven":
-            return self.client.store(key, INSTANCE_ID, [blocks], b"stub_ipc_handle")[1]
-        prep = self.client.prepare_store(key, INSTANCE_ID)
-        chunks = list(range(self.end // self.engine.chunk))
-        if self.pool is not None:
-            slots = prep.context.get("slots", [])
-            if not slots:
-                return True
-            extents = [Extent(s["offset"], s["length"]) for s in slots]
-            self.engine.transfer(self.pool).gather([blocks], prep.context["chunk_indices"], extents)
-            return self.client.commit_store(key, INSTANCE_ID)
-        staging = torch.empty(len(chunks) * self.obj_bytes, dtype=torch.uint8)
-        extents = [Extent(i * self.obj_bytes, self.obj_bytes) for i in chunks]
-        self.engine.transfer(staging).gather([blocks], chunks, extents)
-        return self.client.commit_store(key, INSTANCE_ID, encode_raw([staging.numpy().tobytes()]))
-
-    def _retrieve(self, tokens: list[int], rid: str, blocks: list[int]) -> bool:
-        key = _key(tokens, rid, 0, self.end)
-        if self.mode == "lmcache_driven":
-            return self.client.retrieve(key, INSTANCE_ID, [blocks], b"stub_ipc_handle", 0)[1]
-        reply = self.client.prepare_retrieve(key, INSTANCE_ID)
-        if not reply.success:
-            return False
-        chunks = list(range(self.end // self.engine.chunk))
-        if self.pool is not None:
-            extents = [Extent(s["offset"], s["length"]) for s in reply.context["slots"]]
-            self.engine.transfer(self.pool).scatter([blocks], chunks, extents)
-            return self.client.commit_retrieve(key, INSTANCE_ID)
-        from lmcache.adapters.transfer.chunk_codec import decode_chunks
-
-        views = decode_chunks(reply.data, self.obj_bytes)
-        staging = torch.frombuffer(bytearray(b"".join(views)), dtype=torch.uint8)
-        extents = [Extent(i * self.obj_bytes, self.obj_bytes) for i in chunks]
-        self.engine.transfer(staging).scatter([blocks], chunks, extents)
-        return self.client.commit_retrieve(key, INSTANCE_ID)
+    def _cold_hit(self, seq: int, hit: int) -> str:
+        if hit < 0:
+            return (
+                f"seq {seq}: the cold lookup did not finish in 2.5 s; any locks it takes expire after the "
+                "server's --l1-read-ttl-seconds"
+            )
+        return (
+            f"seq {seq}: cold lookup hit {hit} of {self.chunks} chunks, expected a miss: the server already "
+            f"held these keys. Their tokens carry run id {self.run_id:08x}: it was used against this server "
+            "before (a repeated --run-id; leave it out for a fresh one), or another client stored the same "
+            "tokens. The lookup's locks were freed."
+        )
 
 
-def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
+def _report(args: argparse.Namespace, stats: _Stats, requests: int, run_id: int, http: BenchHttp) -> int:
     summary: dict[str, Any] = {
         "requests": requests,
         "num_tokens": args.num_tokens,
+        "run_id": f"{run_id:08x}",
         "failures": stats.failures,
         "checksum_ok": not stats.failures,
         "checksums": stats.checksums,
+        "checksums_note": http.note,
+        "server_locks_after": stats.locks_after,
         "ops": {},
     }
     if stats.trace is not None:
@@ -363,31 +241,41 @@ def _report(args: argparse.Namespace, stats: _Stats, requests: int) -> int:
             "p99_ms": p99 * 1e3,
         }
         if op in ("store", "retrieve") and sum(times) > 0:
-            summary["ops"][op]["gb_per_s"] = stats.bytes_moved / sum(times) / 1e9
-    if args.format == "json":
-        text = json.dumps(summary, indent=2)
-    else:
-        lines = [f"lmcache bench server: {requests} requests of {args.num_tokens} tokens"]
-        for op, row in summary["ops"].items():
-            rate = f"  {row['gb_per_s']:.2f} GB/s" if "gb_per_s" in row else ""
-            lines.append(
-                f"  {op:<9} n={row['count']:<5} p50 {row['p50_ms']:8.3f} ms"
-                f"  p99 {row['p99_ms']:8.3f} ms{rate}"
-            )
-        lines.append(f"  checks: {'all passed' if not stats.failures else f'{len(stats.failures)} FAILED'}")
-        server, local = stats.checksums["server"], stats.checksums["local"]
-        lines.append(f"  checksums: {server} by the server, {local} computed locally")
-        if stats.trace is not None:
-            t = stats.trace
-            verdict = "reproduced exactly" if t["ok"] else f"NOT reproduced ({t.get('error')})"
-            lines.append(
-                f"  trace: {t.get('records', 0)} records, replay of the {t['live_lookups']} lookups "
-                f"({t['live_hits']} chunks hit live): {verdict}"
-            )
-        lines.extend(f"    {f}" for f in stats.failures[:20])
-        text = "\n".join(lines)
+            summary["ops"][op]["gib_per_s"] = stats.bytes_moved / sum(times) / GIB
+    text = json.dumps(summary, indent=2) if args.format == "json" else _text(args, summary, stats)
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:  # noqa: PTH123
             out.write(text + "\n")
     return 1 if stats.failures else 0
+
+
+def _text(args: argparse.Namespace, summary: dict[str, Any], stats: _Stats) -> str:
+    lines = [
+        f"lmcache bench server: {summary['requests']} requests of {args.num_tokens} tokens, "
+        f"run id {summary['run_id']}"
+    ]
+    for op, row in summary["ops"].items():
+        rate = f"  {row['gib_per_s']:.2f} GiB/s" if "gib_per_s" in row else ""
+        lines.append(
+            f"  {op:<9} n={row['count']:<5} p50 {row['p50_ms']:8.3f} ms  p99 {row['p99_ms']:8.3f} ms{rate}"
+        )
+    lines.append(f"  checks: {'all passed' if not stats.failures else f'{len(stats.failures)} FAILED'}")
+    server, local = stats.checksums["server"], stats.checksums["local"]
+    note = f" ({summary['checksums_note']})" if summary["checksums_note"] else ""
+    lines.append(f"  checksums: {server} by the server, {local} computed locally{note}")
+    locks = stats.locks_after
+    if locks is not None:
+        lines.append(
+            f"  server locks after the run (all clients): {locks['read_locked_objects']} read-locked "
+            f"objects, {locks['write_locked_objects']} write-locked"
+        )
+    if stats.trace is not None:
+        t = stats.trace
+        verdict = "reproduced exactly" if t["ok"] else f"NOT reproduced ({t.get('error')})"
+        lines.append(
+            f"  trace: {t.get('records', 0)} records, replay of the {t['live_lookups']} lookups "
+            f"({t['live_hits']} chunks hit live): {verdict}"
+        )
+    lines.extend(f"    {f}" for f in stats.failures[:20])
+    return "\n".join(lines)

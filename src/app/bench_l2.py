@@ -45,14 +45,14 @@ class OpStats:
     failures: int = 0
 
     def line(self, name: str) -> str:
-        """`name  MB/s  ops/s  p50  p99` for the report."""
+        """`name  MiB/s  ops/s  p50  p99` for the report (binary units, as the `*_gb` flags)."""
         ops = len(self.latencies)
         lat = sorted(self.latencies) or [0.0]
         p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        mbps = self.nbytes / self.wall_s / 1e6 if self.wall_s else 0.0
+        mbps = self.nbytes / self.wall_s / (1 << 20) if self.wall_s else 0.0
         rate = ops / self.wall_s if self.wall_s else 0.0
         return (
-            f"{name:<7} {mbps:10.1f} MB/s {rate:10.1f} ops/s   p50 {p50 * 1e3:8.2f} ms   "
+            f"{name:<7} {mbps:10.1f} MiB/s {rate:10.1f} ops/s   p50 {p50 * 1e3:8.2f} ms   "
             f"p99 {p99 * 1e3:8.2f} ms   failures {self.failures}"
         )
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache import __version__
 from lmcache.app.bench_args import add_bench_parser
+from lmcache.app.completion import add_completion_parser, run_completion
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, dump_config, load_config
 from lmcache.app.config.flags import CONFIG_DEST, PRINT_CONFIG_DEST, add_config_flags
 from lmcache.app.logging_setup import configure_logging
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands)
     add_ops_parsers(commands)
     add_trace_parser(commands)
+    add_completion_parser(commands)
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure_logging("WARNING")
         return run_trace(namespace)
+    if namespace.command == "completion":
+        return run_completion(namespace)
     args = vars(namespace)
     command: str = args.pop("command")
     model: type[BaseModel] = args.pop("_model")

@@ -192,6 +192,7 @@ class ServerContainer(containers.DeclarativeContainer):
         sessions,
         store_controller,
         coordinator_client,
+        l2_adapters=l2_adapters,
     )
     telemetry = providers.Singleton(build_telemetry, config, event_bus, metrics)
     blend = providers.Singleton(  # None unless --engine-type blend|blend_legacy

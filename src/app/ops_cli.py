@@ -58,7 +58,7 @@ def _limit_gb(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of GB, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
@@ -159,7 +159,7 @@ def add_ops_parsers(commands: Any) -> None:
     salt_help = "Cache salt; '_default' or '' for requests without one."
     setter = _leaf(quota, "set", "PUT /quota/SALT: set a salt's limit.", _quota_set, common)
     setter.add_argument("salt", metavar="SALT", help=salt_help)
-    setter.add_argument("--limit-gb", type=_limit_gb, required=True, help="Limit in GB (2^30 bytes), >= 0.")
+    setter.add_argument("--limit-gb", type=_limit_gb, required=True, help="Limit in GiB (2^30 bytes), >= 0.")
     for name, summary, handler in (
         ("get", "GET /quota/SALT: a salt's limit and usage.", _quota_get),
         ("delete", "DELETE /quota/SALT: remove a salt's limit.", _quota_delete),

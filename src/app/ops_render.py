@@ -71,7 +71,7 @@ def _ratio(value: Any) -> str:
 def _gb(value: Any) -> str:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return MISSING
-    return f"{value:.3f} GB"
+    return f"{value:.3f} GiB"  # the API's *_gb numbers are binary (bytes / 2^30), as the flags are
 
 
 def _health(value: Any) -> str:
@@ -111,6 +111,12 @@ def _overview(status: Any) -> list[tuple[str, str]]:
         (
             "L1 retired (awaiting readers)",
             f"{_text(dig(l1, 'retired_object_count'))} ({_bytes(dig(l1, 'retired_bytes'))})",
+        ),
+        (
+            "L1 locks held",
+            f"{_text(dig(l1, 'read_locked_object_count'))} read-locked objects "
+            f"({_text(dig(l1, 'read_lock_count'))} locks), "
+            f"{_text(dig(l1, 'write_locked_object_count'))} write-locked",
         ),
         ("Eviction policy", _text(dig(eviction, "eviction_policy"))),
         ("Eviction watermark", _text(dig(eviction, "trigger_watermark"))),
@@ -212,6 +218,8 @@ def render_quota(console: Console, body: Any) -> None:
         rows += [("Usage", f"{_gb(usage)} ({_ratio(used)})"), ("Exists", _text(dig(body, "exists")))]
     if dig(body, "status") is not None:
         rows.append(("Status", _text(dig(body, "status"))))
+    if dig(body, "warning") is not None:
+        rows.append(("Warning", f"[yellow]{_text(dig(body, 'warning'))}[/]"))
     console.print(_kv_table("Quota", rows))
 
 

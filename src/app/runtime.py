@@ -25,6 +25,7 @@ from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app import runtime_extras
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
+from lmcache.app.inert_flags import Facts, warn_ineffective_flags
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
 from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
@@ -78,11 +79,12 @@ class ServerRuntime:
         runtime_extras.start_trace(c)
         memory = c.l1_memory()
         logger.info(
-            "torch_dev=%s, L1 %.2f GB, transfer modes: %s",
+            "torch_dev=%s, L1 %.2f GiB, transfer modes: %s",
             _torch_device(),
             cfg.l1.l1_size_gb,
             cfg.mp.supported_transfer_mode,
         )
+        warn_ineffective_flags(cfg, Facts(torch.cuda.is_available(), memory.kind))  # one line per inert flag
         try:
             c.l2_adapters()
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request

@@ -58,6 +58,12 @@ class DeadlineHeap(Generic[K]):
         self._heap = kept
         self._compact_at = max(_COMPACT_FLOOR, 2 * len(kept))
 
+    def items(self) -> Iterator[tuple[K, float]]:
+        """Every (key, deadline) still in the heap, stale ones included (the caller checks); no order."""
+        for deadline, _, keys in self._heap:
+            for key in keys:
+                yield key, deadline
+
     def pop_due(self, now: float) -> Iterator[tuple[K, float]]:
         """Pop every item whose deadline is <= now, stale ones included (the caller checks)."""
         heap = self._heap

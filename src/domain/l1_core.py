@@ -50,6 +50,14 @@ class ClearReport(NamedTuple):
     retired_bytes: int
 
 
+class LockCounts(NamedTuple):
+    """Live locks: read-locked objects (retired ones included), their read locks, write-locked objects."""
+
+    read_locked_objects: int
+    read_locks: int
+    write_locked_objects: int
+
+
 class Retired:
     """Memory of force-removed objects of one key, kept while readers may still copy out of it."""
 
@@ -208,6 +216,24 @@ class L1Core:
     def retired_bytes(self) -> int:
         """Memory of retired objects, waiting for their readers."""
         return sum(r.size for r in list(self._retired.values()))
+
+    def lock_counts(self) -> LockCounts:
+        """Objects holding live locks now; walks the lock deadlines, not the index (cost ~ locks held)."""
+        with self._lock:
+            now = self._tick()
+            readers: set[ObjectKey] = set()
+            writers: set[ObjectKey] = set()
+            for key, deadline in self._deadlines.items():
+                entry = self._entries.get(key)
+                if entry is None or entry.deadline != deadline or deadline <= now or not entry.locked:
+                    continue
+                (readers if entry.ready else writers).add(key)
+            locks = sum(self._entries[k].readers for k in readers)
+            for key, retired in self._retired.items():
+                if retired.readers and retired.deadline > now:
+                    readers.add(key)
+                    locks += retired.readers
+            return LockCounts(len(readers), locks, len(writers))
 
     @property
     def object_count(self) -> int:

@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e_vllm.shm_segments import remove_segments, session_segments
+
 REPO = Path(__file__).resolve().parents[2]
 MAKE_MODEL = Path(__file__).with_name("make_model.py")
 LMCACHE_BIN = REPO / ".venv" / "bin" / "lmcache"
@@ -244,10 +246,16 @@ class VllmServer:
     proc: Proc
     port: int
     model: str
+    #: `psm_*` SHM segments vLLM's processes (our session) mapped; removed after they stop (shm_segments.py).
+    segments: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def collect_segments(self) -> None:
+        """Remember the SHM segments the processes of vLLM's session map now."""
+        self.segments |= session_segments(self.proc.pid)
 
     @classmethod
     def start(
@@ -294,8 +302,9 @@ class VllmServer:
         try:
             server._wait_healthy(timeout)
         except BaseException:
-            proc.stop()
+            server.stop()
             raise
+        server.collect_segments()  # vLLM creates its message queues while it starts
         return server
 
     def _wait_healthy(self, timeout: float) -> None:
@@ -315,14 +324,19 @@ class VllmServer:
             time.sleep(0.5)
 
     def stop(self) -> int | None:
-        """Stop vLLM; then remove the KV SHM segments its worker logged, if the worker had no time to.
+        """Stop vLLM; then remove the SHM segments its processes left behind.
 
-        vLLM 0.32 SIGKILLs its engine and worker processes right after a SIGTERM, so the connector's own
-        unlink at exit does not always run; the names are ours (our process logged them), so we remove them.
+        vLLM 0.32 SIGKILLs its engine and worker processes right after a SIGTERM, so neither the
+        connector's unlink at exit nor Python's resource tracker always runs: the KV segments its worker
+        logged (`lmcache_kv_*`) and vLLM's own `psm_*` message-queue segments that processes of its session
+        mapped are ours, so we remove them; nobody else's are touched.
         """
+        if self.proc.popen.poll() is None:
+            self.collect_segments()
         code = self.proc.stop(timeout=60)
         for name in set(re.findall(r"to SHM /(lmcache_kv_\d+_\d+)", self.proc.log())):
             (Path("/dev/shm") / name).unlink(missing_ok=True)
+        remove_segments(self.segments)
         return code
 
     def _body(self, prompt: list[int], max_tokens: int) -> dict[str, Any]:

@@ -24,6 +24,9 @@ STATUS: dict[str, Any] = {
             "memory_used_bytes": 12 * 2**20,
             "memory_usage_ratio": 12 / 1024,
             "total_object_count": 48,
+            "read_locked_object_count": 3,
+            "read_lock_count": 5,
+            "write_locked_object_count": 1,
         },
         "eviction_controller": {"eviction_policy": "LRU", "trigger_watermark": 0.8, "eviction_ratio": 0.2},
         "l2_adapters": [

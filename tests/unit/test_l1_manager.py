@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted, L1WriteCommitted
-from lmcache.domain.l1_core import ClearReport
+from lmcache.domain.l1_core import ClearReport, LockCounts
 
 from ._storage import ALIGN, key, make_l1, put
 
@@ -281,3 +281,23 @@ def test_a_batch_that_fits_no_single_run_is_placed_piece_by_piece_with_eviction(
     assert all(e is not None for e in extents)
     assert sorted(e.offset for e in extents if e is not None) == [0, ALIGN, 3 * ALIGN]
     assert [k for e in events.of_type(L1Removed) for k in e.keys][-1] == key(0)
+
+
+def test_lock_counts_follow_every_lock_and_release() -> None:
+    l1, clock, _ = make_l1(read_ttl=300, write_ttl=600)
+    a, b, c = key(1), key(2), key(3)
+    assert l1.lock_counts() == LockCounts(0, 0, 0)
+    put(l1, a)
+    put(l1, b)
+    l1.reserve([c], ALIGN)
+    assert l1.lock_counts() == LockCounts(0, 0, 1)
+    l1.lock_read([a, b])
+    l1.lock_read([a], 2)  # refreshes a's deadline: its older heap item is stale and not counted twice
+    assert l1.lock_counts() == LockCounts(2, 4, 1)
+    l1.unlock_read([b])
+    l1.finish([c])
+    assert l1.lock_counts() == LockCounts(1, 3, 0)
+    l1.delete([a], force=True)  # retired while read: its readers still hold locks
+    assert l1.lock_counts() == LockCounts(1, 3, 0)
+    clock.advance(301)  # expired locks are not held, even before the reaper ran
+    assert l1.lock_counts() == LockCounts(0, 0, 0)

@@ -76,6 +76,7 @@ def test_describe_terminal_shows_every_section(stub: Stub, capsys: pytest.Captur
         "blake3",
         "12.00 MiB of 1.00 GiB (1.2%)",
         "48",
+        "3 read-locked objects (5 locks), 1 write-locked",
         "LRU",
         "0.8",
         "fs",
@@ -170,13 +171,13 @@ def test_kvcache_clear_says_what_stayed(stub: Stub, capsys: pytest.CaptureFixtur
 def test_quota_round_trip_terminal(stub: Stub, capsys: pytest.CaptureFixture[str]) -> None:
     stub.usage_gb["tenant-a"] = 0.5
     assert _run(stub, "quota", "set", "tenant-a", "--limit-gb", "2") == 0
-    assert "tenant-a" in (out := _out(capsys)[0]) and "2.000 GB" in out and "ok" in out
+    assert "tenant-a" in (out := _out(capsys)[0]) and "2.000 GiB" in out and "ok" in out
     assert _run(stub, "quota", "get", "tenant-a") == 0
     out = _out(capsys)[0]
-    assert "2.000 GB" in out and "0.500 GB (25.0%)" in out and "yes" in out
+    assert "2.000 GiB" in out and "0.500 GiB (25.0%)" in out and "yes" in out
     assert _run(stub, "quota", "list") == 0
     out = _out(capsys)[0]
-    assert "tenant-a" in out and "2.000 GB" in out and "0.500 GB" in out
+    assert "tenant-a" in out and "2.000 GiB" in out and "0.500 GiB" in out
     assert _run(stub, "quota", "delete", "tenant-a") == 0
     assert _out(capsys)[0] == "Quota for cache salt tenant-a: removed\n"
     assert _run(stub, "quota", "delete", "tenant-a") == 0

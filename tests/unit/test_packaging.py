@@ -40,6 +40,14 @@ def test_console_script_and_python_floor() -> None:
     assert any(dep.startswith("torch>=") for dep in project["dependencies"])
 
 
+def test_license_is_an_spdx_expression() -> None:
+    """`license = {text = ...}` makes setuptools >= 77 print a deprecation warning on every install."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert data["project"]["license"] == "Apache-2.0"
+    backend = [r for r in data["build-system"]["requires"] if r.startswith("setuptools")]
+    assert backend == ["setuptools>=77"]  # the first setuptools that reads a PEP 639 license string
+
+
 @pytest.mark.slow
 def test_built_wheel_contains_every_package(tmp_path: Path) -> None:
     subprocess.run(
@@ -64,3 +72,5 @@ def test_built_wheel_contains_every_package(tmp_path: Path) -> None:
         init = "/".join(package.split(".")) + "/__init__.py"
         assert init in names, f"{package} is missing from the wheel"
     assert "lmcache/app/cli.py" in names
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

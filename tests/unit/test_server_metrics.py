@@ -209,3 +209,24 @@ def test_coordinator_event_drops_are_a_counter_read_at_scrape_time() -> None:
     assert b"lmcache_mp_coordinator_l2_events_dropped_total 3.0" in m.render()[0]
     without = ServerMetrics(True, 1.0, 256)  # no event reporting: no such metric
     assert without.registry.get_sample_value("lmcache_mp_coordinator_l2_events_dropped_total") is None
+
+
+def test_l2_breaker_states_are_exported_per_adapter() -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lmcache.adapters.telemetry.l2_breakers import L2BreakerCollector
+
+    def adapter(state: str, **moves: int) -> SimpleNamespace:
+        return SimpleNamespace(breaker=SimpleNamespace(state=state, transitions=Counter(moves)))
+
+    registry = CollectorRegistry()
+    adapters = [adapter("closed"), adapter("open", open=2, half_open=1), SimpleNamespace()]
+    registry.register(L2BreakerCollector(adapters, ["fs", "resp", "mock"]))
+    text = generate_latest(registry).decode()
+    assert 'lmcache_mp_l2_circuit_breaker_state{adapter="0",type="fs"} 0.0' in text
+    assert 'lmcache_mp_l2_circuit_breaker_state{adapter="1",type="resp"} 2.0' in text
+    assert 'lmcache_mp_l2_circuit_breaker_transitions_total{adapter="1",state="open",type="resp"} 2.0' in text
+    assert 'type="mock"' not in text  # no breaker, nothing exported

@@ -218,6 +218,7 @@ def test_workload_helper_is_deterministic() -> None:
 READ_ONLY = {
     L1Manager: {
         "contains",
+        "lock_counts",
         "objects_page",
         "prefix_len",
         "readers",

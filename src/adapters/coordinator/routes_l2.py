@@ -44,7 +44,7 @@ def quota_put(runtime: CoordinatorRuntime, salt_name: str, limit_gb: float) -> d
         runtime.state.quotas.set(salt, limit_gb)
     except ValueError as exc:
         raise bad_request("limit_gb", str(exc)) from None
-    logger.info("Quota of cache_salt %r set to %s GB", salt_alias(salt), limit_gb)
+    logger.info("Quota of cache_salt %r set to %s GiB", salt_alias(salt), limit_gb)
     return {"cache_salt": salt_alias(salt), "limit_gb": limit_gb, "status": "ok"}
 
 

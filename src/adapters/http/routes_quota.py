@@ -1,11 +1,14 @@
 """Per-cache_salt L1 quotas (wire-protocol.md §7.2, `lmcache quota ...`); IsolatedLRU enforces them.
 
-The empty salt is spelled `_default` in paths and answers; GB are binary (bytes / 2^30), unrounded.
+The empty salt is spelled `_default` in paths and answers; GB are binary (bytes / 2^30), unrounded. A limit
+larger than the whole L1 is accepted (L1 may grow on a restart) but answered with a `warning` and logged:
+it can never bind, which is rarely what the operator meant.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,7 @@ from lmcache.adapters.http.errors import bad_request
 from lmcache.adapters.http.schemas import MAX_QUOTA_GB
 from lmcache.adapters.http.storage_calls import parse_salt
 from lmcache.domain.keys import salt_alias
-from lmcache.domain.units import bytes_to_gb, gb_to_bytes
+from lmcache.domain.units import GIB, bytes_to_gb, gb_to_bytes
 
 if TYPE_CHECKING:
     from litestar.di import NamedDependency
@@ -25,7 +28,9 @@ if TYPE_CHECKING:
 
     from lmcache.adapters.http.services import HttpServices
 
-__all__ = ("QUOTA_ROUTES",)
+__all__ = ("QUOTA_ROUTES", "quota_warning")
+
+logger = logging.getLogger(__name__)
 
 
 def _gb(limit: int | None) -> float | None:
@@ -55,7 +60,7 @@ async def _limit_gb(request: Request[Any, Any, Any]) -> float:
     except OverflowError:  # an int too large for a float
         limit = math.inf
     if not math.isfinite(limit) or not 0 <= limit <= MAX_QUOTA_GB:
-        raise bad_request("limit_gb", f"must be a number in 0..{MAX_QUOTA_GB:.0f} (GB), got {value!r}")
+        raise bad_request("limit_gb", f"must be a number in 0..{MAX_QUOTA_GB:.0f} (GiB), got {value!r}")
     return limit
 
 
@@ -84,7 +89,22 @@ async def set_quota(
     salt = parse_salt(cache_salt)
     limit_gb = await _limit_gb(request)
     services.quotas.set(salt, gb_to_bytes(limit_gb))
-    return {"cache_salt": salt_alias(salt), "limit_gb": limit_gb, "status": "ok"}
+    reply: dict[str, Any] = {"cache_salt": salt_alias(salt), "limit_gb": limit_gb, "status": "ok"}
+    warning = quota_warning(salt_alias(salt), gb_to_bytes(limit_gb), services.engine.l1.arena.total_bytes)
+    if warning is not None:
+        logger.warning("%s", warning)
+        reply["warning"] = warning
+    return reply
+
+
+def quota_warning(salt: str, limit_bytes: int, l1_bytes: int) -> str | None:
+    """Why a quota cannot bind (it exceeds the whole L1), or None when it can."""
+    if limit_bytes <= l1_bytes:
+        return None
+    return (
+        f"the quota of cache_salt {salt!r} ({limit_bytes / GIB:.3f} GiB) is larger than L1 "
+        f"({l1_bytes / GIB:.3f} GiB): it never limits this salt; L1 fills up first"
+    )
 
 
 @get("/quota/{cache_salt:str}", sync_to_thread=True)

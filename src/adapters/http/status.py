@@ -54,6 +54,7 @@ def process_rss_bytes() -> int | None:
 def _l1(services: HttpServices) -> dict[str, Any]:
     l1 = services.engine.l1
     stats = l1.stats()
+    locks = l1.lock_counts()
     memory = services.l1_memory
     return {
         "memory_backing": memory.kind if memory is not None else None,
@@ -70,6 +71,11 @@ def _l1(services: HttpServices) -> dict[str, Any]:
         "fragmentation": stats.fragmentation,
         "write_ttl_seconds": l1.write_ttl_s,
         "read_ttl_seconds": l1.read_ttl_s,
+        # Live locks: a client that dies holding them keeps them until their TTL (`lmcache bench server`
+        # checks it left none).
+        "read_locked_object_count": locks.read_locked_objects,
+        "read_lock_count": locks.read_locks,
+        "write_locked_object_count": locks.write_locked_objects,
     }
 
 

@@ -19,8 +19,9 @@ class L1Config(Section):
 
     l1_size_gb: float = flag(
         gt=0,
-        metavar="GB",
-        description="L1 capacity in GB: the CPU arena, or the GDS slab file when --gds-l1-path is set.",
+        metavar="GiB",
+        description="L1 capacity in GiB (2^30 bytes; the spec's GB are binary): the CPU arena, or the GDS "
+        "slab file when --gds-l1-path is set.",
     )
     l1_use_lazy: bool = flag(
         True,
@@ -28,7 +29,7 @@ class L1Config(Section):
         "the arena is anonymous memory, lazy by nature.",
     )
     l1_init_size_gb: float = flag(
-        20, gt=0, metavar="GB", description="First (and step) size of lazy pinning."
+        20, gt=0, metavar="GiB", description="First (and step) size of lazy pinning, in GiB."
     )
     l1_align_bytes: int = flag(
         4096, gt=0, metavar="BYTES", description="Alignment of every L1 extent; a power of two."

@@ -26,7 +26,12 @@ class ObservabilityConfig(Section):
         None, metavar="URL", description="OTLP gRPC endpoint receiving metrics and traces."
     )
     prometheus_port: int = flag(
-        9090, ge=1, le=65535, metavar="PORT", description="Port of the Prometheus /metrics endpoint."
+        9090,
+        ge=1,
+        le=65535,
+        metavar="PORT",
+        description="Port of the standalone Prometheus /metrics endpoint, bound on --http-host (all "
+        "interfaces by default); the HTTP port serves the same /metrics.",
     )
     metrics_sample_rate: float = flag(
         0.01,

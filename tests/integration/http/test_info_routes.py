@@ -18,7 +18,7 @@ import pytest
 from lmcache import __version__
 from lmcache.domain.units import gb_to_bytes
 from tests.integration.http.frontend import detail, frontend, wait_for
-from tests.integration.server.conftest import CHUNK_BYTES, free_port, run_server
+from tests.integration.server.conftest import CHUNK_BYTES, free_port, key, run_server, tokens_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,6 +58,19 @@ def test_status_has_the_fields_describe_reads(fe: Frontend) -> None:
     assert l1["memory_total_bytes"] == pytest.approx(gb_to_bytes(0.05), rel=0.01)
     assert l1["memory_used_bytes"] == 2 * CHUNK_BYTES and l1["total_object_count"] == 2
     assert l1["memory_usage_ratio"] == pytest.approx(2 * CHUNK_BYTES / l1["memory_total_bytes"])
+    assert (l1["read_locked_object_count"], l1["read_lock_count"], l1["write_locked_object_count"]) == (
+        0,
+        0,
+        0,
+    )
+    fe.zmq.lookup(key(tokens_for(1), "held", worker=None, end=512))
+    wait_for(lambda: fe.zmq.query_prefetch_status("held") is not None)
+    held = fe.http.get("/status").json()["storage_manager"]["l1_manager"]
+    assert (held["read_locked_object_count"], held["read_lock_count"]) == (2, 2)  # until retrieve or free
+    fe.zmq.free_lookup_locks(key(tokens_for(1), "held", worker=None, end=512))
+    fe.zmq.end_session("held")
+    freed = fe.http.get("/status").json()["storage_manager"]["l1_manager"]
+    assert (freed["read_locked_object_count"], freed["read_lock_count"]) == (0, 0)
     eviction = status["storage_manager"]["eviction_controller"]
     assert eviction == {
         "eviction_policy": "LRU",

@@ -139,11 +139,12 @@ def test_kvcache_clear_empties_l1(running: HttpServer, fmt: str) -> None:
 
 def test_quota_round_trip_json(running: HttpServer) -> None:
     url = ("--url", running.url)
-    assert ok_json("quota", "set", "tenant-json", "--limit-gb", "1.5", *url) == {
+    assert ok_json("quota", "set", "tenant-json", "--limit-gb", "0.03", *url) == {
         "cache_salt": "tenant-json",
-        "limit_gb": 1.5,
+        "limit_gb": 0.03,
         "status": "ok",
     }
+    assert "larger than L1" in ok_json("quota", "set", "tenant-json", "--limit-gb", "1.5", *url)["warning"]
     got = ok_json("quota", "get", "tenant-json", *url)
     assert got["cache_salt"] == "tenant-json" and got["limit_gb"] == 1.5 and got["exists"] is True
     assert got["current_usage_gb"] == 0.0
@@ -158,11 +159,14 @@ def test_quota_round_trip_json(running: HttpServer) -> None:
 
 def test_quota_default_salt_and_terminal(running: HttpServer) -> None:
     url = ("--url", running.url)
-    assert "2.000 GB" in ok_terminal("quota", "set", "", "--limit-gb", "2", *url)
+    assert "2.000 GiB" in ok_terminal("quota", "set", "", "--limit-gb", "2", *url)
     text = ok_terminal("quota", "get", "_default", *url)
-    assert "_default" in text and "2.000 GB" in text and "yes" in text
+    assert "_default" in text and "2.000 GiB" in text and "yes" in text
     assert "_default" in ok_terminal("quota", "list", *url)
     assert ok_terminal("quota", "delete", "_default", *url) == "Quota for cache salt _default: removed\n"
+    warned = " ".join(ok_terminal("quota", "set", "", "--limit-gb", "3", *url).split())
+    assert "Warning" in warned and "larger than L1" in warned  # the server's L1 is 0.05 GiB
+    ok_terminal("quota", "delete", "_default", *url)
 
 
 def test_non_http_port_fails_with_one_line(running: HttpServer) -> None:

@@ -24,9 +24,10 @@ def fe() -> Iterator[Frontend]:
 
 
 def test_quota_round_trip_with_usage(fe: Frontend) -> None:
-    put = fe.http.put("/quota/tenant-a", json={"limit_gb": 1.5})
+    put = fe.http.put("/quota/tenant-a", json={"limit_gb": 0.04})  # the L1 here is 0.05 GiB
     assert put.status_code == 200
-    assert put.json() == {"cache_salt": "tenant-a", "limit_gb": 1.5, "status": "ok"}
+    assert put.json() == {"cache_salt": "tenant-a", "limit_gb": 0.04, "status": "ok"}
+    fe.http.put("/quota/tenant-a", json={"limit_gb": 1.5})
     fe.store(1, salt="tenant-a")
     got = fe.http.get("/quota/tenant-a").json()
     assert got == {
@@ -46,6 +47,20 @@ def test_quota_round_trip_with_usage(fe: Frontend) -> None:
     after = fe.http.get("/quota/tenant-a").json()
     assert after["exists"] is False and after["limit_gb"] is None
     assert fe.http.get("/quota").json()["users"]["tenant-a"]["limit_gb"] is None  # usage-only entry
+
+
+def test_quota_larger_than_l1_is_accepted_with_a_warning(fe: Frontend) -> None:
+    reply = fe.http.put("/quota/tenant-big", json={"limit_gb": 4})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["status"] == "ok" and body["limit_gb"] == 4
+    assert body["warning"] == (
+        "the quota of cache_salt 'tenant-big' (4.000 GiB) is larger than L1 (0.050 GiB): it never limits "
+        "this salt; L1 fills up first"
+    )
+    fe.server.wait_for_log(r"WARNING: the quota of cache_salt 'tenant-big' \(4\.000 GiB\) is larger than L1")
+    assert "warning" not in fe.http.put("/quota/tenant-big", json={"limit_gb": 0.049}).json()
+    fe.http.delete("/quota/tenant-big")
 
 
 def test_default_salt_is_spelled_underscore_default(fe: Frontend) -> None:

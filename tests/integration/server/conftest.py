@@ -33,9 +33,16 @@ CHUNK_BYTES = 256 * 2 * LAYERS * 2 * 64 * 2
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports nobody listens on right now (bound together, so never one twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @dataclass
@@ -100,8 +107,8 @@ def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
     The HTTP frontend and the Prometheus endpoint get free loopback ports too, unless `flags` name them
     (later flags win); `RunningServer.http_url` is the frontend's URL.
     """
-    port = free_port()
-    http_port = _flag_value(flags, "--http-port") or str(free_port())
+    port, default_http_port, prometheus_port = free_ports(3)
+    http_port = _flag_value(flags, "--http-port") or str(default_http_port)
     cmd = [
         sys.executable,
         "-m",
@@ -120,7 +127,7 @@ def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
         "--http-port",
         http_port,
         "--prometheus-port",
-        str(free_port()),
+        str(prometheus_port),
         *flags,
     ]
     env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO"}

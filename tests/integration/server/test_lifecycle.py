@@ -108,4 +108,4 @@ def test_start_up_names_the_device_as_the_quick_start_shows() -> None:
     with run_server() as server:
         line = server.wait_for_log(r"torch_dev=\S.*")
     if not torch.cuda.is_available():
-        assert line.startswith("torch_dev=StubCPUDevice(device_type=cpu), L1 0.05 GB"), line
+        assert line.startswith("torch_dev=StubCPUDevice(device_type=cpu), L1 0.05 GiB"), line
