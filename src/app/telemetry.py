@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.telemetry.event_bus import EventBus
 from lmcache.adapters.telemetry.event_log import EventLogger
@@ -67,6 +67,7 @@ def build_metrics(
     sessions: Countable,
     store_queue: QueueStats,
     coordinator: CoordinatorClient | None = None,
+    l2_adapters: Sequence[Any] = (),
 ) -> ServerMetrics:
     """The server's metrics; disabled (empty, no port) with --disable-metrics or --disable-observability.
 
@@ -84,6 +85,7 @@ def build_metrics(
         sessions=sessions,
         store_queue=store_queue,
         coordinator_events=coordinator.events if coordinator is not None else None,
+        l2_adapters=l2_adapters,
     )
 
 

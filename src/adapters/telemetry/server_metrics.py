@@ -9,11 +9,12 @@ Disabled (--disable-metrics or --disable-observability) it registers nothing and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
 
 from lmcache.adapters.telemetry.event_metrics import EventMetrics
+from lmcache.adapters.telemetry.l2_state import L2ServicesCollector
 from lmcache.adapters.telemetry.live_state import LiveStateCollector
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class ServerMetrics:
         sessions: The session table.
         store_queue: The L2 store controller.
         coordinator_events: The coordinator's L2 event reporter (None without event reporting).
+        l2_adapters: The L2 cascade (eviction and serde numbers are read from it at scrape time).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class ServerMetrics:
         sessions: Countable | None = None,
         store_queue: QueueStats | None = None,
         coordinator_events: DropCounter | None = None,
+        l2_adapters: Sequence[Any] = (),
     ) -> None:
         self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
@@ -69,6 +72,8 @@ class ServerMetrics:
             return
         self.live = LiveStateCollector(l1, bus, workers, sessions, store_queue, coordinator_events)
         self.registry.register(self.live)
+        if l2_adapters:
+            self.registry.register(L2ServicesCollector(l2_adapters, adapter_types))
         if bus is not None:
             self.events = EventMetrics(self.registry, sample_rate, chunk_size, adapter_types)
             bus.subscribe(self.events)
