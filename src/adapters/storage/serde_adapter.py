@@ -14,9 +14,12 @@ miss. Both are counted in `serde_counters` (`encode_failures`, `mismatches`, `au
 `decode_failures`), logged (the first few of each kind, then every 1000th), and never reach the engine.
 Stored objects stay as they are: a wrong key is a configuration mistake, not damage.
 
-Threads: stages run on this wrapper's own pool of `max_workers` threads (default min(4, CPUs)), never on
-the event loop; a call handles at most `2 x max_workers` objects at a time, so a large batch holds a
-bounded number of encoded copies. A cancelled call waits for the stages still writing into its buffers.
+Threads and memory: stages run on this wrapper's own pool of `max_workers` threads (default
+min(4, CPUs)), never on the event loop; a call handles `2 x max_workers` objects at a time (a batch's next
+slice encodes while the current one is stored), so a large batch holds a bounded number of encoded copies.
+Encoded objects, bounce buffers and stage scratch come from a bounded pool of reused buffers
+(_buffers.py: fresh multi-MiB allocations page-fault). A cancelled call waits for the stages still
+touching its buffers.
 """
 
 from __future__ import annotations
@@ -30,8 +33,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from lmcache.adapters.storage._buffers import BufferPool, Scratch
 from lmcache.adapters.storage._common import AdapterCounters, run_jobs
 from lmcache.adapters.storage.serde_base import (
     ENVELOPE,
@@ -96,6 +98,7 @@ class SerdeL2Adapter:
         self.window = 2 * self.workers
         self.serde_counters: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lmcache-serde")
+        self._buffers = BufferPool(keep=4 * self.window)
 
     @property
     def counters(self) -> AdapterCounters:
@@ -119,11 +122,11 @@ class SerdeL2Adapter:
         return out
 
     # -- the work done on the pool -------------------------------------------------------------------------
-    def _encode(self, key: ObjectKey, plain: memoryview) -> bytearray | memoryview:
+    def _encode(self, key: ObjectKey, plain: memoryview, scratch: Scratch) -> bytearray | memoryview:
         data: bytearray | memoryview = plain
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
-            data = stage.encode(key, memoryview(data), ENVELOPE.size if i == last else 0)
+            data = stage.encode(key, memoryview(data), ENVELOPE.size if i == last else 0, scratch)
         out = data
         pad = 1 if len(out) == plain.nbytes else 0
         if pad:
@@ -132,21 +135,24 @@ class SerdeL2Adapter:
         envelope(out, plain.nbytes, len(self.stages), pad)
         return out
 
-    def _decode(self, key: ObjectKey, raw: memoryview, dest: memoryview) -> bool:
-        data = parse_envelope(raw, dest.nbytes, len(self.stages))
-        bounds = self.bounds(dest.nbytes)
-        for i in range(len(self.stages) - 1, 0, -1):
-            stage = self.stages[i]
-            size = stage.decoded_size(key, data)
-            if size > bounds[i]:
-                raise SerdeError(f"{stage.name} stage says {size} bytes, at most {bounds[i]} fit")
-            step = np.empty(size, np.uint8).data
-            stage.decode_into(key, data, step)
-            data = step
-        if self.stages[0].decoded_size(key, data) != dest.nbytes:
-            raise SerdeMismatchError("object holds another size than the buffer")
-        self.stages[0].decode_into(key, data, dest)
-        return True
+    def _decode(self, key: ObjectKey, raw: memoryview, dest: memoryview, scratch: Scratch) -> bool:
+        try:
+            data = parse_envelope(raw, dest.nbytes, len(self.stages))
+            bounds = self.bounds(dest.nbytes)
+            for i in range(len(self.stages) - 1, 0, -1):
+                stage = self.stages[i]
+                size = stage.decoded_size(key, data)
+                if size > bounds[i]:
+                    raise SerdeError(f"{stage.name} stage says {size} bytes, at most {bounds[i]} fit")
+                step = scratch(size)
+                stage.decode_into(key, data, step, scratch)
+                data = step
+            if self.stages[0].decoded_size(key, data) != dest.nbytes:
+                raise SerdeMismatchError("object holds another size than the buffer")
+            self.stages[0].decode_into(key, data, dest, scratch)
+            return True
+        finally:
+            scratch.release()
 
     async def _run(self, jobs: list[Any]) -> list[Any]:
         cancelled = threading.Event()  # set by run_jobs when the caller is cancelled: jobs not begun skip
@@ -170,40 +176,76 @@ class SerdeL2Adapter:
 
     # -- port ---------------------------------------------------------------------------------------------
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Encode on the pool, then store the encoded objects; a failed encode is a failed store."""
+        """Encode on the pool, then store the encoded objects; a failed encode is a failed store.
+
+        A batch goes in slices of `window` objects, the next slice encoding while this one is stored.
+        """
         out = [False] * len(keys)
-        for start in range(0, len(keys), self.window):
-            idx = range(start, min(len(keys), start + self.window))
-            jobs = [functools.partial(self._encode, keys[i], buffers[i]) for i in idx]
-            encoded = await self._run(jobs)
-            ready = []
-            for i, blob in zip(idx, encoded, strict=True):
-                if isinstance(blob, BaseException):
-                    self._failed("encode_failures", keys[i], blob)
-                else:
-                    ready.append((i, memoryview(blob)))
-            if ready:
-                results = await self.inner.store([keys[i] for i, _ in ready], [blob for _, blob in ready])
-                for (i, _), ok in zip(ready, results, strict=True):
-                    out[i] = bool(ok)
+        slices = [range(s, min(len(keys), s + self.window)) for s in range(0, len(keys), self.window)]
+        if not slices:
+            return out
+        pending = asyncio.ensure_future(self._encode_slice(keys, buffers, slices[0]))
+        try:
+            for number in range(len(slices)):
+                ready, scratches = await pending
+                if number + 1 < len(slices):
+                    pending = asyncio.ensure_future(self._encode_slice(keys, buffers, slices[number + 1]))
+                try:
+                    if ready:
+                        results = await self.inner.store([keys[i] for i, _ in ready], [b for _, b in ready])
+                        for (i, _), ok in zip(ready, results, strict=True):
+                            out[i] = bool(ok)
+                finally:
+                    for scratch in scratches:
+                        scratch.release()
+        finally:
+            if not pending.done():  # cancelled: the next slice's encodes still read the caller's buffers
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
         return out
+
+    async def _encode_slice(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], idx: range
+    ) -> tuple[list[tuple[int, memoryview]], list[Scratch]]:
+        scratches = [Scratch(self._buffers) for _ in idx]
+        jobs = [
+            functools.partial(self._encode, keys[i], buffers[i], s)
+            for i, s in zip(idx, scratches, strict=True)
+        ]
+        ready = []
+        for i, blob in zip(idx, await self._run(jobs), strict=True):
+            if isinstance(blob, BaseException):
+                self._failed("encode_failures", keys[i], blob)
+            else:
+                ready.append((i, memoryview(blob)))
+        return ready, scratches
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Load the stored bytes into bounce buffers, decode into `buffers` on the pool."""
         out = [False] * len(keys)
         for start in range(0, len(keys), self.window):
             idx = list(range(start, min(len(keys), start + self.window)))
-            bounce = [
-                np.empty(ENVELOPE.size + self.bounds(buffers[i].nbytes)[-1] + 1, np.uint8).data for i in idx
-            ]
-            sizes = await self.inner.load_sized([keys[i] for i in idx], bounce)
-            found = [(i, b[:size]) for i, b, size in zip(idx, bounce, sizes, strict=True) if size is not None]
-            jobs = [functools.partial(self._decode, keys[i], raw, buffers[i]) for i, raw in found]
-            for (i, _), result in zip(found, await self._run(jobs), strict=True):
-                if isinstance(result, BaseException):
-                    self._failed("load", keys[i], result)
-                else:
-                    out[i] = True
+            scratches = [Scratch(self._buffers) for _ in idx]
+            try:
+                bounce = [
+                    s(ENVELOPE.size + self.bounds(buffers[i].nbytes)[-1] + 1)
+                    for i, s in zip(idx, scratches, strict=True)
+                ]
+                sizes = await self.inner.load_sized([keys[i] for i in idx], bounce)
+                found = [
+                    (i, b[:size], s)
+                    for i, b, s, size in zip(idx, bounce, scratches, sizes, strict=True)
+                    if size is not None
+                ]
+                jobs = [functools.partial(self._decode, keys[i], raw, buffers[i], s) for i, raw, s in found]
+                for (i, _, _), result in zip(found, await self._run(jobs), strict=True):
+                    if isinstance(result, BaseException):
+                        self._failed("load", keys[i], result)
+                    else:
+                        out[i] = result is True
+            finally:
+                for scratch in scratches:
+                    scratch.release()
         return out
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:

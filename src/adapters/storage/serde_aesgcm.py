@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name
-from lmcache.adapters.storage.serde_base import SerdeAuthError, SerdeMismatchError
+from lmcache.adapters.storage.serde_base import Alloc, SerdeAuthError, SerdeMismatchError, fresh
 
 if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
@@ -123,9 +123,9 @@ class AesGcmSerde:
         """Header, ciphertext (as long as the plaintext) and tag."""
         return _HEADER.size + nbytes + _TAG
 
-    def encode(self, key: ObjectKey, data: memoryview, reserve: int = 0) -> bytearray:
-        """Encrypt under the key of `key`'s cache_salt, with a fresh nonce."""
-        out = bytearray(reserve + self.max_encoded_size(data.nbytes))
+    def encode(self, key: ObjectKey, data: memoryview, reserve: int = 0, alloc: Alloc = fresh) -> memoryview:
+        """Encrypt under the key of `key`'s cache_salt, with a fresh nonce (the caller fills `reserve`)."""
+        out = alloc(reserve + self.max_encoded_size(data.nbytes))  # every byte is written below
         nonce = os.urandom(12)
         _HEADER.pack_into(out, reserve, _MAGIC, _VERSION, self.keys.key_bytes, 0, nonce)
         head = bytes(out[reserve : reserve + _HEADER.size])
@@ -155,7 +155,7 @@ class AesGcmSerde:
         self._header(data)
         return data.nbytes - _HEADER.size - _TAG
 
-    def decode_into(self, key: ObjectKey, data: memoryview, dest: memoryview) -> None:
+    def decode_into(self, key: ObjectKey, data: memoryview, dest: memoryview, alloc: Alloc = fresh) -> None:
         """Authenticate and decrypt into `dest`; any failure is a `SerdeAuthError`."""
         nonce = self._header(data)
         aad = bytes(data[: _HEADER.size]) + key_name(key).encode()

@@ -18,24 +18,37 @@ no per-call state outside their arguments (per-thread codec contexts aside), so 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
 
 __all__ = (
     "ENVELOPE",
+    "Alloc",
     "SerdeAuthError",
     "SerdeError",
     "SerdeMismatchError",
     "SerdeStage",
     "envelope",
+    "fresh",
     "parse_envelope",
 )
 
 ENVELOPE = struct.Struct("<4sBBHQ")  # 16 bytes
 MAGIC = b"LMSD"
 VERSION = 1
+
+
+Alloc = Callable[[int], memoryview]
+
+
+def fresh(nbytes: int) -> memoryview:
+    """A new writable buffer of `nbytes` (not zeroed): stages' default `alloc`."""
+    return np.empty(nbytes, np.uint8).data
 
 
 class SerdeError(ValueError):
@@ -65,8 +78,16 @@ class SerdeStage(Protocol):
         """An upper bound of `encode`'s output (without the reserved head room) for `nbytes` of input."""
         ...
 
-    def encode(self, key: ObjectKey, data: memoryview, reserve: int = 0) -> bytearray | memoryview:
+    def encode(
+        self, key: ObjectKey, data: memoryview, reserve: int = 0, alloc: Alloc = fresh
+    ) -> bytearray | memoryview:
         """The stage's output for `data`, after `reserve` bytes left for the caller at the start.
+
+        Args:
+            key: The object's key.
+            data: The input.
+            reserve: Bytes left at the start of the output for the caller.
+            alloc: Where the output and scratch memory come from (the wrapper's pooled buffers).
 
         Raises:
             SerdeError: The input cannot be encoded (fp8: an unknown or non-16-bit dtype).
@@ -81,8 +102,8 @@ class SerdeStage(Protocol):
         """
         ...
 
-    def decode_into(self, key: ObjectKey, data: memoryview, dest: memoryview) -> None:
-        """Decode `data` into `dest`, exactly `decoded_size` bytes long.
+    def decode_into(self, key: ObjectKey, data: memoryview, dest: memoryview, alloc: Alloc = fresh) -> None:
+        """Decode `data` into `dest`, exactly `decoded_size` bytes long (`alloc`: scratch memory).
 
         Raises:
             SerdeError: Inconsistent data, a failed authentication, a failed decompression.
