@@ -2,7 +2,9 @@
 
 Field names follow LMCache 0.5.6 where a tool reads them (`is_healthy`, `engine_type`, `chunk_size`,
 `active_sessions`, `storage_manager.l1_manager.*`, `storage_manager.eviction_controller.eviction_policy`,
-`storage_manager.l2_adapters[].type/is_healthy`, `cache_context_meta.<id>.kv_cache_layout.*`).
+`storage_manager.l2_adapters[].type/is_healthy`, `cache_context_meta.<id>.kv_cache_layout.*`). Ours beside
+them, per L2 adapter: `eviction` (policy, usage as eviction counts it, capacity, evicted and refused
+objects; null without `"eviction"`) and `serde` (stages, pool size, failures by kind; null without).
 """
 
 from __future__ import annotations
