@@ -85,9 +85,13 @@ def _with_eviction(
 ) -> Any:
     assert spec.eviction is not None
     capacity = capacity_of(spec)
-    if capacity <= 0:
-        raise ConfigError(f'{label}: "eviction" needs the adapter\'s capacity: set max_capacity_gb > 0')
     policy = spec.eviction.eviction_policy
+    if capacity <= 0 and policy != "IsolatedLRU":
+        # As in LMCache, where an adapter without a capacity gives no eviction signal: started, but said.
+        logger.warning(
+            '%s: "eviction" (%s) has no effect without a capacity; set max_capacity_gb > 0', label, policy
+        )
+        return adapter
     tracker = L2Capacity(
         policy,
         make_l2_policy(policy, capacity, quotas if quotas is not None else QuotaTable()),

@@ -14,6 +14,9 @@ listing showed at start-up), keeps them in a policy's order, and plans evictions
 - keys the caller reports as not evictable (pinned by a lookup for an in-flight prefetch) are skipped;
 - `noop` never evicts: a store that does not fit is refused.
 
+A capacity of 0 (the adapter has none, as LMCache's fs) leaves only the quota part: IsolatedLRU still frees
+what tenants hold over their quotas, and nothing is refused for lack of room.
+
 Pure bookkeeping: the L2 wrapper (adapters/storage/evicting.py) deletes the planned keys and reports back.
 Not thread-safe; the storage event loop owns it.
 """
@@ -80,7 +83,7 @@ class L2Capacity:
     Args:
         policy_name: One of `L2_EVICTION_POLICIES`.
         policy: The order (from `make_l2_policy`).
-        capacity_bytes: The adapter's capacity (> 0).
+        capacity_bytes: The adapter's capacity (0: none, only quotas apply).
         trigger_watermark: Usage ratio in [0, 1] at which a batch eviction starts.
         eviction_ratio: Share in [0, 1] of the used bytes one batch frees.
     """
@@ -93,8 +96,8 @@ class L2Capacity:
         trigger_watermark: float = 0.8,
         eviction_ratio: float = 0.2,
     ) -> None:
-        if capacity_bytes <= 0:
-            raise ValueError("L2 eviction needs a capacity > 0 bytes")
+        if capacity_bytes < 0:
+            raise ValueError("L2 eviction needs a capacity >= 0 bytes")
         if not 0.0 <= trigger_watermark <= 1.0 or not 0.0 <= eviction_ratio <= 1.0:
             raise ValueError("trigger_watermark and eviction_ratio must be in [0, 1]")
         self.policy_name = policy_name
@@ -161,6 +164,8 @@ class L2Capacity:
     def plan(self, incoming_bytes: int, evictable: Callable[[ObjectKey], bool]) -> list[ObjectKey]:
         """Keys to delete before `incoming_bytes` of new objects are stored (see the module docstring)."""
         chosen: list[ObjectKey] = list(self.policy.quota_victims(evictable))
+        if not self.capacity_bytes:
+            return chosen
         picked = set(chosen)
         freed = sum(self._sizes.get(k, 0) for k in chosen)
         after = self.used_bytes + self.reserved_bytes - freed + incoming_bytes
@@ -173,6 +178,8 @@ class L2Capacity:
 
     def fits(self, nbytes: int) -> bool:
         """Whether `nbytes` more fit under the capacity (counting stores in flight)."""
+        if not self.capacity_bytes:
+            return True
         return self.used_bytes + self.reserved_bytes + nbytes <= self.capacity_bytes
 
     def reject(self) -> None:

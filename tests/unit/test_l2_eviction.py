@@ -147,3 +147,13 @@ def test_unknown_policy_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match="LRU, ARC, IsolatedLRU, noop"):
         make_l2_policy("MRU", 10, None)
     assert L2_EVICTION_POLICIES == ("LRU", "ARC", "IsolatedLRU", "noop")
+
+
+def test_without_a_capacity_only_quotas_apply() -> None:
+    quotas = QuotaTable()
+    quotas.set("a", 10)
+    cache = L2Capacity("IsolatedLRU", make_l2_policy("IsolatedLRU", 0, quotas), 0)
+    for i in range(3):
+        cache.stored(key(i, "a"), 10)
+    assert cache.fits(10**12)
+    assert cache.plan(10**12, _always) == [key(0, "a"), key(1, "a")]

@@ -117,7 +117,7 @@ def _eviction(adapter: Any) -> dict[str, Any] | None:
         "used_bytes": stats.used_bytes,
         "objects": stats.objects,
         "capacity_bytes": stats.capacity_bytes,
-        "usage_ratio": stats.used_bytes / stats.capacity_bytes,
+        "usage_ratio": stats.used_bytes / stats.capacity_bytes if stats.capacity_bytes else None,
         "evicted_objects": stats.evicted_objects,
         "evicted_bytes": stats.evicted_bytes,
         "rejected_objects": stats.rejected_objects,

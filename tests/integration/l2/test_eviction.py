@@ -157,9 +157,28 @@ async def test_arc_eviction_over_fs_keeps_the_objects_read_twice(
     await adapter.close()
 
 
-def test_eviction_without_a_capacity_is_a_start_up_error(tmp_path: Path) -> None:
-    from lmcache.app.config import ConfigError
-
+def test_eviction_without_a_capacity_warns_as_lmcache_ignores_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spec = {"type": "fs", "base_path": str(tmp_path), "eviction": {"eviction_policy": "LRU"}}
-    with pytest.raises(ConfigError, match=r"#1 \(type 'fs'\): \"eviction\" needs the adapter's capacity"):
-        build(spec)
+    with caplog.at_level("WARNING", logger="lmcache"):
+        adapter = build(spec)
+    assert not hasattr(adapter, "eviction_stats")
+    assert any('"eviction" (LRU) has no effect without a capacity' in r.getMessage() for r in caplog.records)
+
+
+async def test_isolated_lru_without_a_capacity_still_enforces_quotas(tmp_path: Path) -> None:
+    from lmcache.app.config.l2 import L2Config
+    from lmcache.app.l2_factory import build_l2_adapters
+    from lmcache.domain.quotas import QuotaTable
+
+    quotas = QuotaTable()
+    quotas.set("a", 3 * OBJECT)
+    spec = {"type": "fs", "base_path": str(tmp_path), "eviction": {"eviction_policy": "IsolatedLRU"}}
+    parsed = L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter
+    adapter = build_l2_adapters(parsed, quotas=quotas)[0]
+    for i in range(6):
+        assert await adapter.store([key(i, salt="a")], [data(i)]) == [True]
+    held = await adapter.lookup_and_lock([key(i, salt="a") for i in range(6)])
+    assert held == [False, False, False, True, True, True]  # at most the quota (plus the newest store)
+    await adapter.close()
