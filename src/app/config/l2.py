@@ -123,5 +123,6 @@ class L2Config(Section):
         [],
         description='One L2 adapter as JSON with a "type" (nixl_store, nixl_store_dynamic, fs, fs_native, '
         "mock, mooncake_store, aerospike, s3, resp, plugin, native_plugin, raw_block, dax, fault_inject); "
-        "repeat for a cascade, in order. Flags replace a profile's whole list.",
+        'repeat for a cascade, in order; each may hold "eviction" and "serde". Flags replace a profile\'s '
+        "whole list.",
     )
