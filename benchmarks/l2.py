@@ -18,12 +18,19 @@ next to it, which cancels most of the drift):
 
 Without --redis-host / --s3-endpoint-url it starts redis-server and moto's S3 server on loopback ports
 (both slow the machine they share with the benchmark: compare ratios, not absolute numbers).
+
+With `--serde JSON` (repeatable; `--serde all` is zstd, aesgcm, fp8 and fp8+aesgcm) it measures instead,
+per backend, the adapter without serde and with each serde, in alternating rounds of the same run, on KV
+computed by the e2e model (`--kv-model bench|test`, src/app/bench_kv.py): store and load MB/s, their
+ratios to no serde, the stored share (compression) and fp8's error. An aesgcm without `master_key_path`
+gets a fresh key file (0600) in a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -190,7 +197,79 @@ def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float], tuple
         print(f"| {name:<7} | {op:<5} | {adapter[i]:10.1f} | {raw[i]:10.1f} | {ratio[i]:5.2f}x |")
 
 
+ALL_SERDES: list[Any] = [
+    {"type": "zstd"},
+    {"type": "aesgcm"},
+    {"type": "fp8"},
+    [{"type": "fp8"}, {"type": "aesgcm"}],
+]
+
+
+def _with_keys(serde: Any, key_path: str) -> Any:
+    if isinstance(serde, list):
+        return [_with_keys(stage, key_path) for stage in serde]
+    if serde.get("type") == "aesgcm" and "master_key_path" not in serde:
+        return {**serde, "master_key_path": key_path}
+    return serde
+
+
+async def serde_main(args: argparse.Namespace) -> None:
+    from lmcache.app.bench_kv import kv_objects
+    from lmcache.app.bench_serde import compare_serdes, print_rows
+
+    work = Path(tempfile.mkdtemp(prefix="lmcache-bench-serde-"))
+    key_path = work / "master.key"
+    key_path.write_bytes(os.urandom(32))
+    key_path.chmod(0o600)
+    serdes = [_with_keys(s, str(key_path)) for s in (ALL_SERDES if args.serde == ["all"] else args.serde)]
+    size = args.size_mb << 20
+    data = [memoryview(b) for b in kv_objects(args.num_keys, size, args.kv_model)]
+    print(
+        f"{args.num_keys} objects x {args.size_mb} MiB of {args.kv_model}-model KV (bf16) x {args.rounds} "
+        f"rounds, {args.in_flight} in flight; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    servers: list[Any] = []
+    try:
+        for backend in args.backends.split(","):
+            spec = _serde_spec(backend, args, work, servers)
+            rows = await compare_serdes(spec, serdes, data, rounds=args.rounds, in_flight=args.in_flight)
+            print_rows(rows, backend)
+            print()
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _serde_spec(backend: str, args: argparse.Namespace, work: Path, servers: list[Any]) -> dict[str, Any]:
+    if backend == "fs":
+        return {"type": "fs", "base_path": str(Path(args.fs_dir or work) / "l2")}
+    if backend == "resp":
+        host, port = args.redis_host, args.redis_port
+        if host is None:
+            servers.append(RedisServer(work / "redis").start())
+            host, port = "127.0.0.1", servers[-1].port
+        return {"type": "resp", "host": host, "port": port, "num_workers": 8}
+    if backend == "s3":
+        url = args.s3_endpoint_url
+        if url is None:
+            servers.append(S3Server(bucket=args.s3_bucket).start())
+            url = servers[-1].endpoint_url
+        return {
+            "type": "s3",
+            "s3_endpoint": f"s3://{args.s3_bucket}/serde",
+            "s3_region": "us-east-1",
+            "endpoint_url": url,
+            **S3_CREDS,
+        }
+    raise SystemExit(f"unknown backend {backend!r}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.serde:
+        await serde_main(args)
+        return
     backends = args.backends.split(",")
     print(f"{args.num_keys} objects x {args.size_mb} MiB x {args.rounds} rounds, {args.in_flight} in flight")
     print("| backend | op | adapter MB/s | raw MB/s | ratio |\n|---|---|---|---|---|")
@@ -246,4 +325,14 @@ if __name__ == "__main__":
     parser.add_argument("--redis-port", type=int, default=6379)
     parser.add_argument("--s3-endpoint-url", default=None)
     parser.add_argument("--s3-bucket", default="lmcache-bench")
+    parser.add_argument(
+        "--serde",
+        action="append",
+        type=lambda text: text if text == "all" else json.loads(text),
+        default=[],
+        help="Compare serdes instead of raw I/O: a serde JSON (repeatable), or 'all'.",
+    )
+    parser.add_argument(
+        "--kv-model", choices=("bench", "test"), default="bench", help="Model computing the KV."
+    )
     asyncio.run(main(parser.parse_args()))

@@ -8,6 +8,10 @@ on its sub-parser and `run(namespace)`)::
 The adapter is built exactly as the server builds it (validated spec, the L2 factory, the resilience
 wrapper). Each round stores `--num-keys` fresh objects, looks them up, loads them back and compares
 every byte; `--only` keeps one phase's numbers (the others still run when it needs their data).
+
+`--serde JSON` (repeatable) compares the adapter without serde and with each serde given, in the same
+run (bench_serde.py); `--data kv` stores KV computed by the e2e model instead of random bytes (bench_kv.py),
+which is what compression and fp8 should be judged on.
 """
 
 from __future__ import annotations
@@ -92,6 +96,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--in-flight", type=int, default=8, metavar="N", help="Concurrent operations.")
     parser.add_argument("--rounds", type=int, default=3, metavar="N", help="Rounds (fresh keys each).")
     parser.add_argument("--only", choices=PHASES, help="Report one phase only.")
+    parser.add_argument(
+        "--serde",
+        action="append",
+        type=json.loads,
+        default=[],
+        metavar="JSON",
+        help='A serde to compare with no serde (repeatable), as in the adapter JSON: {"type": "zstd"}, '
+        'or a chain [{"type": "fp8"}, {"type": "aesgcm", "master_key_path": "key"}].',
+    )
+    parser.add_argument(
+        "--data",
+        choices=("random", "kv"),
+        default=None,
+        help="Object contents: random bytes, or bfloat16 KV of the e2e model (default: kv with --serde).",
+    )
+    parser.add_argument(
+        "--kv-model",
+        choices=("bench", "test"),
+        default="bench",
+        help="The e2e model of --data kv: benchmarks/vllm_e2e.py's (bench) or tests/e2e_vllm's (test).",
+    )
     return parser
 
 
@@ -165,7 +190,30 @@ def _lookup(adapter: Any, key: ObjectKey) -> Callable[[], Awaitable[bool]]:
     return call
 
 
+async def _compare(args: argparse.Namespace) -> int:
+    from lmcache.app.bench_kv import kv_objects
+    from lmcache.app.bench_serde import compare_serdes, print_rows
+
+    size = args.data_size_kb * 1024
+    if (args.data or "kv") == "kv":
+        data = [memoryview(b) for b in kv_objects(args.num_keys, size, args.kv_model)]
+    else:
+        data = [memoryview(bytearray(os.urandom(size))) for _ in range(args.num_keys)]
+    rows = await compare_serdes(
+        args.l2_adapter, args.serde, data, rounds=args.rounds, in_flight=args.in_flight, dtype="bfloat16"
+    )
+    kind = f"{args.kv_model}-model KV" if (args.data or "kv") == "kv" else "random bytes"
+    print(
+        f"L2 serde bench: {args.l2_adapter['type']}, {args.num_keys} x {args.data_size_kb} KiB of {kind} x "
+        f"{args.rounds} rounds, {args.in_flight} in flight; ratios against no serde in the same round"
+    )
+    print_rows(rows, args.l2_adapter["type"])
+    return 0 if not any(row.failures for row in rows) else 1
+
+
 async def _main(args: argparse.Namespace) -> int:
+    if args.serde:
+        return await _compare(args)
     specs = L2Config.model_validate({"l2_adapter": [args.l2_adapter]}).l2_adapter
     adapter = build_l2_adapters(specs)[0]
     try:

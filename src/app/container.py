@@ -20,6 +20,7 @@ from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
 from lmcache.app.l1_medium import open_l1_memory
 from lmcache.app.l2_factory import build_l2_adapters, spec_type
+from lmcache.app.l2_wrappers import kv_dtype_resolver
 from lmcache.app.plugin_wiring import build_plugin_supervisor
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks
@@ -143,7 +144,13 @@ class ServerContainer(containers.DeclarativeContainer):
         want_shm_pool=providers.Callable(serves_engine_driven, config.provided.mp.supported_transfer_mode),
         gds_path=config.provided.l1.gds_l1_path,
     )
-    l2_adapters = providers.Singleton(build_l2_adapters, specs=config.provided.l2.l2_adapter)
+    l2_adapters = providers.Singleton(
+        build_l2_adapters,
+        specs=config.provided.l2.l2_adapter,
+        quotas=quotas,  # per-adapter IsolatedLRU eviction reads the same quota table as L1
+        events=events,
+        dtype_of=providers.Callable(kv_dtype_resolver, workers),
+    )
     store_controller = providers.Singleton(
         StoreController,
         l1,

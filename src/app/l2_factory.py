@@ -8,7 +8,8 @@ Every adapter is wrapped in `ResilientL2Adapter` (a deadline per call and a circ
 adapters/storage/resilience.py for why it is a wrapper), with the deadlines of its spec
 (`lookup_deadline_s`, `store_deadline_s`; those fields go to the wrapper, not to the adapter). A spec
 field holding another spec (fault_inject's `adapter`) is built first and passed in as the adapter
-object; only the outer adapter is wrapped.
+object; only the outer adapter is wrapped. Each spec's `"eviction"` and `"serde"` wrap the adapter it
+builds (l2_wrappers.py), nested specs included, as LMCache honours an inner spec's own keys.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from typing import TYPE_CHECKING, Any
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.resilience import ResilientL2Adapter
 from lmcache.app.config.errors import ConfigError
-from lmcache.app.config.l2_base import DEADLINE_FIELDS, L2SpecBase
+from lmcache.app.config.l2_base import WRAPPER_FIELDS, L2SpecBase
+from lmcache.app.l2_wrappers import wrap_services
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from lmcache.domain.keys import ObjectKey
+    from lmcache.domain.quotas import QuotaTable
+    from lmcache.ports.events import EventSink
 
 __all__ = ("build_l2_adapters", "load_adapter_class")
 
@@ -58,17 +64,28 @@ def spec_type(spec: L2SpecBase) -> str:
     return str(getattr(spec, "type", type(spec).__name__))
 
 
-def build_l2_adapters(specs: Sequence[L2SpecBase], resilient: bool = True) -> list[Any]:
+def build_l2_adapters(
+    specs: Sequence[L2SpecBase],
+    resilient: bool = True,
+    *,
+    quotas: QuotaTable | None = None,
+    events: EventSink | None = None,
+    dtype_of: Callable[[ObjectKey], str | None] | None = None,
+) -> list[Any]:
     """Construct every adapter in cascade order; on a failure, close the ones already built.
 
     Args:
         specs: Validated specs, in cascade order.
         resilient: Wrap each adapter in a deadline + circuit breaker (off only in tests of raw adapters).
+        quotas: The per-cache_salt quotas IsolatedLRU eviction reads (a fresh empty table when None).
+        events: Where per-adapter evictions are published.
+        dtype_of: The element type of a key's KV (fp8 serde with `source_dtype` auto).
     """
     built: list[Any] = []
+    services = {"quotas": quotas, "events": events, "dtype_of": dtype_of}
     try:
         for number, spec in enumerate(specs, start=1):
-            adapter = _build(number, spec, built)
+            adapter = _build(number, spec, built, services)
             if resilient:
                 built[-1] = adapter = ResilientL2Adapter(
                     adapter,
@@ -83,20 +100,22 @@ def build_l2_adapters(specs: Sequence[L2SpecBase], resilient: bool = True) -> li
     return built
 
 
-def _build(number: int, spec: L2SpecBase, built: list[Any]) -> Any:
+def _build(number: int, spec: L2SpecBase, built: list[Any], services: dict[str, Any]) -> Any:
     """Build one adapter (nested specs first) and append it to `built` (for cleanup on failure)."""
     cls = load_adapter_class(number, spec)
-    kwargs = spec.model_dump(exclude={"type", *DEADLINE_FIELDS})
+    kwargs = spec.model_dump(exclude={"type", *WRAPPER_FIELDS})
     nested = [name for name in type(spec).model_fields if isinstance(getattr(spec, name), L2SpecBase)]
     for name in nested:
-        kwargs[name] = _build(number, getattr(spec, name), built)
+        kwargs[name] = _build(number, getattr(spec, name), built, services)
+    label = f"--l2-adapter #{number} (type {spec_type(spec)!r})"
     try:
         adapter = cls(**kwargs)
     except L2ConfigError as exc:
-        raise ConfigError(f"--l2-adapter #{number} (type {spec_type(spec)!r}): {exc}") from exc
+        raise ConfigError(f"{label}: {exc}") from exc
     for _ in nested:
         built.pop()  # the outer adapter owns (and closes) what it wraps
     built.append(adapter)
+    built[-1] = adapter = wrap_services(number, spec, adapter, label=label, **services)
     return adapter
 
 

@@ -105,6 +105,16 @@ class L2Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class L2Evicted(L2Deleted):
+    """Per-adapter L2 eviction deleted objects to stay under the adapter's capacity.
+
+    An `L2Deleted`, so whatever follows deletions (the coordinator's directory) follows evictions too.
+    """
+
+    nbytes: int = 0  # bytes the eviction freed, as counted by the eviction wrapper
+
+
+@dataclass(frozen=True, slots=True)
 class L2StoreDropped:
     """Store requests dropped because the store queue was full."""
 

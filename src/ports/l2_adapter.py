@@ -123,3 +123,21 @@ class L2Adapter(Protocol):
     async def close(self) -> None:
         """Flush writes in flight and release connections and files. Idempotent; may raise on failure."""
         ...
+
+
+class SizedLoadL2Adapter(L2Adapter, Protocol):
+    """An L2 tier that can also load objects whose size the caller does not know in advance.
+
+    Optional: the built-in fs, mock, resp and s3 adapters (and fault_inject over one of them) have it;
+    the serde wrapper needs it, since a compressed object's stored size varies. Same threading, buffer
+    and failure rules as `L2Adapter.load`.
+    """
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """Copy each object's payload into the start of its buffer, which may be larger than the payload.
+
+        Returns:
+            Per key: the payload's size (its bytes are `buffer[:size]`, verified), or None on a miss, a
+            payload larger than the buffer, or corruption (counted and quarantined as by `load`).
+        """
+        ...

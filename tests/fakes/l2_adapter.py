@@ -81,6 +81,19 @@ class FakeL2Adapter:
             out.append(True)
         return out
 
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        await self._enter("load")
+        out: list[int | None] = []
+        for key, buf in zip(keys, buffers, strict=True):
+            data = self.objects.get(key)
+            if data is None or len(data) > len(buf):
+                out.append(None)
+                continue
+            buf[: len(data)] = data
+            self.loaded.append(key)
+            out.append(len(data))
+        return out
+
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         await self._enter("unlock")
         for key in keys:

@@ -46,3 +46,45 @@ def test_failed_operations_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--l2-adapter", '{"type": "fs_native", "base_path": "/x"}']) == 2
     assert "not available in this build" in capsys.readouterr().err
+
+
+def test_serde_comparison_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "master.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    spec = json.dumps({"type": "fs", "base_path": str(tmp_path / "l2")})
+    chain = json.dumps([{"type": "fp8"}, {"type": "aesgcm", "master_key_path": str(key)}])
+    argv = [
+        "--l2-adapter",
+        spec,
+        "--num-keys",
+        "3",
+        "--data-size-kb",
+        "64",
+        "--rounds",
+        "2",
+        "--kv-model",
+        "test",
+    ]
+    assert main([*argv, "--serde", '{"type": "zstd"}', "--serde", chain]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "test-model KV" in lines[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in lines[3:]}
+    assert list(rows) == ["none", "zstd", "fp8+aesgcm"]
+    assert rows["none"][2].strip() == "1.00x" and rows["zstd"][5].strip() == "exact"
+    assert float(rows["zstd"][4]) < 0.8  # KV compresses
+    assert 0.5 < float(rows["fp8+aesgcm"][4]) < 0.53  # fp8 halves it
+    assert 0 < float(rows["fp8+aesgcm"][5]) < 0.07  # and reports its error
+
+
+def test_kv_objects_look_like_the_e2e_models_kv() -> None:
+    import torch
+
+    from lmcache.app.bench_kv import MODELS, kv_objects
+
+    objects = kv_objects(3, MODELS["test"].object_bytes // 2, "test", seed=1)
+    assert [len(o) for o in objects] == [MODELS["test"].object_bytes // 2] * 3
+    keys = torch.frombuffer(objects[0], dtype=torch.bfloat16).float()
+    assert keys.isfinite().all() and 0.5 < float(keys.std()) < 20
+    assert objects == kv_objects(3, MODELS["test"].object_bytes // 2, "test", seed=1)  # deterministic
+    assert objects[0] != objects[2]

@@ -44,3 +44,18 @@ def test_first_adapter_deletes_are_recorded() -> None:
         ("delete", "04", 0),
         ("delete", "05", 0),
     ]
+
+
+def test_per_adapter_evictions_reach_the_coordinator_as_deletes() -> None:
+    from lmcache.domain.events import L2Evicted
+
+    reporter = L2EventReporter("inst")
+    forward = CoordinatorEventForwarder(reporter)
+    forward.publish(L2Evicted(0, (_key(1), _key(2)), 4096))
+    forward.publish(L2Evicted(1, (_key(3),), 2048))  # a later adapter: not the fleet's
+    batch = reporter._take_batch()
+    assert batch is not None
+    assert [(e["type"], e["key"]["chunk_hash_hex"][:2]) for e in batch["events"]] == [
+        ("delete", "01"),
+        ("delete", "02"),
+    ]

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from lmcache.app.config import ConfigError
-from lmcache.app.config.l2_base import DEADLINE_FIELDS, L2SpecBase
+from lmcache.app.config.l2_base import DEADLINE_FIELDS, WRAPPER_FIELDS, L2SpecBase
 from lmcache.app.l2_factory import build_l2_adapters, load_adapter_class
 
 CLOSED: list[str] = []
@@ -108,7 +108,7 @@ def test_every_spec_field_is_a_constructor_keyword() -> None:
             continue
         adapter_cls = load_adapter_class(number, cls.model_construct())
         params = inspect.signature(adapter_cls).parameters
-        fields = set(cls.model_fields) - {"type", *DEADLINE_FIELDS}
+        fields = set(cls.model_fields) - {"type", *WRAPPER_FIELDS}
         assert fields <= set(params), (cls.__name__, fields - set(params))
         extra = [p for name, p in params.items() if name not in fields]
         assert all(p.default is not inspect.Parameter.empty for p in extra), cls.__name__

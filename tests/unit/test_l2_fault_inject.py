@@ -67,3 +67,45 @@ async def test_failed_stores_are_not_forwarded() -> None:
     some = FaultInjectL2Adapter(FakeL2Adapter(), store_fail_rate=0.5, seed=3)
     result = await some.store(KEYS, _views())
     assert 150 <= result.count(False) <= 250 and some.faults["store"] == result.count(False)
+
+
+async def test_gap_indices_drop_positions_of_each_lookup_batch() -> None:
+    adapter, _ = await _stored(gap_indices=[1])
+    for request in (KEYS[0:4], KEYS[10:14]):  # positions count from each lookup's first hit
+        assert await adapter.lookup_and_lock(request) == [True] * 4
+        answers = [
+            (await adapter.load([k], _views(1)))[0] for k in request
+        ]  # one load per key, as a prefetch
+        assert answers == [True, False, True, True]
+    missing = ObjectKey(b"absent", "m", 1)
+    assert await adapter.lookup_and_lock([missing, *KEYS[20:23]]) == [False, True, True, True]
+    assert await adapter.load(KEYS[20:23], _views(3)) == [True, False, True]  # positions among the hits
+    assert adapter.faults["load"] == 3
+
+
+async def test_gap_tail_ratios_count_from_the_tail() -> None:
+    adapter, _ = await _stored(gap_tail_ratios=[0.0, 0.5])
+    batch = KEYS[:5]
+    await adapter.lookup_and_lock(batch)
+    assert await adapter.load(batch, _views(5)) == [True, True, False, True, False]  # middle and last
+
+
+def test_lmcache_form_parses_beside_ours() -> None:
+    import pytest
+
+    from lmcache.app.config.l2 import L2Config
+
+    lmcache_form = {
+        "type": "fault_inject",
+        "inner": {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 9},
+        "gap_indices": [1],
+        "rate": 0.25,
+        "seed": 4,
+    }
+    spec = L2Config.model_validate({"l2_adapter": [lmcache_form]}).l2_adapter[0]
+    assert (spec.adapter.type, spec.gap_indices, spec.load_drop_rate, spec.seed) == ("mock", [1], 0.25, 4)
+    both = {**lmcache_form, "adapter": lmcache_form["inner"]}
+    with pytest.raises(ValueError, match="give 'adapter' or LMCache's 'inner', not both"):
+        L2Config.model_validate({"l2_adapter": [both]})
+    with pytest.raises(ValueError, match="gap_indices"):
+        L2Config.model_validate({"l2_adapter": [{**lmcache_form, "gap_indices": [-1]}]})

@@ -226,7 +226,7 @@ def test_a_rotated_trace_is_read_whole_from_its_first_file(
     path = tmp_path / "rot.lct"
     live = record_trace(path, n=300, rotate_bytes=20_000)
     parts = sorted(tmp_path.glob("rot*.lct"))
-    assert len(parts) > 2
+    assert len(parts) >= 2  # how many depends on how the writer batches records under load
     code, out, _ = run(capsys, "replay", str(path), "--format", "json")
     doc = json.loads(out)
     assert code == 0 and len(doc["files"]) == len(parts) and doc["lookups"]["hit_chunks"] == sum(live)

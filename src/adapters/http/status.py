@@ -2,7 +2,9 @@
 
 Field names follow LMCache 0.5.6 where a tool reads them (`is_healthy`, `engine_type`, `chunk_size`,
 `active_sessions`, `storage_manager.l1_manager.*`, `storage_manager.eviction_controller.eviction_policy`,
-`storage_manager.l2_adapters[].type/is_healthy`, `cache_context_meta.<id>.kv_cache_layout.*`).
+`storage_manager.l2_adapters[].type/is_healthy`, `cache_context_meta.<id>.kv_cache_layout.*`). Ours beside
+them, per L2 adapter: `eviction` (policy, usage as eviction counts it, capacity, evicted and refused
+objects; null without `"eviction"`) and `serde` (stages, pool size, failures by kind; null without).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.http.l2_ops import USAGE_TIMEOUT_S, usage_all
 from lmcache.adapters.http.layout_view import worker_meta
+from lmcache.adapters.storage._common import find_layer
 
 if TYPE_CHECKING:
     from lmcache.adapters.http.services import HttpServices
@@ -101,8 +104,31 @@ def _l2(services: HttpServices, usages: list[Any]) -> list[dict[str, Any]]:
             }
         else:
             entry["usage"] = None
+        entry["eviction"] = _eviction(adapter)
+        serde = find_layer(adapter, "serde_stats")
+        entry["serde"] = serde.serde_stats() if serde is not None else None
         out.append(entry)
     return out
+
+
+def _eviction(adapter: Any) -> dict[str, Any] | None:
+    """Per-adapter eviction (`"eviction"` in its JSON): policy, usage as eviction counts it, evictions."""
+    layer = find_layer(adapter, "eviction_stats")
+    if layer is None:
+        return None
+    stats = layer.eviction_stats()
+    return {
+        "eviction_policy": stats.policy,
+        "trigger_watermark": stats.trigger_watermark,
+        "eviction_ratio": stats.eviction_ratio,
+        "used_bytes": stats.used_bytes,
+        "objects": stats.objects,
+        "capacity_bytes": stats.capacity_bytes,
+        "usage_ratio": stats.used_bytes / stats.capacity_bytes if stats.capacity_bytes else None,
+        "evicted_objects": stats.evicted_objects,
+        "evicted_bytes": stats.evicted_bytes,
+        "rejected_objects": stats.rejected_objects,
+    }
 
 
 def _workers(services: HttpServices) -> tuple[dict[str, Any], dict[str, Any]]:

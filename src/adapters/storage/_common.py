@@ -36,9 +36,12 @@ __all__ = (
     "damaged_keys",
     "decode_all",
     "encode_all",
+    "find_layer",
+    "loaded",
     "offload",
     "page_of",
     "run_jobs",
+    "sizes_of",
     "tally_loads",
     "usage_by_salt",
 )
@@ -164,42 +167,63 @@ def encode_headers(keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> 
     return [encode_header(k, b) for k, b in zip(keys, buffers, strict=True)]
 
 
+# A load's outcome per key: True (the payload size, for `load_sized`), False for a miss, or the failed check.
+Outcome = CorruptObjectError | bool | int
+
+
 def decode_all(
-    keys: Sequence[ObjectKey], blobs: Sequence[bytes | None], buffers: Sequence[memoryview]
-) -> list[CorruptObjectError | bool]:
-    """Verify and copy each blob into its buffer: True, False for a missing blob, or the failed check."""
-    out: list[CorruptObjectError | bool] = []
+    keys: Sequence[ObjectKey],
+    blobs: Sequence[bytes | None],
+    buffers: Sequence[memoryview],
+    exact: bool = True,
+) -> list[Outcome]:
+    """Verify and copy each blob into its buffer.
+
+    Returns:
+        Per blob: True (the payload size unless `exact`), False for a missing blob, or the failed check.
+    """
+    out: list[Outcome] = []
     for key, blob, buf in zip(keys, blobs, buffers, strict=True):
         if blob is None:
             out.append(False)
             continue
         try:
-            decode_into(key, blob, buf)
-            out.append(True)
+            size = decode_into(key, blob, buf, exact)
+            out.append(True if exact else size)
         except CorruptObjectError as exc:
             out.append(exc)
     return out
 
 
+def loaded(outcome: object) -> bool:
+    """Whether an outcome is a successful load (True, or a payload size)."""
+    return outcome is True or (isinstance(outcome, int) and not isinstance(outcome, bool))
+
+
 def tally_loads(
     counters: AdapterCounters,
     keys: Sequence[ObjectKey],
-    outcomes: Sequence[CorruptObjectError | bool],
+    outcomes: Sequence[Outcome],
     log: logging.Logger,
     name: str,
 ) -> list[bool]:
     """Count load outcomes (on the event loop thread) and turn them into the port's answers."""
     for key, outcome in zip(keys, outcomes, strict=True):
         counters.loads += 1
-        if outcome is not True:
+        if not loaded(outcome):
             counters.load_misses += 1
         if isinstance(outcome, CorruptObjectError):
             counters.corrupt += 1
             log.warning("%s L2: corrupt object %s: %s", name, key.short(), outcome)
-    return [outcome is True for outcome in outcomes]
+    return [loaded(outcome) for outcome in outcomes]
 
 
-def damaged_keys(keys: Sequence[ObjectKey], outcomes: Sequence[CorruptObjectError | bool]) -> list[ObjectKey]:
+def sizes_of(outcomes: Sequence[object]) -> list[int | None]:
+    """`load_sized` answers from outcomes that carry payload sizes (anything else is a miss)."""
+    return [o if loaded(o) and o is not True else None for o in outcomes]  # type: ignore[misc]
+
+
+def damaged_keys(keys: Sequence[ObjectKey], outcomes: Sequence[Outcome]) -> list[ObjectKey]:
     """The keys whose stored bytes failed a check (to quarantine); other misses are left alone."""
     return [
         key
@@ -250,3 +274,18 @@ async def run_jobs(
     if settle is not None:
         settle(results)
     return results
+
+
+def find_layer(adapter: object, method: str) -> Any | None:
+    """The first layer down an adapter's wrapper chain (`inner`) whose class defines `method`, or None.
+
+    The class, not the object: the resilience wrapper forwards unknown attributes to what it wraps.
+    """
+    seen: set[int] = set()
+    layer: object | None = adapter
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        if callable(getattr(type(layer), method, None)):
+            return layer
+        layer = getattr(layer, "inner", None)
+    return None

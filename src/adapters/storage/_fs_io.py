@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 from lmcache.adapters.storage.object_format import (
     MIN_READ,
-    BufferMismatchError,
     CorruptObjectError,
     ObjectHeader,
+    check_payload_fits,
     copy_payload,
     parse_header,
     verify_payload,
@@ -163,8 +163,10 @@ def read_header(path: str) -> tuple[ObjectHeader, int]:
         os.close(fd)
 
 
-def read_object(path: str, key: ObjectKey, dest: memoryview, odirect: bool, read_ahead: int | None) -> None:
-    """Read and verify one object into `dest`.
+def read_object(
+    path: str, key: ObjectKey, dest: memoryview, odirect: bool, read_ahead: int | None, exact: bool = True
+) -> int:
+    """Read and verify one object into `dest` (into its start when not `exact`); returns the payload size.
 
     Raises:
         FileNotFoundError: No such object.
@@ -177,13 +179,14 @@ def read_object(path: str, key: ObjectKey, dest: memoryview, odirect: bool, read
         if read_ahead:
             os.posix_fadvise(fd, 0, min(read_ahead, size), os.POSIX_FADV_WILLNEED)
         if direct:
-            _read_direct(fd, size, key, dest)
-            return
+            return _read_direct(fd, size, key, dest, exact)
         header = parse_header(os.pread(fd, MIN_READ, 0))
-        _check_sizes(header, size, dest)
-        if _read_into(fd, dest, header.header_len) != dest.nbytes:
+        _check_sizes(header, size, dest, exact)
+        payload = dest[: header.payload_size]
+        if _read_into(fd, payload, header.header_len) != payload.nbytes:
             raise CorruptObjectError("short read")
-        verify_payload(header, key, dest)
+        verify_payload(header, key, payload)
+        return header.payload_size
     except CorruptObjectError as exc:
         exc.file_id = (stat.st_dev, stat.st_ino)
         raise
@@ -216,22 +219,22 @@ def quarantine(path: str, file_id: tuple[int, int] | None, where: Path) -> str |
     return str(target)
 
 
-def _check_sizes(header: ObjectHeader, file_size: int, dest: memoryview) -> None:
-    if header.payload_size != dest.nbytes:
-        raise BufferMismatchError("payload size differs from the buffer")
+def _check_sizes(header: ObjectHeader, file_size: int, dest: memoryview, exact: bool) -> None:
+    check_payload_fits(header.payload_size, dest, exact)
     if file_size != header.total_size:
         raise CorruptObjectError("file truncated or padded")
 
 
-def _read_direct(fd: int, size: int, key: ObjectKey, dest: memoryview) -> None:
+def _read_direct(fd: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
     view = memoryview(mmap.mmap(-1, max(ALIGN, -(-size // ALIGN) * ALIGN)))  # page-aligned bounce
     if _read_into(fd, view, 0) < size:
         raise CorruptObjectError("short read")
     header = parse_header(view)
-    _check_sizes(header, size, dest)
+    _check_sizes(header, size, dest, exact)
     payload = view[header.header_len : size]
     verify_payload(header, key, payload)
-    copy_payload(dest, payload)
+    copy_payload(dest[: header.payload_size], payload)
+    return header.payload_size
 
 
 def sizes_of(paths: list[str]) -> list[int | None]:

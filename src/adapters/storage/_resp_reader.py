@@ -25,10 +25,10 @@ import redis
 
 from lmcache.adapters.storage.object_format import (
     MIN_READ,
-    BufferMismatchError,
     CorruptObjectError,
     ObjectHeader,
     UnusableObjectError,
+    check_payload_fits,
     parse_header,
     verify_payload,
 )
@@ -98,18 +98,21 @@ class _Replies:
                 raise ConnectionError("redis closed the connection mid-reply")
             done += got
 
-    def _sized_header(self, size: int, dest: memoryview) -> ObjectHeader:
+    def _sized_header(self, size: int, dest: memoryview, exact: bool) -> ObjectHeader:
         header = parse_header(self._peek(min(size, MIN_READ)))
         if header.total_size != size:
             raise CorruptObjectError("object size differs from its header")
-        if header.payload_size != dest.nbytes:
-            raise BufferMismatchError("payload size differs from the buffer")
+        check_payload_fits(header.payload_size, dest, exact)
         return header
 
-    def object_into(self, key: ObjectKey, dest: memoryview) -> CorruptObjectError | bool:
+    def object_into(
+        self, key: ObjectKey, dest: memoryview, exact: bool = True
+    ) -> CorruptObjectError | bool | int:
         """Read one GET reply: True with the payload in `dest`, False for no such key, or the failed check.
 
-        A reply that fails a check is still read to its end, so the connection stays usable.
+        When not `exact`, the payload goes to the start of `dest` (at least as large) and its size is
+        returned instead of True. A reply that fails a check is still read to its end, so the connection
+        stays usable.
         """
         line = self._line()
         if line[:1] == b"-":
@@ -130,19 +133,20 @@ class _Replies:
         if size < 0:
             return False
         try:
-            header = self._sized_header(size, dest)
+            header = self._sized_header(size, dest, exact)
         except CorruptObjectError as exc:
             self._skip(size + 2)
             return exc
         self._skip(header.header_len)
-        self._into(dest)
+        payload = dest[: header.payload_size]
+        self._into(payload)
         if self._line():
             raise redis.exceptions.InvalidResponse("bulk string not followed by CRLF")
         try:
-            verify_payload(header, key, dest)  # xxh3 releases the GIL
+            verify_payload(header, key, payload)  # xxh3 releases the GIL
         except CorruptObjectError as exc:
             return exc
-        return True
+        return True if exact else header.payload_size
 
 
 class LoadCancel:
@@ -202,7 +206,8 @@ class BlockingGetPool:
         keys: Sequence[ObjectKey],
         buffers: Sequence[memoryview],
         cancel: LoadCancel | None = None,
-    ) -> list[CorruptObjectError | bool]:
+        exact: bool = True,
+    ) -> list[CorruptObjectError | bool | int]:
         """GET every name on one connection, each value checked and received into its buffer.
 
         Raises:
@@ -222,7 +227,7 @@ class BlockingGetPool:
                 raise redis.exceptions.ConnectionError("load cancelled")
             sock.sendall(get_commands(names))
             replies = _Replies(sock)
-            out = [replies.object_into(key, buf) for key, buf in zip(keys, buffers, strict=True)]
+            out = [replies.object_into(key, buf, exact) for key, buf in zip(keys, buffers, strict=True)]
             healthy = not replies.ahead
             return out
         finally:

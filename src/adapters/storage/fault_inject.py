@@ -8,6 +8,13 @@ Decisions are deterministic, so a failing run can be replayed:
   the order keys are asked for (the prefetch controller loads a request's chunks in order, so for one
   request these are its chunk indices).
 - `fail_all_stores`: every store fails.
+- `gap_indices` / `gap_tail_ratios` (LMCache's names and meaning): positions in a load batch whose loads
+  are dropped, from the head (0-based) or as the distance from the tail over the batch length
+  (`round((1 - ratio) * (n - 1))`: 0 is the last, 1 the first). LMCache's batch is the keys one lookup
+  will load from this adapter; here a prefetch loads key by key, so the position and batch length of
+  each key are taken from the lookup: the keys it found present, in the order asked (for one row, the
+  request's L2 chunks in token order). Positions are kept for the keys of recent lookups only
+  (`_MAX_POSITIONS`), and a load uses its key's position once.
 
 A dropped load answers False without touching the inner adapter (the lookup still says present, so the
 engine's recompute path is exercised); a failed store is not forwarded. `counters` is the inner
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ("FaultInjectL2Adapter",)
 
 logger = logging.getLogger(__name__)
+_MAX_POSITIONS = 65_536
 
 
 class FaultInjectL2Adapter:
@@ -47,6 +55,8 @@ class FaultInjectL2Adapter:
         drop_load_indices: Sequence[int] = (),
         store_fail_rate: float = 0.0,
         fail_all_stores: bool = False,
+        gap_indices: Sequence[int] = (),
+        gap_tail_ratios: Sequence[float] = (),
         shared: bool = False,
         eviction: dict[str, Any] | None = None,
         persist_enabled: bool = True,
@@ -57,8 +67,11 @@ class FaultInjectL2Adapter:
         self.drop_load_indices = frozenset(drop_load_indices)
         self.store_fail_rate = store_fail_rate
         self.fail_all_stores = fail_all_stores
+        self.gap_indices = frozenset(gap_indices)
+        self.gap_tail_ratios = tuple(gap_tail_ratios)
         self.faults: Counter[str] = Counter()
         self._loads_seen = 0
+        self._positions: dict[ObjectKey, tuple[int, int]] = {}  # key -> (position, batch length)
 
     @property
     def counters(self) -> AdapterCounters:
@@ -74,7 +87,29 @@ class FaultInjectL2Adapter:
 
     def drops_load(self, key: ObjectKey, index: int) -> bool:
         """Whether the load of `key`, the `index`-th object load, is dropped."""
-        return index in self.drop_load_indices or self._hit("load", key, self.load_drop_rate)
+        return (
+            index in self.drop_load_indices
+            or self._in_gap(self._positions.pop(key, None))
+            or self._hit("load", key, self.load_drop_rate)
+        )
+
+    def _in_gap(self, position: tuple[int, int] | None) -> bool:
+        if position is None:
+            return False
+        index, length = position
+        if index in self.gap_indices:
+            return True
+        return any(round((1.0 - ratio) * (length - 1)) == index for ratio in self.gap_tail_ratios)
+
+    def _remember_positions(self, keys: Sequence[ObjectKey], present: Sequence[bool]) -> None:
+        if not (self.gap_indices or self.gap_tail_ratios):
+            return
+        found = [key for key, ok in zip(keys, present, strict=False) if ok]
+        for index, key in enumerate(found):
+            self._positions.pop(key, None)
+            self._positions[key] = (index, len(found))
+        while len(self._positions) > _MAX_POSITIONS:
+            del self._positions[next(iter(self._positions))]
 
     def fails_store(self, key: ObjectKey) -> bool:
         """Whether a store of `key` is failed."""
@@ -92,23 +127,40 @@ class FaultInjectL2Adapter:
         return out
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
-        """Forwarded unchanged."""
-        return await self.inner.lookup_and_lock(keys)
+        """Forwarded; with gap positions configured, the batch positions of the hits are remembered."""
+        present = await self.inner.lookup_and_lock(keys)
+        self._remember_positions(keys, present)
+        return present
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Forward the keys not chosen to be dropped."""
-        first = self._loads_seen
-        self._loads_seen += len(keys)
-        keep = [i for i, key in enumerate(keys) if not self.drops_load(key, first + i)]
-        if len(keep) < len(keys):
-            self.faults["load"] += len(keys) - len(keep)
-            logger.info("fault_inject: dropped %d of %d loads", len(keys) - len(keep), len(keys))
+        keep = self._kept_loads(keys)
         out = [False] * len(keys)
         if keep:
             results = await self.inner.load([keys[i] for i in keep], [buffers[i] for i in keep])
             for i, ok in zip(keep, results, strict=True):
                 out[i] = ok
         return out
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, for an inner adapter that loads objects of varying size (serde underneath)."""
+        keep = self._kept_loads(keys)
+        out: list[int | None] = [None] * len(keys)
+        if keep:
+            sized = self.inner.load_sized  # type: ignore[attr-defined]
+            results = await sized([keys[i] for i in keep], [buffers[i] for i in keep])
+            for i, size in zip(keep, results, strict=True):
+                out[i] = size
+        return out
+
+    def _kept_loads(self, keys: Sequence[ObjectKey]) -> list[int]:
+        first = self._loads_seen
+        self._loads_seen += len(keys)
+        keep = [i for i, key in enumerate(keys) if not self.drops_load(key, first + i)]
+        if len(keep) < len(keys):
+            self.faults["load"] += len(keys) - len(keep)
+            logger.info("fault_inject: dropped %d of %d loads", len(keys) - len(keep), len(keys))
+        return keep
 
     async def unlock(self, keys: Sequence[ObjectKey]) -> None:
         """Forwarded unchanged."""

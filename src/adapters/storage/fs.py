@@ -216,38 +216,49 @@ class FsL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
+        return [size is not None for size in await self._load(keys, buffers, True)]
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload read to the start of a buffer at least as large; returns the sizes."""
+        return await self._load(keys, buffers, False)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[int | None]:
         if self._inflight.closing:
-            return [False] * len(keys)
+            return [None] * len(keys)
         async with self._inflight.track():
             cancelled = threading.Event()
             wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if self.shared or k in self._index]
-            jobs = [self._load_job(k, b, cancelled) for k, b in wanted]
+            jobs = [self._load_job(k, b, cancelled, exact) for k, b in wanted]
             answers = await run_jobs(self._pool, jobs, cancelled)
             results = dict(zip([k for k, _ in wanted], answers, strict=True))
-            out = []
+            out: list[int | None] = []
             for key in keys:
                 outcome = results.get(key, False)
                 self.counters.loads += 1
-                if outcome is not True:
+                ok = isinstance(outcome, int) and not isinstance(outcome, bool)
+                if not ok:
                     self._load_failed(key, outcome)
-                out.append(outcome is True)
+                out.append(outcome if ok else None)
             return out
 
-    def _load_job(self, key: ObjectKey, buf: memoryview, cancelled: threading.Event) -> Callable[[], bool]:
+    def _load_job(
+        self, key: ObjectKey, buf: memoryview, cancelled: threading.Event, exact: bool
+    ) -> Callable[[], int | bool]:
         path = self._path(key)
 
-        def job() -> bool:
+        def job() -> int | bool:
             if cancelled.is_set():
                 return False
             try:
-                _fs_io.read_object(path, key, buf, self.odirect, self.read_ahead)
+                return _fs_io.read_object(path, key, buf, self.odirect, self.read_ahead, exact)
             except BufferMismatchError:
                 raise  # a sound object of another layout: a miss, not damage
             except CorruptObjectError as exc:
                 raise _Quarantined(
                     exc, _fs_io.quarantine(path, exc.file_id, self.base / QUARANTINE_DIR)
                 ) from exc
-            return True
 
         return job
 

@@ -95,20 +95,29 @@ class MockL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Copy verified payloads into the buffers after the simulated transfer time."""
+        return [size is not None for size in await self._load(keys, buffers, True)]
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
+        return await self._load(keys, buffers, False)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[int | None]:
         if self._inflight.closing:
-            return [False] * len(keys)
+            return [None] * len(keys)
         async with self._inflight.track():
             await self._transfer(sum(buf.nbytes for buf in buffers))
-            return [self._get(key, buf) for key, buf in zip(keys, buffers, strict=True)]
+            return [self._get(key, buf, exact) for key, buf in zip(keys, buffers, strict=True)]
 
-    def _get(self, key: ObjectKey, buf: memoryview) -> bool:
+    def _get(self, key: ObjectKey, buf: memoryview, exact: bool) -> int | None:
         self.counters.loads += 1
         blob = self.objects.get(key)
         if blob is None:
             self.counters.load_misses += 1
-            return False
+            return None
         try:
-            decode_into(key, blob, buf)
+            return decode_into(key, blob, buf, exact)
         except CorruptObjectError as exc:
             self.counters.corrupt += 1
             self.counters.load_misses += 1
@@ -116,8 +125,7 @@ class MockL2Adapter:
                 self._used -= len(self.objects.pop(key))
                 self.counters.quarantined += 1
             logger.warning("mock L2: corrupt object %s: %s", key.short(), exc)
-            return False
-        return True
+            return None
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

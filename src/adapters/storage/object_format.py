@@ -42,6 +42,7 @@ __all__ = (
     "CorruptObjectError",
     "ObjectHeader",
     "UnusableObjectError",
+    "check_payload_fits",
     "checksum",
     "copy_payload",
     "decode_into",
@@ -197,21 +198,35 @@ def verify_payload(header: ObjectHeader, key: ObjectKey, payload: Buffer) -> Non
         raise CorruptObjectError("checksum mismatch")
 
 
-def decode_into(key: ObjectKey, blob: Buffer, dest: memoryview) -> None:
-    """Verify a whole stored object held in memory and copy its payload into `dest`.
+def check_payload_fits(payload_size: int, dest: memoryview, exact: bool) -> None:
+    """A payload must fill `dest` exactly (`load`) or fit at its start (`load_sized`, exact False).
 
     Raises:
-        CorruptObjectError: On any failed check, including a payload size other than `len(dest)`.
+        BufferMismatchError: When it does not (a sound object of another layout: a miss, not damage).
+    """
+    if payload_size != dest.nbytes if exact else payload_size > dest.nbytes:
+        raise BufferMismatchError("payload size differs from the buffer")
+
+
+def decode_into(key: ObjectKey, blob: Buffer, dest: memoryview, exact: bool = True) -> int:
+    """Verify a whole stored object held in memory and copy its payload into (the start of) `dest`.
+
+    Returns:
+        The payload size (`len(dest)` when `exact`).
+
+    Raises:
+        CorruptObjectError: On any failed check, including a payload size other than `len(dest)` (or
+            larger than it when not `exact`).
     """
     view = memoryview(blob)
     header = parse_header(view)
-    if header.payload_size != dest.nbytes:
-        raise BufferMismatchError("payload size differs from the buffer")
+    check_payload_fits(header.payload_size, dest, exact)
     if view.nbytes != header.total_size:
         raise CorruptObjectError("object truncated or padded")
     payload = view[header.header_len :]
     verify_payload(header, key, payload)
-    copy_payload(dest, payload)
+    copy_payload(dest[: header.payload_size], payload)
+    return header.payload_size
 
 
 def copy_payload(dest: memoryview, payload: Buffer) -> None:

@@ -27,9 +27,11 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    Outcome,
     damaged_keys,
     encode_headers,
     quarantine_remote,
+    sizes_of,
     tally_loads,
     usage_by_salt,
 )
@@ -166,12 +168,23 @@ class RedisL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """GET every object in one pipeline on a load thread, each payload received into its buffer."""
+        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "resp")
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload received at the start of a buffer at least as large; returns the sizes."""
+        outcomes = await self._load(keys, buffers, False)
+        tally_loads(self.counters, keys, outcomes, logger, "resp")
+        return sizes_of(outcomes)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[Outcome]:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
             names = [(PREFIX + key_name(key)).encode() for key in keys]
             cancel = LoadCancel()
-            job = functools.partial(self._getter.load, names, keys, buffers, cancel)
+            job = functools.partial(self._getter.load, names, keys, buffers, cancel, exact)
             thread = asyncio.get_running_loop().run_in_executor(self._load_threads, job)
             try:
                 outcomes = await asyncio.shield(thread)
@@ -182,10 +195,9 @@ class RedisL2Adapter:
                 raise
             except _ERRORS as exc:
                 self._error("load", exc)
-                return tally_loads(self.counters, keys, [False] * len(keys), logger, "resp")
-            answers = tally_loads(self.counters, keys, outcomes, logger, "resp")
+                return [False] * len(keys)
             await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "resp")
-            return answers
+            return outcomes
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

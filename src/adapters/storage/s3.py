@@ -26,11 +26,13 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    Outcome,
     damaged_keys,
     decode_all,
     encode_all,
     offload,
     quarantine_remote,
+    sizes_of,
     tally_loads,
     usage_by_salt,
 )
@@ -188,16 +190,26 @@ class S3L2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """GET every object concurrently, verify, copy each payload into its buffer."""
+        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "s3")
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
+        outcomes = await self._load(keys, buffers, False)
+        tally_loads(self.counters, keys, outcomes, logger, "s3")
+        return sizes_of(outcomes)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[Outcome]:
         if self._inflight.closing:
             return [False] * len(keys)
         async with self._inflight.track():
             blobs = await asyncio.gather(*(self._get(k) for k in keys))
             # offload() waits for its thread even when cancelled: buffers are written only while held.
             nbytes = sum(len(b) for b in blobs if b is not None)
-            outcomes = await offload(nbytes, decode_all, keys, blobs, buffers)
-            answers = tally_loads(self.counters, keys, outcomes, logger, "s3")
+            outcomes = await offload(nbytes, decode_all, keys, blobs, buffers, exact)
             await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "s3")
-            return answers
+            return outcomes
 
     async def _get(self, key: ObjectKey) -> bytes | None:
         async with self._sem:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from lmcache.adapters.telemetry.event_metrics import EventMetrics
 from lmcache.adapters.telemetry.l2_breakers import L2BreakerCollector
+from lmcache.adapters.telemetry.l2_state import L2ServicesCollector
 from lmcache.adapters.telemetry.live_state import LiveStateCollector
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class ServerMetrics:
         sessions: The session table.
         store_queue: The L2 store controller.
         coordinator_events: The coordinator's L2 event reporter (None without event reporting).
-        l2_adapters: The L2 cascade (breaker states are read from it at scrape time).
+        l2_adapters: The L2 cascade (breaker states, eviction and serde numbers are read from it at scrape
+            time).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class ServerMetrics:
         self.registry.register(self.live)
         if l2_adapters:
             self.registry.register(L2BreakerCollector(l2_adapters, adapter_types))
+            self.registry.register(L2ServicesCollector(l2_adapters, adapter_types))
         if bus is not None:
             self.events = EventMetrics(self.registry, sample_rate, chunk_size, adapter_types)
             bus.subscribe(self.events)

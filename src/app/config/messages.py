@@ -71,21 +71,30 @@ def _describe_adapter(err: ErrorDetails, loc: tuple[Any, ...], provenance: Prove
     )
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    if kind == "union_tag_invalid":
-        return f"{head}: unknown type {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
-    if kind == "union_tag_not_found":
-        return f'{head}: missing the "type" field'
+    tag = _tag_problem(kind, ctx)
+    if tag and len(loc) < 4:
+        return f"{head}: {tag}"
     if len(loc) < 4:
         return f"{head}: {_reason(err)}"
     head += f" (type {loc[3]!r})"
     field = ".".join(str(p) for p in loc[4:])
     if not field:
         return f"{head}: {_reason(err)}"
+    if tag:  # a nested typed object (fault_inject's adapter, a serde stage)
+        return f"{head}: field {field!r}: {tag}"
     if kind == "missing":
         return f"{head}: field {field!r} is required"
     if kind == "extra_forbidden":
         return f"{head}: unknown field {field!r}"
     return f"{head}: field {field!r}: {_reason(err)}"
+
+
+def _tag_problem(kind: str, ctx: dict[str, Any]) -> str | None:
+    if kind == "union_tag_invalid":
+        return f"unknown type {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
+    if kind == "union_tag_not_found":
+        return 'missing the "type" field'
+    return None
 
 
 _BOUND_WORDS = {

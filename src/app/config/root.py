@@ -45,3 +45,17 @@ class ServerConfig(Section):
                     "not in a shareable SHM segment)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _one_quota_enforcer_per_shared_tier(self) -> ServerConfig:
+        # The coordinator applies tenant quotas to a shared L2 fleet-wide; a server's own IsolatedLRU on
+        # the same tier would enforce its local quota table against a partial view (evicting.py's rule).
+        if not self.coordinator.coordinator_url:
+            return self
+        for number, spec in enumerate(self.l2.l2_adapter, start=1):
+            if spec.shared and spec.eviction is not None and spec.eviction.eviction_policy == "IsolatedLRU":
+                raise cross_field(
+                    f"--l2-adapter #{number}: eviction_policy IsolatedLRU on a shared adapter conflicts with "
+                    "--coordinator-url (the coordinator enforces quotas on a shared L2): use LRU or ARC"
+                )
+        return self

@@ -37,7 +37,8 @@ def _exported() -> set[str]:
             text = reply.read().decode()
     names: set[str] = set()
     for family in text_string_to_metric_families(text):
-        names.add(family.name)
+        if family.type not in SUFFIXES:  # a counter or histogram is queried by its suffixed series only
+            names.add(family.name)
         names.update(s.name for s in family.samples)
         names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ()))
     return names
