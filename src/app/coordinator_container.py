@@ -13,8 +13,8 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from lmcache.adapters.coordinator.app import build_coordinator_app
-from lmcache.adapters.coordinator.loops import CoordinatorSettings
-from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.coordinator.service import CoordinatorService
+from lmcache.adapters.coordinator.settings import CoordinatorSettings
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
 
@@ -33,5 +33,5 @@ class CoordinatorContainer(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=CoordinatorConfig)
     clock = providers.Singleton(SystemClock)
     settings = providers.Singleton(settings_from_config, config)
-    runtime = providers.Singleton(CoordinatorRuntime, settings, clock)
+    runtime = providers.Singleton(CoordinatorService, settings, clock)
     app = providers.Singleton(build_coordinator_app, runtime)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from socket import socket
     from types import FrameType
 
-    from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+    from lmcache.adapters.coordinator.service import CoordinatorService
     from lmcache.app.config import CoordinatorConfig
 
 __all__ = ("EXIT_FAILURE", "EXIT_OK", "run_coordinator")
@@ -89,7 +89,7 @@ def run_coordinator(config: CoordinatorConfig) -> int:
         0 after a graceful shutdown, 1 when the start failed (unreadable checkpoint, port in use).
     """
     container = CoordinatorContainer(config=config)
-    runtime: CoordinatorRuntime = container.runtime()
+    runtime: CoordinatorService = container.runtime()
     try:
         runtime.load_checkpoint()
     except (OSError, ValueError) as exc:

@@ -8,7 +8,7 @@ import uvicorn
 from dependency_injector import providers
 from litestar import Litestar
 
-from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.app.cli import build_parser
 from lmcache.app.config import CoordinatorConfig, load_config
 from lmcache.app.coordinator_container import CoordinatorContainer
@@ -21,7 +21,7 @@ def test_defaults_resolve_to_an_app_over_one_runtime() -> None:
     clock = FakeClock()
     container.clock.override(providers.Object(clock))
     runtime = container.runtime()
-    assert isinstance(runtime, CoordinatorRuntime)
+    assert isinstance(runtime, CoordinatorService)
     assert isinstance(container.app(), Litestar)
     assert container.runtime() is runtime
     assert runtime.state.registry.timeout_s == 30
@@ -66,7 +66,7 @@ def test_coordinator_settings_are_config_fields_of_the_same_name() -> None:
     """One declaration per value: every adapter setting but the per-call timeout comes from the config."""
     import dataclasses
 
-    from lmcache.adapters.coordinator.loops import CoordinatorSettings
+    from lmcache.adapters.coordinator.settings import CoordinatorSettings
     from lmcache.app.config import CoordinatorConfig
     from lmcache.app.coordinator_container import settings_from_config
 

@@ -1,4 +1,4 @@
-"""The coordinator's Litestar app: every route of coordinator-api.md over one `CoordinatorRuntime`.
+"""The coordinator's Litestar app: every route of coordinator-api.md over one `CoordinatorService`.
 
 The runtime is handed to handlers as the `runtime` dependency; the app's start-up and shutdown hooks start
 and stop its loops. No OpenAPI schema and no Litestar logging config: the CLI owns logging.
@@ -15,17 +15,17 @@ from lmcache.adapters.coordinator.routes_aliases import ALIAS_ROUTES
 from lmcache.adapters.coordinator.routes_blend import BLEND_ROUTES
 from lmcache.adapters.coordinator.routes_l2 import L2_ROUTES
 from lmcache.adapters.coordinator.routes_membership import MEMBERSHIP_ROUTES
-from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.coordinator.service import CoordinatorService
 
 __all__ = ("build_coordinator_app",)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # an event batch or a blend publication can be large
 
 
-def build_coordinator_app(runtime: CoordinatorRuntime) -> Litestar:
+def build_coordinator_app(runtime: CoordinatorService) -> Litestar:
     """Build the ASGI app serving `runtime`."""
 
-    def provide_runtime() -> CoordinatorRuntime:
+    def provide_runtime() -> CoordinatorService:
         return runtime
 
     # handlers annotate their types under TYPE_CHECKING; Litestar resolves them from this namespace
@@ -33,7 +33,7 @@ def build_coordinator_app(runtime: CoordinatorRuntime) -> Litestar:
         name: getattr(schemas, name) for name in schemas.__all__ if isinstance(getattr(schemas, name), type)
     }
     namespace.update(
-        CoordinatorRuntime=CoordinatorRuntime,
+        CoordinatorService=CoordinatorService,
         FromPath=FromPath,
         JSONBody=JSONBody,
         NamedDependency=NamedDependency,

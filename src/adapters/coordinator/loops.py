@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lmcache.adapters.coordinator.servers import ServerCallError
@@ -18,43 +17,17 @@ from lmcache.domain.fleet_eviction import EvictionPlan, plan_evictions
 from lmcache.domain.keys import salt_alias
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from lmcache.adapters.coordinator.checkpoint import JsonCheckpointFile
     from lmcache.adapters.coordinator.metrics import CoordinatorMetrics
     from lmcache.adapters.coordinator.servers import HttpFleetServers
+    from lmcache.adapters.coordinator.settings import CoordinatorSettings
     from lmcache.domain.fleet_registry import InstanceRecord
     from lmcache.domain.fleet_state import FleetState
     from lmcache.domain.keys import ObjectKey
 
-__all__ = ("CoordinatorSettings", "FleetLoops")
+__all__ = ("FleetLoops",)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorSettings:
-    """Plain values the coordinator adapter needs.
-
-    Every field but `server_timeout` is the `CoordinatorConfig` field of the same name: its default, bounds
-    and help live there only, and the app layer copies the values over by name (`settings_from_config`).
-    """
-
-    instance_timeout: float
-    health_check_interval: float
-    eviction_check_interval: float
-    eviction_ratio: float
-    trigger_watermark: float
-    blend_chunk_size: int
-    blend_probe_stride: int
-    checkpoint_path: Path | None
-    checkpoint_interval: float
-    enable_startup_resync: bool
-    resync_poll_interval: float
-    resync_max_wait: float
-    resync_page_size: int
-    server_auth_token: str | None
-    server_timeout: float = 10.0  # per call to a server; not a flag
 
 
 class FleetLoops:

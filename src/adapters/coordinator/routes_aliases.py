@@ -21,14 +21,14 @@ if TYPE_CHECKING:
     from litestar.di import NamedDependency
     from litestar.params import FromPath, JSONBody
 
-    from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
     from lmcache.adapters.coordinator.schemas import QuotaBody
+    from lmcache.adapters.coordinator.service import CoordinatorService
 
 __all__ = ("ALIAS_ROUTES",)
 
 
 @get("/quota")
-async def list_quotas(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def list_quotas(runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """Every quota with its usage."""
     usage = runtime.state.directory.usage
     users = {
@@ -40,7 +40,7 @@ async def list_quotas(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str,
 
 @put("/quota/{salt:str}")
 async def put_quota_alias(
-    salt: FromPath[str], data: JSONBody[QuotaBody], runtime: NamedDependency[CoordinatorRuntime]
+    salt: FromPath[str], data: JSONBody[QuotaBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """= `PUT /l2/quota/{salt}`."""
     return quota_put(runtime, salt, data.limit_gb)
@@ -48,7 +48,7 @@ async def put_quota_alias(
 
 @get("/quota/{salt:str}")
 async def get_quota_alias(
-    salt: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    salt: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """A salt's quota and usage."""
     key = path_salt(salt)
@@ -63,7 +63,7 @@ async def get_quota_alias(
 
 @delete("/quota/{salt:str}", status_code=200)
 async def delete_quota_alias(
-    salt: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    salt: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """= `DELETE /l2/quota/{salt}`."""
     return quota_delete(runtime, salt)
@@ -79,7 +79,7 @@ def _usage_row(instance_id: str, nbytes: int, count: int) -> dict[str, Any]:
 
 
 @get("/instances/usage")
-async def instances_usage(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def instances_usage(runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """L2 usage per registered instance, from the objects each one stored."""
     usage = runtime.state.directory.usage_by_instance()
     rows = []
@@ -91,7 +91,7 @@ async def instances_usage(runtime: NamedDependency[CoordinatorRuntime]) -> dict[
 
 @get("/instances/{instance_id:str}/usage")
 async def instance_usage(
-    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """L2 usage of one instance; 404 when it is neither registered nor the storer of any object."""
     u = runtime.state.directory.usage_by_instance().get(instance_id)
@@ -101,7 +101,7 @@ async def instance_usage(
 
 
 @get("/directory/stats")
-async def directory_stats(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def directory_stats(runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """Sizes of the key directory and the blend index."""
     directory = runtime.state.directory
     return {
@@ -116,7 +116,7 @@ async def directory_stats(runtime: NamedDependency[CoordinatorRuntime]) -> dict[
 
 @get("/directory/keys")
 async def directory_keys(
-    runtime: NamedDependency[CoordinatorRuntime],
+    runtime: NamedDependency[CoordinatorService],
     offset: Annotated[int, QueryParameter(ge=0)] = 0,
     limit: Annotated[int, QueryParameter(ge=0, le=10_000)] = 100,
 ) -> dict[str, Any]:

@@ -13,20 +13,20 @@ if TYPE_CHECKING:
     from litestar.di import NamedDependency
     from litestar.params import JSONBody
 
-    from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
     from lmcache.adapters.coordinator.schemas import (
         BlendFingerprintsBody,
         BlendLookupBody,
         BlendMatchBody,
         RemoveFingerprintsBody,
     )
+    from lmcache.adapters.coordinator.service import CoordinatorService
 
 __all__ = ("BLEND_ROUTES",)
 
 
 @post("/blend/fingerprints", status_code=200)
 async def insert_fingerprints(
-    data: JSONBody[BlendFingerprintsBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[BlendFingerprintsBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, int]:
     """Index the full chunks of each published range; `inserted` counts new entries only."""
     ranges = [
@@ -37,7 +37,7 @@ async def insert_fingerprints(
 
 @delete("/blend/fingerprints", status_code=200)
 async def remove_fingerprints(
-    data: JSONBody[RemoveFingerprintsBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[RemoveFingerprintsBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, int]:
     """Remove every entry of the given chunk hashes."""
     return {"removed": runtime.state.blend.delete(data.object_keys)}
@@ -45,7 +45,7 @@ async def remove_fingerprints(
 
 @post("/blend/match", status_code=200)
 async def match(
-    data: JSONBody[BlendMatchBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[BlendMatchBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Stored chunks of the scope found in the query, at most one per key, ascending cur_st."""
     if data.tokens_b64 is not None:
@@ -60,7 +60,7 @@ async def match(
 
 @post("/directory/blend-lookup", status_code=200)
 async def blend_lookup(
-    data: JSONBody[BlendLookupBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[BlendLookupBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """The LMCache 0.5.6 name of the match, scoped by `<model_name>@<cache_salt>`."""
     tokens = decode_tokens(data.tokens_b64, 4, "tokens_b64")

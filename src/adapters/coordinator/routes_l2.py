@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from litestar.di import NamedDependency
     from litestar.params import FromPath, JSONBody
 
-    from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
     from lmcache.adapters.coordinator.schemas import EventsBody, PrefetchBody, QuotaBody
+    from lmcache.adapters.coordinator.service import CoordinatorService
 
 __all__ = ("L2_ROUTES", "path_salt", "quota_delete", "quota_put", "salt_status")
 
@@ -37,7 +37,7 @@ def path_salt(name: str) -> str:
         raise bad_request("cache_salt", str(exc)) from None
 
 
-def quota_put(runtime: CoordinatorRuntime, salt_name: str, limit_gb: float) -> dict[str, Any]:
+def quota_put(runtime: CoordinatorService, salt_name: str, limit_gb: float) -> dict[str, Any]:
     """Set a quota; shared by `/l2/quota/{salt}` and `/quota/{salt}`."""
     salt = path_salt(salt_name)
     try:
@@ -48,14 +48,14 @@ def quota_put(runtime: CoordinatorRuntime, salt_name: str, limit_gb: float) -> d
     return {"cache_salt": salt_alias(salt), "limit_gb": limit_gb, "status": "ok"}
 
 
-def quota_delete(runtime: CoordinatorRuntime, salt_name: str) -> dict[str, Any]:
+def quota_delete(runtime: CoordinatorService, salt_name: str) -> dict[str, Any]:
     """Remove a quota; shared by `/l2/quota/{salt}` and `/quota/{salt}`."""
     salt = path_salt(salt_name)
     removed = runtime.state.quotas.delete(salt)
     return {"cache_salt": salt_alias(salt), "status": "removed" if removed else "not_found"}
 
 
-def salt_status(runtime: CoordinatorRuntime, salt: str) -> dict[str, Any]:
+def salt_status(runtime: CoordinatorService, salt: str) -> dict[str, Any]:
     """Quota and usage of one salt (key spelling)."""
     limit = runtime.state.quotas.get_gb(salt)
     return {
@@ -68,14 +68,14 @@ def salt_status(runtime: CoordinatorRuntime, salt: str) -> dict[str, Any]:
 
 @put("/l2/quota/{salt:str}")
 async def put_quota(
-    salt: FromPath[str], data: JSONBody[QuotaBody], runtime: NamedDependency[CoordinatorRuntime]
+    salt: FromPath[str], data: JSONBody[QuotaBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Set a salt's fleet L2 quota in GB."""
     return quota_put(runtime, salt, data.limit_gb)
 
 
 @get("/l2/quota/{salt:str}")
-async def get_quota(salt: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def get_quota(salt: FromPath[str], runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """A salt's quota (`limit_gb` null when none)."""
     key = path_salt(salt)
     limit = runtime.state.quotas.get_gb(key)
@@ -83,14 +83,14 @@ async def get_quota(salt: FromPath[str], runtime: NamedDependency[CoordinatorRun
 
 
 @delete("/l2/quota/{salt:str}", status_code=200)
-async def delete_quota(salt: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def delete_quota(salt: FromPath[str], runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """Remove a salt's quota."""
     return quota_delete(runtime, salt)
 
 
 @post("/l2/events", status_code=200)
 async def post_events(
-    data: JSONBody[EventsBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[EventsBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, int]:
     """Apply one ordered batch of a server's L2 events unless it was applied before."""
     events = [
@@ -107,14 +107,14 @@ async def post_events(
 
 @get("/l2/status/{salt:str}")
 async def get_salt_status(
-    salt: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    salt: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Quota and usage of one salt."""
     return salt_status(runtime, path_salt(salt))
 
 
 @get("/l2/status")
-async def get_status(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def get_status(runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """Total usage and every salt with a quota or usage."""
     salts = set(runtime.state.quotas.all_gb()) | set(runtime.state.directory.usage_by_salt())
     return {
@@ -125,7 +125,7 @@ async def get_status(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, 
 
 @post("/l2/prefetch", status_code=200)
 async def post_prefetch(
-    data: JSONBody[PrefetchBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[PrefetchBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Forward a prefetch of `token_ids` to the named server (`noop` when shorter than one chunk)."""
     record = runtime.state.registry.get(data.instance_id)
@@ -157,7 +157,7 @@ async def post_prefetch(
 
 @get("/l2/prefetch/{instance_id:str}/{request_id:str}")
 async def get_prefetch(
-    instance_id: FromPath[str], request_id: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    instance_id: FromPath[str], request_id: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Status of a forwarded prefetch: pending, or completed with found/total keys."""
     known = runtime.prefetches.get((instance_id, request_id))

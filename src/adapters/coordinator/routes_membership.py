@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from litestar.di import NamedDependency
     from litestar.params import FromPath, JSONBody
 
-    from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
     from lmcache.adapters.coordinator.schemas import RegisterBody
+    from lmcache.adapters.coordinator.service import CoordinatorService
 
 __all__ = ("MEMBERSHIP_ROUTES",)
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @post("/instances", status_code=200)
 async def register_instance(
-    data: JSONBody[RegisterBody], runtime: NamedDependency[CoordinatorRuntime]
+    data: JSONBody[RegisterBody], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, Any]:
     """Register (or re-register) a server; an empty instance_id gets a fresh one."""
     instance_id, re_registered = runtime.state.register(
@@ -48,7 +48,7 @@ async def register_instance(
 
 @put("/instances/{instance_id:str}/heartbeat", status_code=200)
 async def heartbeat(
-    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> dict[str, str]:
     """Refresh an instance; 404 tells the server to register again."""
     if not runtime.state.registry.heartbeat(instance_id):
@@ -59,7 +59,7 @@ async def heartbeat(
 
 @delete("/instances/{instance_id:str}", status_code=204)
 async def deregister_instance(
-    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorRuntime]
+    instance_id: FromPath[str], runtime: NamedDependency[CoordinatorService]
 ) -> None:
     """Remove an instance (idempotent)."""
     if runtime.state.registry.deregister(instance_id):
@@ -67,7 +67,7 @@ async def deregister_instance(
 
 
 @get("/instances")
-async def list_instances(runtime: NamedDependency[CoordinatorRuntime]) -> dict[str, Any]:
+async def list_instances(runtime: NamedDependency[CoordinatorService]) -> dict[str, Any]:
     """Every registered instance."""
     return {"instances": [r.to_json() for r in runtime.state.registry.all()]}
 
@@ -79,7 +79,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/metrics")
-async def metrics(runtime: NamedDependency[CoordinatorRuntime]) -> Response[bytes]:
+async def metrics(runtime: NamedDependency[CoordinatorService]) -> Response[bytes]:
     """Prometheus text exposition."""
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 

@@ -1,7 +1,7 @@
 """`LMCacheMPConnector`: vLLM's KV-connector v1 interface over `lmcache server`, for both roles.
 
 This is the only module that imports vLLM; it translates vLLM's config and objects and delegates to the
-scheduler half (`scheduler_half`) or the worker adapter (`worker_adapter`). Select it with
+scheduler half (`scheduler_planner`) or the worker adapter (`worker_adapter`). Select it with
 `"kv_connector":"LMCacheMPConnector"` (vLLM's registry then imports it through
 `lmcache.integration.vllm.lmcache_mp_connector`) or with
 `"kv_connector_module_path":"lmcache.adapters.vllm.connector"`.
@@ -25,7 +25,7 @@ from lmcache.adapters.vllm.config import KVRole, parse_extra_config
 from lmcache.adapters.vllm.kv_tensors import physical
 from lmcache.adapters.vllm.logs import init_logger
 from lmcache.adapters.vllm.scheduler_adapter import LMCacheMPSchedulerAdapter
-from lmcache.adapters.vllm.scheduler_half import SchedulerHalf
+from lmcache.adapters.vllm.scheduler_planner import SchedulerPlanner
 from lmcache.adapters.vllm.transfer_ops import ConnectorPlan, ParallelStrategy
 from lmcache.adapters.vllm.worker_adapter import LMCacheMPWorkerAdapter
 from lmcache.domain.keys import validate_model_name
@@ -101,7 +101,7 @@ class LMCacheMPConnector(KVConnectorBase_V1):  # type: ignore[misc]
         model_name = validate_model_name(str(vllm_config.model_config.model))
         block_size = int(vllm_config.cache_config.block_size)
         strategy = _strategy(vllm_config)
-        self._scheduler: SchedulerHalf | None = None
+        self._scheduler: SchedulerPlanner | None = None
         self._worker: LMCacheMPWorkerAdapter | None = None
         if role == KVConnectorRole.SCHEDULER:
             adapter = LMCacheMPSchedulerAdapter(
@@ -113,7 +113,9 @@ class LMCacheMPConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 self.config.mq_timeout,
                 self.config.heartbeat_interval,
             )
-            self._scheduler = SchedulerHalf(adapter, self.kv_role, block_size, self.config.save_decode_cache)
+            self._scheduler = SchedulerPlanner(
+                adapter, self.kv_role, block_size, self.config.save_decode_cache
+            )
             if getattr(transfer, "kv_load_failure_policy", "recompute") != "recompute":
                 logger.warning(
                     "kv_load_failure_policy is %r: a KV load that fails (server cleared or restarted between "
@@ -144,7 +146,7 @@ class LMCacheMPConnector(KVConnectorBase_V1):  # type: ignore[misc]
             raise RuntimeError("worker-side call on the scheduler's connector")
         return self._worker
 
-    def _scheduler_side(self) -> SchedulerHalf:
+    def _scheduler_side(self) -> SchedulerPlanner:
         if self._scheduler is None:
             raise RuntimeError("scheduler-side call on a worker's connector")
         return self._scheduler

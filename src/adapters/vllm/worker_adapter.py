@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from lmcache.adapters.transport.client import LMCacheClient
 from lmcache.adapters.transport.wire_types import CacheKey
 from lmcache.adapters.vllm.config import resolve_transfer_mode, server_ops
-from lmcache.adapters.vllm.engine_driven import EngineDrivenPath
 from lmcache.adapters.vllm.heartbeat import Heartbeat
 from lmcache.adapters.vllm.kv_tensors import physical
-from lmcache.adapters.vllm.lmcache_driven import LmcacheDrivenPath
 from lmcache.adapters.vllm.scheduler_adapter import connect_chunk_size
+from lmcache.adapters.vllm.server_copies import LmcacheDrivenPath
 from lmcache.adapters.vllm.transfer_base import Outcome, Waiter
 from lmcache.adapters.vllm.transfer_ops import ParallelStrategy
+from lmcache.adapters.vllm.worker_copies import EngineDrivenPath
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -1,6 +1,6 @@
 """The coordinator's loop intervals: 0 disables a loop; the checkpoint is written periodically while running.
 
-The interval tests run the real `CoordinatorRuntime` in process on a fake clock (heartbeat expiry reads
+The interval tests run the real `CoordinatorService` in process on a fake clock (heartbeat expiry reads
 it), with the checkpoint loop on a short real interval as the witness that time passed and loops ran: a
 disabled loop must have done nothing by the time the checkpoint loop ran several times, while the same
 setup with the loop enabled does its work. The periodic checkpoint is checked on a real coordinator
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.app.config import CoordinatorConfig
 from lmcache.app.coordinator_container import settings_from_config
 from tests.fakes.clock import FakeClock
@@ -26,19 +26,19 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from lmcache.adapters.coordinator.loops import CoordinatorSettings
+    from lmcache.adapters.coordinator.settings import CoordinatorSettings
     from tests.integration.coordinator.conftest import CoordinatorProcess
 
 WITNESS_INTERVAL = 0.05  # the checkpoint loop: proves the runtime's loops get to run
 WITNESS_RUNS = 4
 
 
-def sample(runtime: CoordinatorRuntime, name: str) -> float:
+def sample(runtime: CoordinatorService, name: str) -> float:
     value = runtime.metrics.registry.get_sample_value(name)
     return 0.0 if value is None else value
 
 
-async def run_until_witnessed(runtime: CoordinatorRuntime, done: Callable[[], bool] = lambda: False) -> None:
+async def run_until_witnessed(runtime: CoordinatorService, done: Callable[[], bool] = lambda: False) -> None:
     """Start the runtime and let it run until the checkpoint loop ran WITNESS_RUNS times and `done()`."""
     await runtime.start()
     try:
@@ -68,7 +68,7 @@ async def test_a_health_check_interval_of_0_disables_the_health_sweep(
     tmp_path: Path, interval: float
 ) -> None:
     clock = FakeClock()
-    runtime = CoordinatorRuntime(settings(tmp_path, health=interval, eviction=0), clock)
+    runtime = CoordinatorService(settings(tmp_path, health=interval, eviction=0), clock)
     runtime.state.register("stale", "127.0.0.1", free_port())
     clock.advance(60)  # far past --instance-timeout: any sweep drops it
 
@@ -89,7 +89,7 @@ async def test_a_health_check_interval_of_0_disables_the_health_sweep(
 async def test_an_eviction_check_interval_of_0_disables_fleet_eviction(
     tmp_path: Path, interval: float
 ) -> None:
-    runtime = CoordinatorRuntime(settings(tmp_path, health=0, eviction=interval), FakeClock())
+    runtime = CoordinatorService(settings(tmp_path, health=0, eviction=interval), FakeClock())
     # A live server that refuses connections: every eviction attempt is a counted failure.
     runtime.state.register("srv", "127.0.0.1", free_port())
     keys = [make_key(i, "t") for i in range(10)]

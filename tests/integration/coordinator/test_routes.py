@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from lmcache.adapters.coordinator.app import build_coordinator_app
-from lmcache.adapters.coordinator.runtime import CoordinatorRuntime
+from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
 from lmcache.app.coordinator_container import settings_from_config
@@ -35,7 +35,7 @@ def client() -> Iterator[TestClient[Any]]:
             blend_chunk_size=4,
         )
     )
-    with TestClient(build_coordinator_app(CoordinatorRuntime(settings, SystemClock()))) as c:
+    with TestClient(build_coordinator_app(CoordinatorService(settings, SystemClock()))) as c:
         yield c
 
 

@@ -15,7 +15,7 @@ import torch
 
 from lmcache.adapters.vllm.config import KVRole
 from lmcache.adapters.vllm.scheduler_adapter import LMCacheMPSchedulerAdapter
-from lmcache.adapters.vllm.scheduler_half import SchedulerHalf
+from lmcache.adapters.vllm.scheduler_planner import SchedulerPlanner
 from lmcache.adapters.vllm.worker_adapter import LMCacheMPWorkerAdapter
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class FakeVLLM:
     def __init__(
         self, url: str, mode: str, seed: int, role: str = "kv_both", heartbeat_s: float = 10.0
     ) -> None:
-        self.scheduler = SchedulerHalf(
+        self.scheduler = SchedulerPlanner(
             LMCacheMPSchedulerAdapter(
                 url, model_name="tiny", vllm_block_size=BLOCK, mq_timeout=10.0, heartbeat_interval=heartbeat_s
             ),

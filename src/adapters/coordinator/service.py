@@ -24,15 +24,15 @@ from lmcache.domain.supervisor import Supervisor
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from lmcache.adapters.coordinator.loops import CoordinatorSettings
+    from lmcache.adapters.coordinator.settings import CoordinatorSettings
     from lmcache.ports.clock import Clock
 
-__all__ = ("CoordinatorRuntime",)
+__all__ = ("CoordinatorService",)
 
 logger = logging.getLogger(__name__)
 
 
-class CoordinatorRuntime:
+class CoordinatorService:
     """Everything one coordinator process runs.
 
     Args:

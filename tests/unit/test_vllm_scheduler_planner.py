@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lmcache.adapters.vllm.config import KVRole
-from lmcache.adapters.vllm.scheduler_half import SchedulerHalf
+from lmcache.adapters.vllm.scheduler_planner import SchedulerPlanner
 
 CHUNK, BLOCK = 256, 32
 
@@ -58,9 +58,9 @@ def _output(rid: str, blocks: list[int], computed: int, scheduled: int) -> Any:
     )
 
 
-def _half(role: str = "kv_both") -> tuple[SchedulerHalf, RecordingAdapter]:
+def _half(role: str = "kv_both") -> tuple[SchedulerPlanner, RecordingAdapter]:
     adapter = RecordingAdapter()
-    return SchedulerHalf(adapter, KVRole.parse(role), BLOCK, save_decode_cache=False), adapter  # type: ignore[arg-type]
+    return SchedulerPlanner(adapter, KVRole.parse(role), BLOCK, save_decode_cache=False), adapter  # type: ignore[arg-type]
 
 
 def test_a_running_lookup_asks_vllm_to_come_back() -> None:

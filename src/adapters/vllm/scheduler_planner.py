@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.vllm.config import KVRole
     from lmcache.adapters.vllm.scheduler_adapter import LMCacheMPSchedulerAdapter
 
-__all__ = ("SchedulerHalf", "first_group")
+__all__ = ("SchedulerPlanner", "first_group")
 
 logger = logging.getLogger("lmcache.vllm.scheduler")
 
@@ -52,7 +52,7 @@ def _cacheable(request: Any) -> tuple[bool, str]:
     return getattr(request, "lora_request", None) is None, salt
 
 
-class SchedulerHalf:
+class SchedulerPlanner:
     """Scheduler-side connector logic.
 
     Args:
