@@ -24,6 +24,7 @@ from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
+from lmcache.app.l2_memory import attach_l1_memory
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
 
@@ -80,7 +81,7 @@ class ServerRuntime:
             cfg.mp.supported_transfer_mode,
         )
         try:
-            c.l2_adapters()
+            attach_l1_memory(c.l2_adapters(), memory)  # native clients register the arena once
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
             self.blend = c.blend()  # None without --engine-type blend; subscribes before the bus starts
             self.telemetry.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from lmcache.app.config.base import flag
 from lmcache.app.config.l2_base import L2SpecBase
@@ -71,18 +71,53 @@ class NixlStoreDynamicSpec(L2SpecBase):
 
 
 class MooncakeStoreSpec(L2SpecBase):
-    """mooncake_store: a Mooncake Store client; the connection keys are Mooncake's own."""
+    """mooncake_store: a Mooncake Store client; the connection keys are Mooncake's own.
+
+    LMCache's names are accepted too: `master_server_addr` for `master_server_address` and
+    `rdma_devices` for `device_name`.
+    """
 
     type: Literal["mooncake_store"]
+    impl = "lmcache.adapters.storage.mooncake:MooncakeL2Adapter"
+    pip_extra = "mooncake"
+    model_config = ConfigDict(populate_by_name=True)
     num_workers: int = flag(4, gt=0, description="Client worker threads.")
-    local_hostname: str | None = flag(None, description="This host's name as Mooncake peers reach it.")
-    metadata_server: str | None = flag(None, description="Mooncake metadata server URL.")
-    master_server_address: str | None = flag(None, description="Mooncake master address (host:port).")
+    local_hostname: str = flag(
+        "127.0.0.1", min_length=1, description="This host's address as Mooncake peers reach it."
+    )
+    metadata_server: str = flag(
+        "P2PHANDSHAKE",
+        min_length=1,
+        description="Mooncake metadata server (http://host:port/metadata, etcd://...) or P2PHANDSHAKE.",
+    )
+    master_server_address: str = Field(
+        min_length=1,
+        validation_alias=AliasChoices("master_server_address", "master_server_addr"),
+        description="Mooncake master RPC address (host:port).",
+    )
     protocol: Literal["tcp", "rdma"] = flag("tcp", description="Transfer protocol.")
-    device_name: str | None = flag(None, description="RDMA device(s) for protocol rdma.")
-    global_segment_size: int | None = flag(None, gt=0, description="Bytes this client contributes.")
-    local_buffer_size: int | None = flag(None, gt=0, description="Bytes of the local transfer buffer.")
-    replica_num: int | None = flag(None, gt=0, description="Replicas per object.")
+    device_name: str = Field(
+        "",
+        validation_alias=AliasChoices("device_name", "rdma_devices"),
+        description="RDMA device(s) for protocol rdma.",
+    )
+    global_segment_size: int = flag(
+        0,
+        ge=0,
+        description="Bytes this client contributes to the store; 0 = none (data lives in storage nodes "
+        "and outlives this server).",
+    )
+    local_buffer_size: int = flag(16 << 20, ge=0, description="Bytes of Mooncake's local transfer buffer.")
+    replica_num: int = flag(1, gt=0, description="Replicas per object.")
+    key_prefix: str = flag(
+        "lmcache:", min_length=1, description="Prefix of this cache's object names (one namespace per fleet)."
+    )
+    master_metrics_url: str | None = flag(
+        None,
+        description="The master's HTTP admin server (http://host:port, mooncake_master --metrics_port); "
+        "enables key listing and usage. Unset: listings are empty.",
+    )
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
 
 
 class AerospikeSpec(L2SpecBase):

@@ -16,17 +16,17 @@ import pytest
 from lmcache.adapters.storage import object_format
 from lmcache.app.config.l2 import L2Config
 from lmcache.app.l2_factory import build_l2_adapters
-from tests.integration.l2.servers import S3_CREDS, RedisServer, S3Server
+from tests.integration.l2.servers import S3_CREDS, MooncakeCluster, RedisServer, S3Server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from lmcache.domain.keys import ObjectKey
 
-ALL_BACKENDS = ["fake", "mock", "fs", "resp", "s3", "plugin", "fault_inject"]
+ALL_BACKENDS = ["fake", "mock", "fs", "resp", "s3", "plugin", "fault_inject", "mooncake_store"]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fs", "resp", "s3", "fault_inject"]
-PERSISTENT = ["fs", "resp", "s3"]
+VERIFYING = ["mock", "fs", "resp", "s3", "fault_inject", "mooncake_store"]
+PERSISTENT = ["fs", "resp", "s3", "mooncake_store"]
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,13 @@ def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mooncake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MooncakeCluster]:
+    cluster = MooncakeCluster(tmp_path_factory.mktemp("mooncake")).start()
+    yield cluster
+    cluster.stop()
 
 
 def build(spec: dict[str, Any]) -> Any:
@@ -111,6 +118,8 @@ class Harness:
             reply = await (await inner._s3()).get_object(Bucket=inner.bucket, Key=inner._name(key))
             async with reply["Body"] as stream:
                 return bytes(await stream.read())
+        if self.name == "mooncake_store":
+            return bytes(inner.client.get(inner._name(key)))
         raise AssertionError(f"{self.name} keeps no object format")
 
     async def _write(self, adapter: Any, key: ObjectKey, blob: bytes) -> None:
@@ -123,6 +132,9 @@ class Harness:
             await inner.client.set("lmcache:" + object_format.key_name(key), blob)
         elif self.name == "s3":
             await (await inner._s3()).put_object(Bucket=inner.bucket, Key=inner._name(key), Body=blob)
+        elif self.name == "mooncake_store":
+            assert inner.client.remove(inner._name(key), True) == 0
+            assert inner.client.put(inner._name(key), blob) == 0
 
 
 def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any] | None, Any]:
@@ -149,6 +161,9 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
     if name == "s3":
         server = request.getfixturevalue("s3_server")
         return s3_spec(server, f"t-{uuid.uuid4().hex[:8]}"), server
+    if name == "mooncake_store":
+        cluster = request.getfixturevalue("mooncake")
+        return cluster.spec(f"t-{uuid.uuid4().hex[:8]}:"), cluster
     raise AssertionError(name)
 
 

@@ -13,13 +13,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import boto3
 import redis
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 REDIS_SERVER = "/usr/bin/redis-server"
 S3_CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -181,3 +178,104 @@ class S3Server:
     def stop(self) -> None:
         _stop(self.proc)
         self.proc = None
+
+
+def _bin(name: str) -> str:
+    """An executable installed beside this Python (console scripts and the Mooncake wheel's binaries)."""
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class MooncakeCluster:
+    """mooncake_master (with its HTTP metadata server) and one storage node (`mooncake_client`).
+
+    Everything we can bind is bound to 127.0.0.1; the transfer engines still listen on all interfaces
+    (Mooncake offers no flag for it). The storage node holds the data, so objects outlive any client.
+    """
+
+    workdir: Path
+    segment: str = "512MB"
+    lease_ms: int = 10_000
+    rpc_port: int = field(default_factory=free_port)
+    meta_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    client_port: int = field(default_factory=free_port)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def master(self) -> str:
+        return f"127.0.0.1:{self.rpc_port}"
+
+    @property
+    def metadata(self) -> str:
+        return f"http://127.0.0.1:{self.meta_port}/metadata"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def spec(self, prefix: str = "lmcache:") -> dict[str, object]:
+        return {
+            "type": "mooncake_store",
+            "metadata_server": self.metadata,
+            "master_server_address": self.master,
+            "global_segment_size": 0,
+            "key_prefix": prefix,
+            "master_metrics_url": self.metrics_url,
+        }
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = (self.workdir / log).open("wb")
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> MooncakeCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        master = self._spawn(
+            [
+                _bin("mooncake_master"),
+                f"--rpc_port={self.rpc_port}",
+                "--rpc_address=127.0.0.1",
+                "--enable_http_metadata_server=true",
+                "--http_metadata_server_host=127.0.0.1",
+                f"--http_metadata_server_port={self.meta_port}",
+                "--metrics_host=127.0.0.1",
+                f"--metrics_port={self.metrics_port}",
+                f"--default_kv_lease_ttl={self.lease_ms}",
+                "--logtostderr",
+            ],
+            "master.log",
+        )
+        _wait(lambda: _http_ok(f"{self.metrics_url}/health"), "mooncake_master", master, timeout=30)
+        node = self._spawn(
+            [
+                _bin("mooncake_client"),
+                "--host=127.0.0.1",
+                f"--port={self.client_port}",
+                f"--master_server_address={self.master}",
+                f"--metadata_server={self.metadata}",
+                f"--global_segment_size={self.segment}",
+                "--protocol=tcp",
+                "--logtostderr",
+            ],
+            "client.log",
+        )
+        _wait(lambda: _http_text(f"{self.metrics_url}/get_all_segments").strip(), "mooncake_client", node, 30)
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _stop(proc)
+        self.procs.clear()
+
+
+def _http_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=1) as reply:
+        return str(reply.read().decode())
+
+
+def _http_ok(url: str) -> bool:
+    return bool(_http_text(url))

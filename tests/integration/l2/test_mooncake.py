@@ -1,0 +1,61 @@
+"""mooncake_store specifics against a real mooncake_master + storage node on loopback.
+
+The L1 arena registered once (copy-free path), removal of a leased object deferred until its lease
+lapses, and a start-up failure that names the flag.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from lmcache.adapters.storage._native_mem import address_of
+from lmcache.app.config import ConfigError
+from tests.integration.l2.conftest import build
+from tests.integration.l2.servers import free_port
+from tests.integration.l2.test_contract import key, payload
+
+if TYPE_CHECKING:
+    from tests.integration.l2.servers import MooncakeCluster
+
+
+async def test_l1_arena_registered_once_moves_extents(mooncake: MooncakeCluster) -> None:
+    adapter = build(mooncake.spec("reg:"))
+    arena = np.zeros(4 << 20, np.uint8)
+    adapter.register_l1(address_of(arena), arena.nbytes)
+    view = memoryview(arena)
+    src, dst = view[: 1 << 20], view[2 << 20 : 3 << 20]
+    src[:] = payload(5, 1 << 20)
+    assert adapter._memory.covered(address_of(src), src.nbytes)
+    assert await adapter.store([key(5)], [src]) == [True]
+    assert await adapter.load([key(5)], [dst]) == [True]
+    assert bytes(dst) == bytes(src)
+    assert not adapter._memory._temporary  # nothing registered per call
+    await adapter.close()
+
+
+async def test_delete_of_a_leased_object_hides_it_and_removes_it_later(mooncake: MooncakeCluster) -> None:
+    adapter = build(mooncake.spec(f"lease-{time.time_ns()}:"))
+    data = payload(1, 5000)
+    await adapter.store([key(1)], [data])
+    assert await adapter.load([key(1)], [memoryview(bytearray(5000))]) == [True]  # takes a lease
+    assert await adapter.delete([key(1)]) == [True]
+    assert await adapter.lookup_and_lock([key(1)]) == [False]
+    assert key(1) not in (await adapter.list_keys()).keys
+    assert adapter._doomed == {key(1)}
+    # A new store of the key cancels the pending removal.
+    assert await adapter.store([key(1)], [data]) == [True]
+    assert adapter._doomed == set()
+    assert await adapter.lookup_and_lock([key(1)]) == [True]
+    await adapter.close()
+
+
+def test_unreachable_master_fails_start_up_naming_the_flag() -> None:
+    spec = {"type": "mooncake_store", "master_server_address": f"127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"--l2-adapter #1 \(type 'mooncake_store'\): .*setup failed"):
+        build(spec)
+    assert time.monotonic() - started < 60
