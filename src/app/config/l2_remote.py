@@ -12,11 +12,13 @@ from lmcache.app.config.l2_base import L2SpecBase
 
 __all__ = (
     "AerospikeSpec",
+    "HfBucketSpec",
     "MooncakeStoreSpec",
     "NixlStoreDynamicSpec",
     "NixlStoreSpec",
     "RespSpec",
     "S3Spec",
+    "ValkeySpec",
 )
 
 _CAPACITY = "Capacity in GB reported for eviction; 0 disables capacity tracking."
@@ -177,6 +179,11 @@ class RespSpec(L2SpecBase):
     username: str = flag("", description="ACL user; env fallback LMCACHE_RESP_USERNAME.")
     password: str = flag("", description="Password; env fallback LMCACHE_RESP_PASSWORD.")
     max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
+    cluster: bool | None = flag(
+        None,
+        description="Redis Cluster mode (keys spread over the slots of every primary); unset: detected "
+        "from the server (INFO cluster) at first use.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -195,3 +202,21 @@ class RespSpec(L2SpecBase):
         if "://" in value and not value.startswith(("redis://", "rediss://")):
             raise ValueError(f"must be a host name or a redis:// or rediss:// URL (got {value!r})")
         return value
+
+
+class ValkeySpec(RespSpec):
+    """valkey: LMCache's name for a Valkey server; the same RESP adapter and fields as resp."""
+
+    type: Literal["valkey"]  # type: ignore[assignment]
+
+
+class HfBucketSpec(L2SpecBase):
+    """hfbucket: a Hugging Face Storage Bucket (mutable, non-versioned object storage on the Hub)."""
+
+    type: Literal["hfbucket"]
+    bucket: str = flag(min_length=1, description="Bucket id, namespace/name.")
+    prefix: str = flag("lmcache/", description="Path prefix of this cache's objects inside the bucket.")
+    token: str | None = flag(None, description="Hub token; unset uses HF_TOKEN or the stored login.")
+    endpoint: str | None = flag(None, description="Hub endpoint override (a private Hub).")
+    num_workers: int = flag(8, gt=0, description="Concurrent transfers.")
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)

@@ -16,17 +16,26 @@ import pytest
 from lmcache.adapters.storage import object_format
 from lmcache.app.config.l2 import L2Config
 from lmcache.app.l2_factory import build_l2_adapters
-from tests.integration.l2.servers import S3_CREDS, MooncakeCluster, RedisServer, S3Server
+from tests.integration.l2.servers import (
+    S3_CREDS,
+    MooncakeCluster,
+    RedisClusterServers,
+    RedisServer,
+    S3Server,
+    valkey_binary,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from lmcache.domain.keys import ObjectKey
 
-ALL_BACKENDS = ["fake", "mock", "fs", "resp", "s3", "plugin", "fault_inject", "mooncake_store"]
+REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store"]
+ALL_BACKENDS = ["fake", "mock", "fs", "plugin", "fault_inject", *REMOTE]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fs", "resp", "s3", "fault_inject", "mooncake_store"]
-PERSISTENT = ["fs", "resp", "s3", "mooncake_store"]
+VERIFYING = ["mock", "fs", "fault_inject", *REMOTE]
+PERSISTENT = ["fs", *REMOTE]
+RESP_LIKE = ("resp", "resp_cluster", "valkey")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +48,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("valkey"), binary=valkey_binary()).start()
     yield server
     server.stop()
 
@@ -112,8 +135,8 @@ class Harness:
             return bytes(inner.objects[key])
         if self.name == "fs":
             return Path(inner._path(key)).read_bytes()
-        if self.name == "resp":
-            return bytes(await inner.client.get("lmcache:" + object_format.key_name(key)))
+        if self.name in RESP_LIKE:
+            return bytes(await inner._direct().get("lmcache:" + object_format.key_name(key)))
         if self.name == "s3":
             reply = await (await inner._s3()).get_object(Bucket=inner.bucket, Key=inner._name(key))
             async with reply["Body"] as stream:
@@ -128,8 +151,8 @@ class Harness:
             inner.objects[key] = bytearray(blob)
         elif self.name == "fs":
             Path(inner._path(key)).write_bytes(blob)
-        elif self.name == "resp":
-            await inner.client.set("lmcache:" + object_format.key_name(key), blob)
+        elif self.name in RESP_LIKE:
+            await inner._direct().set("lmcache:" + object_format.key_name(key), blob)
         elif self.name == "s3":
             await (await inner._s3()).put_object(Bucket=inner.bucket, Key=inner._name(key), Body=blob)
         elif self.name == "mooncake_store":
@@ -158,6 +181,14 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
         server = request.getfixturevalue("redis_server")
         server.client().flushall()
         return resp_spec(server), server
+    if name == "resp_cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return {"type": "resp", "host": "127.0.0.1", "port": cluster.port, "num_workers": 4}, cluster
+    if name == "valkey":
+        server = request.getfixturevalue("valkey_server")
+        server.client().flushall()
+        return {"type": "valkey", "host": "127.0.0.1", "port": server.port, "num_workers": 4}, server
     if name == "s3":
         server = request.getfixturevalue("s3_server")
         return s3_spec(server, f"t-{uuid.uuid4().hex[:8]}"), server

