@@ -163,3 +163,28 @@ def test_quarantine_leaves_a_file_that_was_rewritten_meanwhile(tmp_path: Path) -
     assert _fs_io.quarantine(str(damaged), (st.st_dev, st.st_ino), tmp_path / "q") is None
     assert damaged.read_bytes() == b"new"
     assert _fs_io.quarantine(str(tmp_path / "gone.kv"), None, tmp_path / "q") is None
+
+
+async def test_objects_written_after_start_up_are_found_and_misses_are_cached_briefly(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from lmcache.adapters.storage import _fs_io, fs
+
+    reader = _fs(tmp_path)  # not marked shared: another server's later writes are still found
+    stats: list[int] = []
+    real = _fs_io.sizes_of
+    monkeypatch.setattr(_fs_io, "sizes_of", lambda paths: stats.append(len(paths)) or real(paths))
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [False, False]
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [False, False]
+    assert stats == [2]  # the second lookup was answered from the negative cache
+    writer = _fs(tmp_path)
+    data = payload(1, 6000)
+    assert await writer.store([key(1)], [data]) == [True]
+    clock = [fs.time.monotonic() + fs.NEGATIVE_TTL_S + 0.01]
+    monkeypatch.setattr(fs.time, "monotonic", lambda: clock[0])
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [True, False]
+    assert stats == [2, 2]
+    out = empty(data.nbytes)
+    assert await reader.load([key(1)], [out]) == [True] and bytes(out) == bytes(data)
+    await reader.close()
+    await writer.close()
