@@ -77,7 +77,18 @@ def test_failure_closes_what_was_built() -> None:
 
 # --- the real specs and adapters -------------------------------------------------------------------
 
-AVAILABLE = {"fs", "mock", "s3", "resp", "valkey", "plugin", "fault_inject", "mooncake_store"}
+AVAILABLE = {
+    "fs",
+    "mock",
+    "s3",
+    "resp",
+    "valkey",
+    "plugin",
+    "fault_inject",
+    "mooncake_store",
+    "raw_block",
+    "dax",
+}
 
 
 def _spec_classes() -> list[type[L2SpecBase]]:

@@ -60,6 +60,7 @@ class RawBlockSpec(L2SpecBase):
     """raw_block: fixed-size slots on a raw block device or pre-sized file."""
 
     type: Literal["raw_block"]
+    impl = "lmcache.adapters.storage.raw_block:RawBlockL2Adapter"
     device_path: str = flag(min_length=1, description="Raw block device or pre-sized file.")
     slot_bytes: int = flag(gt=0, description="Bytes per slot; a multiple of block_align.")
     capacity_bytes: int = flag(0, ge=0, description="Usable bytes; 0 uses the whole device.")
@@ -82,6 +83,7 @@ class DaxSpec(L2SpecBase):
     """dax: a Device-DAX (persistent or CXL memory) arena of fixed slots."""
 
     type: Literal["dax"]
+    impl = "lmcache.adapters.storage.dax:DaxL2Adapter"
     device_path: str = flag(min_length=1, description="The /dev/dax device.")
     max_dax_size_gb: float = flag(gt=0, description="Bytes of the device used, in GB.")
     slot_bytes: int = flag(gt=0, description="Bytes per slot.")

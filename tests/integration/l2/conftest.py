@@ -6,6 +6,8 @@ the resilience wrapper so each test sees the raw adapter; the outage tests add t
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +33,11 @@ if TYPE_CHECKING:
     from lmcache.domain.keys import ObjectKey
 
 REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store"]
-ALL_BACKENDS = ["fake", "mock", "fs", "plugin", "fault_inject", *REMOTE]
+SLOTTED = ["raw_block", "dax"]
+ALL_BACKENDS = ["fake", "mock", "fs", "plugin", "fault_inject", *SLOTTED, *REMOTE]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fs", "fault_inject", *REMOTE]
-PERSISTENT = ["fs", *REMOTE]
+VERIFYING = ["mock", "fs", "fault_inject", *SLOTTED, *REMOTE]
+PERSISTENT = ["fs", *SLOTTED, *REMOTE]
 RESP_LIKE = ("resp", "resp_cluster", "valkey")
 
 
@@ -143,6 +146,11 @@ class Harness:
                 return bytes(await stream.read())
         if self.name == "mooncake_store":
             return bytes(inner.client.get(inner._name(key)))
+        if self.name in SLOTTED:
+            slot, size = inner._index[key]
+            with Path(inner.device_path).open("rb") as f:
+                f.seek(inner._slot_offset(slot))
+                return f.read(size)
         raise AssertionError(f"{self.name} keeps no object format")
 
     async def _write(self, adapter: Any, key: ObjectKey, blob: bytes) -> None:
@@ -155,9 +163,36 @@ class Harness:
             await inner._direct().set("lmcache:" + object_format.key_name(key), blob)
         elif self.name == "s3":
             await (await inner._s3()).put_object(Bucket=inner.bucket, Key=inner._name(key), Body=blob)
+        elif self.name in SLOTTED:
+            slot, size = inner._index[key]
+            with Path(inner.device_path).open("r+b") as f:  # zero-filled: a slot cannot be cut short
+                f.seek(inner._slot_offset(slot))
+                f.write(blob + bytes(max(0, size - len(blob))))
         elif self.name == "mooncake_store":
             assert inner.client.remove(inner._name(key), True) == 0
             assert inner.client.put(inner._name(key), blob) == 0
+
+
+def _device_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if name == "raw_block":
+        path = tmp_path / "device.img"
+        return {
+            "type": "raw_block",
+            "device_path": str(path),
+            "slot_bytes": 4 << 20,
+            "capacity_bytes": (1 << 20) + 32 * (4 << 20),
+            "meta_total_bytes": 1 << 20,
+        }
+    if name == "dax":
+        shm = Path(tempfile.mkdtemp(prefix="lmcache-dax-", dir="/dev/shm"))
+        request.addfinalizer(lambda: shutil.rmtree(shm, ignore_errors=True))
+        return {
+            "type": "dax",
+            "device_path": str(shm / "pmem"),
+            "max_dax_size_gb": 0.125,
+            "slot_bytes": 4 << 20,
+        }
+    raise AssertionError(name)
 
 
 def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any] | None, Any]:
@@ -181,6 +216,8 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
         server = request.getfixturevalue("redis_server")
         server.client().flushall()
         return resp_spec(server), server
+    if name in SLOTTED:
+        return _device_spec(name, request, tmp_path), None
     if name == "resp_cluster":
         cluster = request.getfixturevalue("redis_cluster")
         cluster.flushall()
