@@ -88,6 +88,7 @@ AVAILABLE = {
     "mooncake_store",
     "raw_block",
     "dax",
+    "fs_native",
 }
 
 

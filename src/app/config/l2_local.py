@@ -36,13 +36,14 @@ class FsSpec(L2SpecBase):
 
 
 class FsNativeSpec(L2SpecBase):
-    """fs_native: the native-extension file-system adapter."""
+    """fs_native: fs read and written with O_DIRECT on a thread pool (copy-free aligned loads)."""
 
     type: Literal["fs_native"]
+    impl = "lmcache.adapters.storage.fs_native:FsNativeL2Adapter"
     base_path: str = flag(min_length=1, description="Directory holding the object files.")
     num_workers: int = flag(4, gt=0, description="I/O worker threads.")
     relative_tmp_dir: str = flag("", description="Staging directory under base_path.")
-    use_odirect: bool = flag(False, description="Bypass the page cache with O_DIRECT.")
+    use_odirect: bool = flag(True, description="Bypass the page cache with O_DIRECT.")
     read_ahead_size: int | None = flag(None, gt=0, description="Bytes read first to trigger read-ahead.")
     max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
 

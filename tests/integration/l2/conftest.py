@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 
 REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store"]
 SLOTTED = ["raw_block", "dax"]
-ALL_BACKENDS = ["fake", "mock", "fs", "plugin", "fault_inject", *SLOTTED, *REMOTE]
+ALL_BACKENDS = ["fake", "mock", "fs", "fs_native", "plugin", "fault_inject", *SLOTTED, *REMOTE]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fs", "fault_inject", *SLOTTED, *REMOTE]
-PERSISTENT = ["fs", *SLOTTED, *REMOTE]
+VERIFYING = ["mock", "fs", "fs_native", "fault_inject", *SLOTTED, *REMOTE]
+PERSISTENT = ["fs", "fs_native", *SLOTTED, *REMOTE]
 RESP_LIKE = ("resp", "resp_cluster", "valkey")
 
 
@@ -136,7 +136,7 @@ class Harness:
         inner = getattr(adapter, "inner", adapter)
         if self.name in ("mock", "fault_inject"):
             return bytes(inner.objects[key])
-        if self.name == "fs":
+        if self.name in ("fs", "fs_native"):
             return Path(inner._path(key)).read_bytes()
         if self.name in RESP_LIKE:
             return bytes(await inner._direct().get("lmcache:" + object_format.key_name(key)))
@@ -157,7 +157,7 @@ class Harness:
         inner = getattr(adapter, "inner", adapter)
         if self.name in ("mock", "fault_inject"):
             inner.objects[key] = bytearray(blob)
-        elif self.name == "fs":
+        elif self.name in ("fs", "fs_native"):
             Path(inner._path(key)).write_bytes(blob)
         elif self.name in RESP_LIKE:
             await inner._direct().set("lmcache:" + object_format.key_name(key), blob)
@@ -173,7 +173,7 @@ class Harness:
             assert inner.client.put(inner._name(key), blob) == 0
 
 
-def _device_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+def _local_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     if name == "raw_block":
         path = tmp_path / "device.img"
         return {
@@ -192,6 +192,17 @@ def _device_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> d
             "max_dax_size_gb": 0.125,
             "slot_bytes": 4 << 20,
         }
+    if name == "fs":
+        return {"type": "fs", "base_path": str(tmp_path / "l2"), "relative_tmp_dir": "staging"}
+    if name == "fs_native":
+        return {"type": "fs_native", "base_path": str(tmp_path / "l2n"), "num_workers": 4}
+    if name == "plugin":
+        return {
+            "type": "plugin",
+            "module_path": "tests.fakes.l2_adapter",
+            "class_name": "FakeL2Adapter",
+            "adapter_params": {"name": "plugin"},
+        }
     raise AssertionError(name)
 
 
@@ -203,21 +214,12 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
         return mock, None
     if name == "fault_inject":
         return {"type": "fault_inject", "adapter": mock, "load_drop_rate": 0.0, "seed": 7}, None
-    if name == "fs":
-        return {"type": "fs", "base_path": str(tmp_path / "l2"), "relative_tmp_dir": "staging"}, None
-    if name == "plugin":
-        return {
-            "type": "plugin",
-            "module_path": "tests.fakes.l2_adapter",
-            "class_name": "FakeL2Adapter",
-            "adapter_params": {"name": "plugin"},
-        }, None
+    if name in ("fs", "fs_native", "plugin", *SLOTTED):
+        return _local_spec(name, request, tmp_path), None
     if name == "resp":
         server = request.getfixturevalue("redis_server")
         server.client().flushall()
         return resp_spec(server), server
-    if name in SLOTTED:
-        return _device_spec(name, request, tmp_path), None
     if name == "resp_cluster":
         cluster = request.getfixturevalue("redis_cluster")
         cluster.flushall()

@@ -188,3 +188,22 @@ async def test_objects_written_after_start_up_are_found_and_misses_are_cached_br
     assert await reader.load([key(1)], [out]) == [True] and bytes(out) == bytes(data)
     await reader.close()
     await writer.close()
+
+
+async def test_fs_native_reads_aligned_buffers_directly_and_others_through_fs(tmp_path: Path) -> None:
+    import mmap
+
+    from lmcache.adapters.storage import fs_native
+
+    adapter = build({"type": "fs_native", "base_path": str(tmp_path / "n"), "num_workers": 2})
+    data = payload(1, 3 * 4096 + 100)  # a tail past the last aligned block
+    assert await adapter.store([key(1)], [data]) == [True]
+    arena = mmap.mmap(-1, 8 * 4096)
+    aligned = memoryview(arena)[4096 : 4096 + data.nbytes]
+    out = empty(data.nbytes)
+    direct = fs_native.read_direct_into(adapter._path(key(1)), key(1), aligned)
+    assert direct is (adapter.odirect and adapter._direct_supported())
+    assert await adapter.load([key(1), key(1)], [aligned, out]) == [True, True]
+    assert bytes(aligned) == bytes(data) == bytes(out)
+    aligned.release()
+    await adapter.close()
