@@ -89,6 +89,8 @@ AVAILABLE = {
     "raw_block",
     "dax",
     "fs_native",
+    "nixl_store",
+    "nixl_store_dynamic",
 }
 
 

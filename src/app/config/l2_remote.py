@@ -36,6 +36,8 @@ class NixlStoreSpec(L2SpecBase):
     """nixl_store: NIXL-backed storage with a pre-allocated descriptor pool."""
 
     type: Literal["nixl_store"]
+    impl = "lmcache.adapters.storage.nixl_store:NixlL2Adapter"
+    pip_extra = "nixl"
     backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ", "AZURE_BLOB"] = flag(
         description="NIXL backend."
     )
@@ -54,6 +56,8 @@ class NixlStoreDynamicSpec(L2SpecBase):
     """nixl_store_dynamic: NIXL storage with one file per object, sized by max_capacity_gb."""
 
     type: Literal["nixl_store_dynamic"]
+    impl = "lmcache.adapters.storage.nixl_store:NixlDynamicL2Adapter"
+    pip_extra = "nixl"
     backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ"] = flag(description="NIXL backend.")
     backend_params: dict[str, str] = flag(
         description="Backend parameters: max_capacity_gb (> 0); file "

@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 
 REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store"]
 SLOTTED = ["raw_block", "dax"]
-ALL_BACKENDS = ["fake", "mock", "fs", "fs_native", "plugin", "fault_inject", *SLOTTED, *REMOTE]
+FILES = ["fs", "fs_native", "nixl_store", "nixl_store_dynamic"]
+ALL_BACKENDS = ["fake", "mock", "plugin", "fault_inject", *FILES, *SLOTTED, *REMOTE]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fs", "fs_native", "fault_inject", *SLOTTED, *REMOTE]
-PERSISTENT = ["fs", "fs_native", *SLOTTED, *REMOTE]
+VERIFYING = ["mock", "fault_inject", *FILES, *SLOTTED, *REMOTE]
+PERSISTENT = [*FILES, *SLOTTED, *REMOTE]
 RESP_LIKE = ("resp", "resp_cluster", "valkey")
 
 
@@ -136,7 +137,7 @@ class Harness:
         inner = getattr(adapter, "inner", adapter)
         if self.name in ("mock", "fault_inject"):
             return bytes(inner.objects[key])
-        if self.name in ("fs", "fs_native"):
+        if self.name in FILES:
             return Path(inner._path(key)).read_bytes()
         if self.name in RESP_LIKE:
             return bytes(await inner._direct().get("lmcache:" + object_format.key_name(key)))
@@ -157,7 +158,7 @@ class Harness:
         inner = getattr(adapter, "inner", adapter)
         if self.name in ("mock", "fault_inject"):
             inner.objects[key] = bytearray(blob)
-        elif self.name in ("fs", "fs_native"):
+        elif self.name in FILES:
             Path(inner._path(key)).write_bytes(blob)
         elif self.name in RESP_LIKE:
             await inner._direct().set("lmcache:" + object_format.key_name(key), blob)
@@ -196,6 +197,11 @@ def _local_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> di
         return {"type": "fs", "base_path": str(tmp_path / "l2"), "relative_tmp_dir": "staging"}
     if name == "fs_native":
         return {"type": "fs_native", "base_path": str(tmp_path / "l2n"), "num_workers": 4}
+    if name.startswith("nixl_store"):
+        params = {"file_path": str(tmp_path / "nixl"), "use_direct_io": "false"}
+        if name == "nixl_store":
+            return {"type": name, "backend": "POSIX", "backend_params": params, "pool_size": 64}
+        return {"type": name, "backend": "POSIX", "backend_params": {**params, "max_capacity_gb": "1"}}
     if name == "plugin":
         return {
             "type": "plugin",
@@ -214,7 +220,7 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
         return mock, None
     if name == "fault_inject":
         return {"type": "fault_inject", "adapter": mock, "load_drop_rate": 0.0, "seed": 7}, None
-    if name in ("fs", "fs_native", "plugin", *SLOTTED):
+    if name in ("plugin", *FILES, *SLOTTED):
         return _local_spec(name, request, tmp_path), None
     if name == "resp":
         server = request.getfixturevalue("redis_server")
