@@ -234,3 +234,10 @@ def test_mooncake_accepts_lmcache_field_names_and_no_own_segment() -> None:
     )
     with pytest.raises(ValidationError):
         L2Config.model_validate({"l2_adapter": [{"type": "mooncake_store", "global_segment_size": 1}]})
+
+
+def test_fleet_profile_loads_with_a_shared_l2() -> None:
+    config = load_config(ServerConfig, profiles=[ROOT / "configs" / "fleet.yaml"])
+    (spec,) = config.l2.l2_adapter
+    assert spec.type == "resp" and spec.shared is True
+    assert config.coordinator.coordinator_l2_event_reporting is True
