@@ -91,6 +91,7 @@ AVAILABLE = {
     "fs_native",
     "nixl_store",
     "nixl_store_dynamic",
+    "native_plugin",
 }
 
 

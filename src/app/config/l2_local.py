@@ -107,6 +107,7 @@ class NativePluginSpec(L2SpecBase):
     """native_plugin: a native connector exposing batched get/set/exists and an event fd."""
 
     type: Literal["native_plugin"]
+    impl = "lmcache.adapters.storage.native_plugin:NativePluginL2Adapter"
     module_path: str = flag(min_length=1, description="Dotted module path of the connector class.")
     class_name: str = flag(min_length=1, description="Name of the connector class in that module.")
     adapter_params: dict[str, Any] = flag({}, description="Keyword arguments passed to the connector.")

@@ -7,6 +7,9 @@ the resilience wrapper so each test sees the raw adapter; the outage tests add t
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import sysconfig
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -35,9 +38,9 @@ if TYPE_CHECKING:
 REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store"]
 SLOTTED = ["raw_block", "dax"]
 FILES = ["fs", "fs_native", "nixl_store", "nixl_store_dynamic"]
-ALL_BACKENDS = ["fake", "mock", "plugin", "fault_inject", *FILES, *SLOTTED, *REMOTE]
+ALL_BACKENDS = ["fake", "mock", "plugin", "native_plugin", "fault_inject", *FILES, *SLOTTED, *REMOTE]
 # Backends that keep the object format (header + checksum) and so detect tampering.
-VERIFYING = ["mock", "fault_inject", *FILES, *SLOTTED, *REMOTE]
+VERIFYING = ["mock", "native_plugin", "fault_inject", *FILES, *SLOTTED, *REMOTE]
 PERSISTENT = [*FILES, *SLOTTED, *REMOTE]
 RESP_LIKE = ("resp", "resp_cluster", "valkey")
 
@@ -75,6 +78,40 @@ def mooncake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MooncakeClust
     cluster = MooncakeCluster(tmp_path_factory.mktemp("mooncake")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def native_connector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Compile tests/integration/l2/native/kvstore.c into an importable extension; yields its module name."""
+    out = tmp_path_factory.mktemp("native")
+    build_extension(Path(__file__).parent / "native" / "kvstore.c", out)
+    sys.path.insert(0, str(out))
+    yield "kvstore"
+    sys.path.remove(str(out))
+    sys.modules.pop("kvstore", None)
+
+
+def build_extension(source: Path, out: Path) -> Path:
+    """Gcc a one-file CPython extension into `out` (gcc and Python's headers are on the test machine)."""
+    target = out / f"{source.stem}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            f"-I{include}",
+            str(source),
+            "-o",
+            str(target),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
 
 
 def build(spec: dict[str, Any]) -> Any:
@@ -147,6 +184,8 @@ class Harness:
                 return bytes(await stream.read())
         if self.name == "mooncake_store":
             return bytes(inner.client.get(inner._name(key)))
+        if self.name == "native_plugin":
+            return _native_value(inner, key)
         if self.name in SLOTTED:
             slot, size = inner._index[key]
             with Path(inner.device_path).open("rb") as f:
@@ -169,6 +208,10 @@ class Harness:
             with Path(inner.device_path).open("r+b") as f:  # zero-filled: a slot cannot be cut short
                 f.seek(inner._slot_offset(slot))
                 f.write(blob + bytes(max(0, size - len(blob))))
+        elif self.name == "native_plugin":
+            name = "lmcache:" + object_format.key_name(key)
+            inner.connector.batch_delete([name])
+            assert inner.connector.batch_set([name], [blob]) == [True]
         elif self.name == "mooncake_store":
             assert inner.client.remove(inner._name(key), True) == 0
             assert inner.client.put(inner._name(key), blob) == 0
@@ -202,6 +245,14 @@ def _local_spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> di
         if name == "nixl_store":
             return {"type": name, "backend": "POSIX", "backend_params": params, "pool_size": 64}
         return {"type": name, "backend": "POSIX", "backend_params": {**params, "max_capacity_gb": "1"}}
+    if name == "native_plugin":
+        module = request.getfixturevalue("native_connector")
+        return {
+            "type": "native_plugin",
+            "module_path": module,
+            "class_name": "Store",
+            "adapter_params": {"capacity": 64},
+        }
     if name == "plugin":
         return {
             "type": "plugin",
@@ -220,7 +271,7 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
         return mock, None
     if name == "fault_inject":
         return {"type": "fault_inject", "adapter": mock, "load_drop_rate": 0.0, "seed": 7}, None
-    if name in ("plugin", *FILES, *SLOTTED):
+    if name in ("plugin", "native_plugin", *FILES, *SLOTTED):
         return _local_spec(name, request, tmp_path), None
     if name == "resp":
         server = request.getfixturevalue("redis_server")
@@ -267,3 +318,11 @@ async def verifying(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 async def persistent(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     async for harness in _harness(request.param, request, tmp_path):
         yield harness
+
+
+def _native_value(adapter: Any, key: ObjectKey) -> bytes:
+    name = "lmcache:" + object_format.key_name(key)
+    (size,) = adapter.connector.batch_get([name], [bytearray(0)])
+    buf = bytearray(size)
+    assert adapter.connector.batch_get([name], [buf]) == [size]
+    return bytes(buf)
