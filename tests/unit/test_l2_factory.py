@@ -92,6 +92,7 @@ AVAILABLE = {
     "nixl_store",
     "nixl_store_dynamic",
     "native_plugin",
+    "aerospike",
 }
 
 

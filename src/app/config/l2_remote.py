@@ -130,6 +130,8 @@ class AerospikeSpec(L2SpecBase):
     """aerospike: the native Aerospike connector."""
 
     type: Literal["aerospike"]
+    impl = "lmcache.adapters.storage.aerospike:AerospikeL2Adapter"
+    pip_extra = "aerospike"
     hosts: str = flag(min_length=1, description="Seed hosts, host:port[,host:port...].")
     namespace: str = flag("lmcache", min_length=1, description="Aerospike namespace.")
     set_name: str = Field("kv_chunks", min_length=1, alias="set", description="Aerospike set.")
