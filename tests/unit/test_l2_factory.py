@@ -93,6 +93,7 @@ AVAILABLE = {
     "nixl_store_dynamic",
     "native_plugin",
     "aerospike",
+    "hfbucket",
 }
 
 

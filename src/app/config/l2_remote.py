@@ -220,6 +220,8 @@ class HfBucketSpec(L2SpecBase):
     """hfbucket: a Hugging Face Storage Bucket (mutable, non-versioned object storage on the Hub)."""
 
     type: Literal["hfbucket"]
+    impl = "lmcache.adapters.storage.hfbucket:HfBucketL2Adapter"
+    pip_extra = "hfbucket"
     bucket: str = flag(min_length=1, description="Bucket id, namespace/name.")
     prefix: str = flag("lmcache/", description="Path prefix of this cache's objects inside the bucket.")
     token: str | None = flag(None, description="Hub token; unset uses HF_TOKEN or the stored login.")

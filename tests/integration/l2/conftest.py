@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from lmcache.domain.keys import ObjectKey
 
-REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store", "aerospike"]
+REMOTE = ["resp", "resp_cluster", "valkey", "s3", "mooncake_store", "aerospike", "hfbucket"]
 SLOTTED = ["raw_block", "dax"]
 FILES = ["fs", "fs_native", "nixl_store", "nixl_store_dynamic"]
 ALL_BACKENDS = ["fake", "mock", "plugin", "native_plugin", "fault_inject", *FILES, *SLOTTED, *REMOTE]
@@ -186,6 +186,10 @@ class Harness:
             return bytes(inner.client.get(inner._name(key)))
         if self.name == "native_plugin":
             return _native_value(inner, key)
+        if self.name == "hfbucket":
+            from tests.fakes import hf_bucket
+
+            return hf_bucket.BUCKETS[inner.bucket][inner._path(key)]
         if self.name == "aerospike":
             blob = inner._get(object_format.key_name(key))
             assert blob is not None
@@ -212,6 +216,10 @@ class Harness:
             with Path(inner.device_path).open("r+b") as f:  # zero-filled: a slot cannot be cut short
                 f.seek(inner._slot_offset(slot))
                 f.write(blob + bytes(max(0, size - len(blob))))
+        elif self.name == "hfbucket":
+            from tests.fakes import hf_bucket
+
+            hf_bucket.BUCKETS[inner.bucket][inner._path(key)] = blob
         elif self.name == "aerospike":
             inner._remove(object_format.key_name(key))
             inner._put((object_format.key_name(key), blob))
@@ -300,6 +308,11 @@ def _spec(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[di
 
         aerospike_client.install(request.getfixturevalue("monkeypatch"))
         return {"type": "aerospike", "hosts": "127.0.0.1:3000", "target_segment_bytes": 64 << 10}, None
+    if name == "hfbucket":  # the Hub is not reachable here: the client boundary, over a fake module
+        from tests.fakes import hf_bucket
+
+        hf_bucket.install(request.getfixturevalue("monkeypatch"))
+        return {"type": "hfbucket", "bucket": "org/kv-cache", "prefix": "fleet-a/"}, None
     if name == "mooncake_store":
         cluster = request.getfixturevalue("mooncake")
         return cluster.spec(f"t-{uuid.uuid4().hex[:8]}:"), cluster

@@ -1,4 +1,4 @@
-"""aerospike at the client boundary: no Aerospike server is reachable from this machine.
+"""aerospike and hfbucket at the client boundary: no Aerospike server nor the Hub is reachable here.
 
 Objects larger than a record are split and reassembled (the first record, written last, makes them
 visible), over the fake client module; the real client's refusal to connect fails start-up naming the
@@ -6,6 +6,8 @@ hosts.
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -43,3 +45,48 @@ def test_an_unreachable_cluster_fails_start_up_naming_the_hosts() -> None:
         ConfigError, match=rf"--l2-adapter #1 \(type 'aerospike'\): aerospike: cannot connect to {hosts}"
     ):
         build({"type": "aerospike", "hosts": hosts, "read_timeout_ms": 200, "write_timeout_ms": 200})
+
+
+@pytest.mark.parametrize(
+    ("spec", "module", "extra"),
+    [
+        ({"type": "aerospike", "hosts": "127.0.0.1:3000"}, "aerospike", "aerospike"),
+        ({"type": "hfbucket", "bucket": "org/kv"}, "huggingface_hub", "hfbucket"),
+    ],
+)
+def test_a_missing_client_names_the_pip_extra(
+    monkeypatch: pytest.MonkeyPatch, spec: dict[str, str], module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError
+    with pytest.raises(
+        ConfigError, match=rf"needs the optional package '{module}'; install lmcache\[{extra}\]"
+    ):
+        build(spec)
+
+
+async def test_hfbucket_batches_each_operation_and_keeps_to_its_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.fakes import hf_bucket
+
+    hf_bucket.install(monkeypatch)
+    spec = {
+        "type": "hfbucket",
+        "bucket": "org/kv",
+        "prefix": "a/",
+        "token": "hf_x",
+        "endpoint": "http://hub.local",
+    }
+    adapter = build(spec)
+    other = build({**spec, "prefix": "b/"})
+    assert hf_bucket.CLIENTS[0] == {"endpoint": "http://hub.local", "token": "hf_x"}
+    data = [payload(i, 5000) for i in range(3)]
+    assert await adapter.store([key(i) for i in range(3)], data) == [True] * 3
+    assert sorted(hf_bucket.BUCKETS["org/kv"]) == sorted(adapter._path(key(i)) for i in range(3))
+    assert await other.lookup_and_lock([key(0)]) == [False]
+    assert (await other.list_keys()).keys == ()
+    out = [empty(5000) for _ in range(3)]
+    assert await adapter.load([key(i) for i in range(3)], out) == [True] * 3
+    assert [bytes(o) for o in out] == [bytes(d) for d in data]
+    await adapter.close()
+    await other.close()
