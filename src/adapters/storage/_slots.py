@@ -26,6 +26,7 @@ from lmcache.adapters.storage.object_format import (
     BufferMismatchError,
     CorruptObjectError,
     encode_header,
+    header_len_for,
     key_name,
     parse_key_name,
 )
@@ -62,8 +63,14 @@ class SlotL2Base:
         self.dirty = False
 
     # -- hooks ---------------------------------------------------------------------------------------
-    def _write_slot(self, slot: int, header: bytes, payload: memoryview) -> None:
-        raise NotImplementedError  # pragma: no cover - every subclass implements it
+    def _write_slot(self, slot: int, key: ObjectKey, payload: memoryview) -> int:
+        """Write header + payload into `slot` (on a pool thread); returns the stored size."""
+        header = encode_header(key, payload, align=self.header_align)
+        self._write_object(slot, header, payload)
+        return len(header) + payload.nbytes
+
+    def _write_object(self, slot: int, header: bytes, payload: memoryview) -> None:
+        raise NotImplementedError  # pragma: no cover - every subclass implements it or _write_slot
 
     def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
         raise NotImplementedError  # pragma: no cover
@@ -101,30 +108,29 @@ class SlotL2Base:
             return [False] * len(keys)
         async with self._inflight.track():
             cancelled = threading.Event()
-            plan: list[tuple[ObjectKey, int, bytes, memoryview]] = []
+            plan: list[tuple[ObjectKey, int, memoryview]] = []
             seen = set()
             for key, buf in zip(keys, buffers, strict=True):
                 if key in self._index or key in seen:
                     continue
-                header = encode_header(key, buf, align=self.header_align)
-                if len(header) + buf.nbytes > self.slot_bytes or not self._free:
+                hlen = header_len_for(key_name(key).encode(), self.header_align)
+                if hlen + buf.nbytes > self.slot_bytes or not self._free:
                     self.counters.capacity_rejections += 1
                     self.counters.store_failures += 1
                     continue
                 seen.add(key)
-                plan.append((key, self._free.pop(), header, buf))
+                plan.append((key, self._free.pop(), buf))
 
-            def job(slot: int, header: bytes, buf: memoryview) -> Any:
+            def job(key: ObjectKey, slot: int, buf: memoryview) -> Any:
                 def run() -> int | bool:
                     if cancelled.is_set():
                         return False
-                    self._write_slot(slot, header, buf)
-                    return len(header) + buf.nbytes
+                    return self._write_slot(slot, key, buf)
 
                 return run
 
             def settle(results: list[Any]) -> None:
-                for (key, slot, _, _), outcome in zip(plan, results, strict=True):
+                for (key, slot, _), outcome in zip(plan, results, strict=True):
                     if isinstance(outcome, int) and not isinstance(outcome, bool):
                         self._index[key] = (slot, outcome)
                         self._names = None
@@ -137,7 +143,7 @@ class SlotL2Base:
                             self.counters.backend_errors += 1
                             self.log.warning("%s L2: store of %s failed: %r", self.kind, key.short(), outcome)
 
-            await run_jobs(self._pool, [job(s, h, b) for _, s, h, b in plan], cancelled, settle)
+            await run_jobs(self._pool, [job(k, s, b) for k, s, b in plan], cancelled, settle)
             return [key in self._index for key in keys]
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:

@@ -9,8 +9,8 @@ on `num_*_workers` threads. A regular file smaller than the size is extended (mo
 
 The index survives restart without a separate checkpoint: at start-up every slot's header is parsed in
 place (a memory read per slot) and slots holding a sound header are adopted; payloads are verified on
-load. A store writes the payload before the header, and delete/quarantine zero the header's magic, so a
-torn write or a freed slot is never taken for an object.
+load. A store writes the payload before the header (one flush for both: a torn pair fails its checksum),
+and delete/quarantine zero the header's magic, so a freed slot is never taken for an object.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import mmap
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.storage._slots import SlotL2Base
@@ -29,7 +30,11 @@ from lmcache.adapters.storage.object_format import (
     MAX_KEY_LEN,
     BufferMismatchError,
     CorruptObjectError,
+    checksum,
     copy_payload,
+    encode_header,
+    header_len_for,
+    key_name,
     parse_header,
     parse_key_name,
     verify_payload,
@@ -45,6 +50,8 @@ logger = logging.getLogger(__name__)
 MAP_SHARED_VALIDATE = 0x03
 MAP_SYNC = 0x80000
 _PAGE = mmap.PAGESIZE
+_PARALLEL_HASH_BYTES = 1 << 20  # below this, hashing on the copying thread is cheaper than a hand-off
+_HASHER = ThreadPoolExecutor(2, thread_name_prefix="lmcache-dax-hash")
 
 
 def map_device(path: str, size: int) -> tuple[mmap.mmap, bool]:
@@ -125,14 +132,18 @@ class DaxL2Adapter(SlotL2Base):
             aligned = start - start % _PAGE
             self.map.flush(aligned, length + start - aligned)
 
-    def _write_slot(self, slot: int, header: bytes, payload: memoryview) -> None:
+    def _write_slot(self, slot: int, key: ObjectKey, payload: memoryview) -> int:
+        """Copy the payload while another thread hashes it (both release the GIL), then the header."""
+        digest = _HASHER.submit(checksum, payload) if payload.nbytes >= _PARALLEL_HASH_BYTES else None
+        header_len = header_len_for(key_name(key).encode(), self.header_align)
         start = slot * self.slot_bytes
-        body = start + len(header)
+        body = start + header_len
         with memoryview(self.map) as whole, whole[body : body + payload.nbytes] as target:
             copy_payload(target, payload)
-        self._flush(body, payload.nbytes)
-        self.map[start : start + len(header)] = header  # last: the object exists once its header does
-        self._flush(start, len(header))
+        header = encode_header(key, payload, self.header_align, digest.result() if digest else None)
+        self.map[start : start + len(header)] = header  # after the payload; a torn pair fails its checksum
+        self._flush(start, len(header) + payload.nbytes)
+        return len(header) + payload.nbytes
 
     def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
         start = slot * self.slot_bytes

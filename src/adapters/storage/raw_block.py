@@ -24,6 +24,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,16 @@ def _round_up(n: int, align: int) -> int:
     return -(-n // align) * align
 
 
+_local = threading.local()
+
+
 def _aligned(size: int) -> mmap.mmap:
-    return mmap.mmap(-1, max(size, mmap.PAGESIZE))  # anonymous mappings are page-aligned
+    """A page-aligned buffer of at least `size` bytes, reused per thread (no page faults per object)."""
+    size = max(size, mmap.PAGESIZE)
+    buf: mmap.mmap | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _local.buf = mmap.mmap(-1, size)
+    return buf
 
 
 class RawBlockL2Adapter(SlotL2Base):
@@ -169,7 +178,7 @@ class RawBlockL2Adapter(SlotL2Base):
         return buf
 
     # -- slots ---------------------------------------------------------------------------------------
-    def _write_slot(self, slot: int, header: bytes, payload: memoryview) -> None:
+    def _write_object(self, slot: int, header: bytes, payload: memoryview) -> None:
         total = len(header) + payload.nbytes
         bounce = _aligned(_round_up(total, self.align))
         bounce[: len(header)] = header
@@ -193,7 +202,7 @@ class RawBlockL2Adapter(SlotL2Base):
             view.release()
 
     def _invalidate_slot(self, slot: int) -> None:
-        self._pwrite(_aligned(self.align), self.align, self._slot_offset(slot))
+        self._pwrite(mmap.mmap(-1, self.align), self.align, self._slot_offset(slot))
 
     # -- checkpoint ----------------------------------------------------------------------------------
     def _load_checkpoint(self, verify: bool) -> list[tuple[ObjectKey, int, int]]:
