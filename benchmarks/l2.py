@@ -1,6 +1,6 @@
 """L2 adapters against the raw baseline on the same target, in one run, as ratios.
 
-Run: python benchmarks/l2.py [--backends fs,resp,s3,mooncake,resp_cluster,raw_block,dax]
+Run: python benchmarks/l2.py [--backends fs,fs_native,resp,s3,nixl,mooncake,resp_cluster,raw_block,dax]
                              [--num-keys 16] [--size-mb 4] [--in-flight 4]
                              [--fs-dir DIR] [--redis-host HOST --redis-port PORT] [--s3-endpoint-url URL]
 
@@ -20,7 +20,9 @@ next to it, which cancels most of the drift):
   mooncake_master + storage node on loopback);
 - resp_cluster: redis-py's RedisCluster SET / GET on a local 3-node Redis Cluster;
 - raw_block: O_DIRECT pwrite / pread of aligned buffers on the same preallocated file;
-- dax: a plain copy into and out of the same shared mapping (a /dev/shm file).
+- dax: a plain copy into and out of the same shared mapping (a /dev/shm file);
+- fs_native: the fs baseline (with --cold, fs and fs_native rows show which reads faster from the disk);
+- nixl: raw NIXL POSIX transfers of the same buffers to files in the same directory (+ fsync, as fs).
 
 Without --redis-host / --s3-endpoint-url it starts redis-server and moto's S3 server on loopback ports
 (both slow the machine they share with the benchmark: compare ratios, not absolute numbers).
@@ -329,10 +331,148 @@ async def raw_dax(path: Path, args: argparse.Namespace, spec: dict[str, Any]) ->
         os.close(fd)
 
 
+async def raw_nixl(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
+    import numpy as np
+
+    from lmcache.adapters.storage.nixl_store import nixl_api
+
+    api = nixl_api()
+    agent = api.nixl_agent("bench-raw", api.nixl_agent_config(False, False, backends=[]))
+    agent.create_backend("POSIX", {})
+    size = args.size_mb << 20
+    outs = [np.zeros(size, np.uint8) for _ in range(args.num_keys)]
+    regs = [agent.register_memory([(o.ctypes.data, size, 0, "")], "DRAM") for o in outs]
+    pool = ThreadPoolExecutor(IO_THREADS)
+    loop = asyncio.get_running_loop()
+    lock = threading.Lock()
+
+    def xfer(op: str, array: Any, path: Path, flags: int) -> None:
+        fd = os.open(path, flags, 0o600)
+        try:
+            if op == "WRITE":
+                os.ftruncate(fd, size)
+            with lock:
+                mem = (
+                    agent.register_memory([(array.ctypes.data, size, 0, "")], "DRAM")
+                    if op == "WRITE"
+                    else None
+                )
+                file = agent.register_memory([(0, size, fd, "")], "FILE")
+                handle = agent.initialize_xfer(
+                    op,
+                    agent.get_xfer_descs([(array.ctypes.data, size, 0)], "DRAM"),
+                    agent.get_xfer_descs([(0, size, fd)], "FILE"),
+                    "bench-raw",
+                )
+                state = agent.transfer(handle)
+            while state not in ("DONE", "ERR"):
+                with lock:
+                    state = agent.check_xfer_state(handle)
+            assert state == "DONE"
+            with lock:
+                agent.release_xfer_handle(handle)
+                agent.deregister_memory(file)
+                if mem is not None:
+                    agent.deregister_memory(mem)
+            if op == "WRITE":
+                os.fsync(fd)  # as the adapter (and the fs baseline) does
+        finally:
+            os.close(fd)
+
+    async def put(name: str, data: bytes) -> None:
+        array = np.frombuffer(data, np.uint8)
+        await loop.run_in_executor(pool, xfer, "WRITE", array, directory / name, os.O_RDWR | os.O_CREAT)
+
+    async def get(name: str, _size: int, index: int) -> None:
+        await loop.run_in_executor(pool, xfer, "READ", outs[index], directory / name, os.O_RDONLY)
+
+    try:
+        return await compare(spec, lambda: _raw(args, put, get), args)
+    finally:
+        pool.shutdown()
+        for reg in regs:
+            agent.deregister_memory(reg)
+
+
 def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]) -> None:
     adapter, raw, ratio = rates
     for i, op in enumerate(("store", "load")):
         print(f"| {name:<7} | {op:<5} | {adapter[i]:10.1f} | {raw[i]:10.1f} | {ratio[i]:5.2f}x |")
+
+
+async def bench_fs_native(args: argparse.Namespace) -> None:
+    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-fsn-"))
+    raw_dir = base / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"type": "fs_native", "base_path": str(base / "l2"), "num_workers": IO_THREADS}
+    _row("fsn-cold" if args.cold else "fs_nativ", await raw_fs(raw_dir, args, spec))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def bench_nixl(args: argparse.Namespace) -> None:
+    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-nixl-"))
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    params = {"file_path": str(base / "l2"), "use_direct_io": "false", "max_capacity_gb": "64"}
+    spec = {"type": "nixl_store_dynamic", "backend": "POSIX", "backend_params": params}
+    _row("nixl", await raw_nixl(base / "raw", args, spec))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def bench_mooncake(args: argparse.Namespace) -> None:
+    cluster = MooncakeCluster(Path(tempfile.mkdtemp(prefix="lmcache-bench-mc-")), segment="2GB").start()
+    try:
+        spec = {**cluster.spec("bench:"), "num_workers": 4}
+        _row("mooncake", await raw_mooncake(cluster, args, spec))
+    finally:
+        cluster.stop()
+
+
+async def bench_resp_cluster(args: argparse.Namespace) -> None:
+    servers = RedisClusterServers(Path(tempfile.mkdtemp(prefix="lmcache-bench-rc-"))).start()
+    try:
+        spec = {"type": "resp", "host": "127.0.0.1", "port": servers.port, "num_workers": 8}
+        _row("cluster", await raw_cluster(servers.port, args, spec))
+    finally:
+        servers.stop()
+
+
+async def bench_raw_block(args: argparse.Namespace) -> None:
+    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-rb-"))
+    slot = (args.size_mb << 20) + 4096
+    spec = {
+        "type": "raw_block",
+        "device_path": str(base / "adapter.img"),
+        "slot_bytes": slot,
+        "capacity_bytes": (1 << 20) + 2 * args.num_keys * slot,
+        "meta_total_bytes": 1 << 20,
+    }
+    _row("raw_blk", await raw_block(base / "raw.img", args, spec))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def bench_dax(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="lmcache-bench-dax-", dir="/dev/shm"))
+    slot = (args.size_mb << 20) + 4096
+    spec = {
+        "type": "dax",
+        "device_path": str(base / "pmem"),
+        "slot_bytes": slot,
+        "max_dax_size_gb": 2 * args.num_keys * slot / 2**30,
+    }
+    try:
+        _row("dax", await raw_dax(base / "raw", args, spec))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+NEW_BACKENDS = {
+    "fs_native": bench_fs_native,
+    "nixl": bench_nixl,
+    "mooncake": bench_mooncake,
+    "resp_cluster": bench_resp_cluster,
+    "raw_block": bench_raw_block,
+    "dax": bench_dax,
+}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -358,45 +498,9 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             if server:
                 server.stop()
-    if "mooncake" in backends:
-        cluster = MooncakeCluster(Path(tempfile.mkdtemp(prefix="lmcache-bench-mc-")), segment="2GB").start()
-        try:
-            spec = {**cluster.spec("bench:"), "num_workers": 4}
-            _row("mooncake", await raw_mooncake(cluster, args, spec))
-        finally:
-            cluster.stop()
-    if "resp_cluster" in backends:
-        servers = RedisClusterServers(Path(tempfile.mkdtemp(prefix="lmcache-bench-rc-"))).start()
-        try:
-            spec = {"type": "resp", "host": "127.0.0.1", "port": servers.port, "num_workers": 8}
-            _row("cluster", await raw_cluster(servers.port, args, spec))
-        finally:
-            servers.stop()
-    if "raw_block" in backends:
-        base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-rb-"))
-        slot = (args.size_mb << 20) + 4096
-        spec = {
-            "type": "raw_block",
-            "device_path": str(base / "adapter.img"),
-            "slot_bytes": slot,
-            "capacity_bytes": (1 << 20) + 2 * args.num_keys * slot,
-            "meta_total_bytes": 1 << 20,
-        }
-        _row("raw_blk", await raw_block(base / "raw.img", args, spec))
-        shutil.rmtree(base, ignore_errors=True)
-    if "dax" in backends:
-        base = Path(tempfile.mkdtemp(prefix="lmcache-bench-dax-", dir="/dev/shm"))
-        slot = (args.size_mb << 20) + 4096
-        spec = {
-            "type": "dax",
-            "device_path": str(base / "pmem"),
-            "slot_bytes": slot,
-            "max_dax_size_gb": 2 * args.num_keys * slot / 2**30,
-        }
-        try:
-            _row("dax", await raw_dax(base / "raw", args, spec))
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+    for name, run in NEW_BACKENDS.items():
+        if name in backends:
+            await run(args)
     if "s3" in backends:
         s3_server = None
         url, bucket = args.s3_endpoint_url, args.s3_bucket
@@ -419,7 +523,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="fs,resp,s3,mooncake,resp_cluster,raw_block,dax")
+    parser.add_argument("--backends", default="fs,fs_native,resp,s3,nixl,mooncake,resp_cluster,raw_block,dax")
     parser.add_argument("--num-keys", type=int, default=16)
     parser.add_argument("--size-mb", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=4)
