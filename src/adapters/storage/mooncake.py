@@ -11,8 +11,12 @@ object format classify it: another layout is a plain miss, damage is quarantined
 Mooncake leases an object for `default_kv_lease_ttl` (10 s) after each read, and refuses to remove it
 meanwhile (-706). `delete` then answers True and hides the key at once (lookups miss it), and a
 background task retries the removal until the lease lapses; a store of the same key cancels the
-pending removal. With `global_segment_size: 0` this server contributes no memory: objects live in
-storage nodes (`mooncake_client`) and outlive it. Listing and usage read the master's admin HTTP server
+pending removal. Every read renews the lease, so an object other servers keep reading would never be
+removed: `FORCE_REMOVE_AFTER_S` after the delete it is removed by force (a read racing that removal
+fails its checksum and is a miss, never wrong data).
+
+With `global_segment_size: 0` this server contributes no memory: objects live in storage nodes
+(`mooncake_client`) and outlive it. Listing and usage read the master's admin HTTP server
 (`master_metrics_url`, `GET /get_all_keys`, then one `get_size` per key of ours); without it listings
 are empty. Network: mooncake_master binds its RPC and admin servers where told (`--rpc_address`,
 `--metrics_host`, `--http_metadata_server_host`), but the transfer engine of every client (this one
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +64,7 @@ logger = logging.getLogger(__name__)
 NOT_FOUND = -704
 LEASED = -706
 _RETRY_REMOVE_S = 0.5
+FORCE_REMOVE_AFTER_S = 12.0  # past Mooncake's default 10 s lease: the object is being re-read
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -102,7 +108,7 @@ class MooncakeL2Adapter:
         self._locks = LockTable()
         self._inflight = InFlight()
         self._stored: set[ObjectKey] = set()
-        self._doomed: set[ObjectKey] = set()  # deleted, removal refused while leased: retried
+        self._doomed: dict[ObjectKey, float] = {}  # deleted, refused while leased -> monotonic deadline
         self._retry_task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-mooncake")
         self._config = ReplicateConfig()
@@ -164,7 +170,8 @@ class MooncakeL2Adapter:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
-            self._doomed.difference_update(keys)  # a store cancels a pending removal
+            for key in keys:
+                self._doomed.pop(key, None)  # a store cancels a pending removal
             try:
                 codes = await self._run(self._put_all, list(keys), list(buffers))
             except Exception as exc:
@@ -316,7 +323,7 @@ class MooncakeL2Adapter:
         out = []
         for key, code in zip(keys, codes, strict=True):
             if code == LEASED and key not in self._doomed:
-                self._doomed.add(key)
+                self._doomed[key] = time.monotonic() + FORCE_REMOVE_AFTER_S
                 out.append(True)
             else:
                 out.append(code == 0)
@@ -328,15 +335,19 @@ class MooncakeL2Adapter:
     async def _retry_removals(self) -> None:
         while self._doomed and not self._closed:
             await asyncio.sleep(_RETRY_REMOVE_S)
-            keys = list(self._doomed)
-            try:
-                codes = await self._run(self._remove, keys)
-            except Exception as exc:
-                self._error("delete", repr(exc))
-                continue
-            for key, code in zip(keys, codes, strict=True):
-                if code in (0, NOT_FOUND):
-                    self._doomed.discard(key)
+            now = time.monotonic()
+            for force in (False, True):
+                keys = [k for k, deadline in self._doomed.items() if (deadline <= now) == force]
+                if not keys:
+                    continue
+                try:
+                    codes = await self._run(self._remove, keys, force)
+                except Exception as exc:
+                    self._error("delete", repr(exc))
+                    continue
+                for key, code in zip(keys, codes, strict=True):
+                    if code in (0, NOT_FOUND):
+                        self._doomed.pop(key, None)
 
     async def _names(self) -> list[str]:
         if self.metrics_url is None:

@@ -6,6 +6,7 @@ lapses, and a start-up failure that names the flag.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -45,10 +46,10 @@ async def test_delete_of_a_leased_object_hides_it_and_removes_it_later(mooncake:
     assert await adapter.delete([key(1)]) == [True]
     assert await adapter.lookup_and_lock([key(1)]) == [False]
     assert key(1) not in (await adapter.list_keys()).keys
-    assert adapter._doomed == {key(1)}
+    assert set(adapter._doomed) == {key(1)}
     # A new store of the key cancels the pending removal.
     assert await adapter.store([key(1)], [data]) == [True]
-    assert adapter._doomed == set()
+    assert not adapter._doomed
     assert await adapter.lookup_and_lock([key(1)]) == [True]
     await adapter.close()
 
@@ -59,3 +60,23 @@ def test_unreachable_master_fails_start_up_naming_the_flag() -> None:
     with pytest.raises(ConfigError, match=r"--l2-adapter #1 \(type 'mooncake_store'\): .*setup failed"):
         build(spec)
     assert time.monotonic() - started < 60
+
+
+async def test_an_object_that_stays_leased_is_removed_by_force_in_the_end(
+    mooncake: MooncakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmcache.adapters.storage import mooncake as module
+
+    monkeypatch.setattr(module, "FORCE_REMOVE_AFTER_S", 0.2)
+    monkeypatch.setattr(module, "_RETRY_REMOVE_S", 0.05)
+    adapter, reader = build(mooncake.spec("force:")), build(mooncake.spec("force:"))
+    await adapter.store([key(2)], [payload(2, 4000)])
+    assert await reader.load([key(2)], [memoryview(bytearray(4000))]) == [True]  # another server's lease
+    assert await adapter.delete([key(2)]) == [True]
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        if not adapter._doomed:
+            break
+    assert not adapter._doomed and await reader.lookup_and_lock([key(2)]) == [False]
+    await adapter.close()
+    await reader.close()
