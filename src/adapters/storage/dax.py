@@ -20,7 +20,6 @@ import logging
 import mmap
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.storage._slots import SlotL2Base
@@ -30,11 +29,7 @@ from lmcache.adapters.storage.object_format import (
     MAX_KEY_LEN,
     BufferMismatchError,
     CorruptObjectError,
-    checksum,
     copy_payload,
-    encode_header,
-    header_len_for,
-    key_name,
     parse_header,
     parse_key_name,
     verify_payload,
@@ -50,8 +45,6 @@ logger = logging.getLogger(__name__)
 MAP_SHARED_VALIDATE = 0x03
 MAP_SYNC = 0x80000
 _PAGE = mmap.PAGESIZE
-_PARALLEL_HASH_BYTES = 1 << 20  # below this, hashing on the copying thread is cheaper than a hand-off
-_HASHER = ThreadPoolExecutor(2, thread_name_prefix="lmcache-dax-hash")
 
 
 def map_device(path: str, size: int) -> tuple[mmap.mmap, bool]:
@@ -132,18 +125,13 @@ class DaxL2Adapter(SlotL2Base):
             aligned = start - start % _PAGE
             self.map.flush(aligned, length + start - aligned)
 
-    def _write_slot(self, slot: int, key: ObjectKey, payload: memoryview) -> int:
-        """Copy the payload while another thread hashes it (both release the GIL), then the header."""
-        digest = _HASHER.submit(checksum, payload) if payload.nbytes >= _PARALLEL_HASH_BYTES else None
-        header_len = header_len_for(key_name(key).encode(), self.header_align)
+    def _write_object(self, slot: int, header: bytes, payload: memoryview) -> None:
         start = slot * self.slot_bytes
-        body = start + header_len
+        body = start + len(header)
         with memoryview(self.map) as whole, whole[body : body + payload.nbytes] as target:
             copy_payload(target, payload)
-        header = encode_header(key, payload, self.header_align, digest.result() if digest else None)
         self.map[start : start + len(header)] = header  # after the payload; a torn pair fails its checksum
         self._flush(start, len(header) + payload.nbytes)
-        return len(header) + payload.nbytes
 
     def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
         start = slot * self.slot_bytes
