@@ -3,7 +3,8 @@
 Each object moves with bulk syscalls: one `writev` of header + payload (or one `pwrite` of an aligned
 bounce buffer with O_DIRECT), one `preadv` straight into the caller's buffer. O_DIRECT needs aligned
 memory, offsets and sizes, which the caller's L1 view does not promise, so that path goes through a
-page-aligned anonymous mmap kept per thread; where the file system refuses O_DIRECT (tmpfs) it falls back to buffered I/O.
+page-aligned anonymous mmap kept per thread; where the file system refuses O_DIRECT (tmpfs) it falls
+back to buffered I/O.
 
 Objects hold tenants' KV: files are created 0600 and directories 0700 (owner only, whatever the umask).
 A file that fails its checks is moved aside by `quarantine`, only if the path still names the file that
