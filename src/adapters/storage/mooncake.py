@@ -33,22 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import numpy as np
 from mooncake.store import MooncakeDistributedStore, ReplicateConfig  # type: ignore[import-untyped]
 
 from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
-from lmcache.adapters.storage._native_mem import RegisteredRanges, address_of
+from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, put_all
+from lmcache.adapters.storage._native_mem import RegisteredRanges
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import (
     CorruptObjectError,
     UnusableObjectError,
-    decode_into,
-    encode_header,
-    header_len_for,
     key_name,
-    parse_header,
     parse_key_name,
-    verify_payload,
 )
 from lmcache.domain.units import gb_to_bytes
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
@@ -61,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = ("MooncakeL2Adapter",)
 
 logger = logging.getLogger(__name__)
-NOT_FOUND = -704
 LEASED = -706
 _RETRY_REMOVE_S = 0.5
 FORCE_REMOVE_AFTER_S = 12.0  # past Mooncake's default 10 s lease: the object is being re-read
@@ -151,6 +145,13 @@ class MooncakeL2Adapter:
     def _name(self, key: ObjectKey) -> str:
         return self.prefix + key_name(key)
 
+    def _put_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[int]:
+        names = [self._name(k) for k in keys]
+        return put_all(self.client, self._memory, self._config, names, keys, buffers)
+
+    def _get_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[CorruptObjectError | bool]:
+        return get_all(self.client, self._memory, [self._name(k) for k in keys], keys, buffers)
+
     def _error(self, op: str, exc: BaseException | str) -> None:
         self.counters.backend_errors += 1
         logger.warning("mooncake_store L2 %s: %s failed: %s", self.master, op, exc)
@@ -185,21 +186,6 @@ class MooncakeL2Adapter:
             if not self.persist:
                 self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
             return out
-
-    def _put_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[int]:
-        headers = [encode_header(k, b) for k, b in zip(keys, buffers, strict=True)]
-        staging = np.frombuffer(b"".join(headers), np.uint8)
-        base = address_of(staging)
-        ptrs, sizes, offset = [], [], 0
-        for header, buf in zip(headers, buffers, strict=True):
-            ptrs.append([base + offset, address_of(buf)])
-            sizes.append([len(header), buf.nbytes])
-            offset += len(header)
-        spans = [(base, staging.nbytes)] + [(p[1], s[1]) for p, s in zip(ptrs, sizes, strict=True)]
-        with self._memory.hold(spans):
-            names = [self._name(k) for k in keys]
-            codes = self.client.batch_put_from_multi_buffers(names, ptrs, sizes, self._config)
-        return [int(c) for c in codes]
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_is_exist; keys deleted but not yet removed (leased) are misses; pin the hits."""
@@ -245,60 +231,6 @@ class MooncakeL2Adapter:
                 removed = await self._run(self._remove, damaged, True)
                 self.counters.quarantined += sum(1 for code in removed if code == 0)
             return [outcome is True for outcome in results]
-
-    def _get_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[CorruptObjectError | bool]:
-        names = [self._name(k) for k in keys]
-        hlens = [header_len_for(key_name(k).encode()) for k in keys]
-        staging = np.zeros(sum(hlens), np.uint8)
-        base = address_of(staging)
-        starts = np.cumsum([0, *hlens[:-1]]).tolist()
-        ptrs = [[base + s, address_of(b)] for s, b in zip(starts, buffers, strict=True)]
-        sizes = [[h, b.nbytes] for h, b in zip(hlens, buffers, strict=True)]
-        spans = [(base, staging.nbytes)] + [(p[1], s[1]) for p, s in zip(ptrs, sizes, strict=True)]
-        with self._memory.hold(spans):
-            codes = self.client.batch_get_into_multi_buffers(names, ptrs, sizes)
-        out: list[CorruptObjectError | bool] = []
-        for i, (key, buf, code) in enumerate(zip(keys, buffers, codes, strict=True)):
-            if code == NOT_FOUND:
-                out.append(False)
-            elif code == hlens[i] + buf.nbytes:
-                out.append(self._verify(key, staging[starts[i] : starts[i] + hlens[i]], buf))
-            else:
-                out.append(self._slow_get(names[i], key, buf))
-        return out
-
-    @staticmethod
-    def _verify(
-        key: ObjectKey, header_bytes: np.ndarray[Any, Any], buf: memoryview
-    ) -> CorruptObjectError | bool:
-        try:
-            header = parse_header(header_bytes.data)
-            if header.header_len != header_bytes.nbytes:
-                raise CorruptObjectError("header length differs")
-            verify_payload(header, key, buf)
-        except CorruptObjectError as exc:
-            return exc
-        return True
-
-    def _slow_get(self, name: str, key: ObjectKey, buf: memoryview) -> CorruptObjectError | bool:
-        """Read an object whose size is not the expected one whole, and classify it."""
-        size = int(self.client.get_size(name))
-        if size == NOT_FOUND:
-            return False
-        if size <= 0 or size > buf.nbytes + (1 << 20):
-            return CorruptObjectError(f"stored object of {size} bytes") if size > 0 else False
-        whole = np.zeros(size, np.uint8)
-        with self._memory.hold([(address_of(whole), size)]):
-            got = int(self.client.batch_get_into([name], [address_of(whole)], [size])[0])
-        if got == NOT_FOUND:
-            return False
-        if got != size:
-            return CorruptObjectError(f"read {got} of {size} bytes")
-        try:
-            decode_into(key, whole.data, buf)
-        except CorruptObjectError as exc:
-            return exc
-        return True
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
