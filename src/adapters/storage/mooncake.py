@@ -19,8 +19,9 @@ With `global_segment_size: 0` this server contributes no memory: objects live in
 (`mooncake_client`) and outlive it. Listing and usage read the master's admin HTTP server
 (`master_metrics_url`, `GET /get_all_keys`, then one `get_size` per key of ours); without it listings
 are empty. Network: mooncake_master binds its RPC and admin servers where told (`--rpc_address`,
-`--metrics_host`, `--http_metadata_server_host`), but the transfer engine of every client (this one
-included) listens on all interfaces: firewall it.
+`--metrics_host`, `--http_metadata_server_host`); TCP transfers use `MC_TCP_BIND_ADDRESS` (Mooncake's
+environment variable; unset: the host's first active interface), and the transfer engine of every
+client (this one included) has RPC listeners on all interfaces: firewall them.
 """
 
 from __future__ import annotations

@@ -215,8 +215,11 @@ def _bin(name: str) -> str:
 class MooncakeCluster:
     """mooncake_master (with its HTTP metadata server) and one storage node (`mooncake_client`).
 
-    Everything we can bind is bound to 127.0.0.1; the transfer engines still listen on all interfaces
-    (Mooncake offers no flag for it). The storage node holds the data, so objects outlive any client.
+    Everything we can bind is bound to 127.0.0.1, and `MC_TCP_BIND_ADDRESS=127.0.0.1` (set in this
+    process too, so the adapters and the servers it spawns inherit it) keeps the TCP transfers on
+    loopback; without it they go to the host's first active interface. The transfer engines' RPC
+    listeners still bind all interfaces (Mooncake offers no flag for them), though nothing connects to
+    them but loopback. The storage node holds the data, so objects outlive any client.
     """
 
     workdir: Path
@@ -258,6 +261,7 @@ class MooncakeCluster:
 
     def start(self) -> MooncakeCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        os.environ["MC_TCP_BIND_ADDRESS"] = "127.0.0.1"
         master = self._spawn(
             [
                 _bin("mooncake_master"),

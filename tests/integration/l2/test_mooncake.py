@@ -7,6 +7,9 @@ lapses, and a start-up failure that names the flag.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import time
 from typing import TYPE_CHECKING
 
@@ -80,3 +83,20 @@ async def test_an_object_that_stays_leased_is_removed_by_force_in_the_end(
     assert not adapter._doomed and await reader.lookup_and_lock([key(2)]) == [False]
     await adapter.close()
     await reader.close()
+
+
+async def test_transfers_stay_on_loopback(mooncake: MooncakeCluster) -> None:
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("ss (iproute2) is not installed")
+    adapter = build(mooncake.spec("lo:"))
+    data = payload(3, 1 << 20)
+    assert await adapter.store([key(3)], [data]) == [True]
+    assert await adapter.load([key(3)], [memoryview(bytearray(data.nbytes))]) == [True]
+    pids = {str(os.getpid()), *(str(p.pid) for p in mooncake.procs)}
+    lines = subprocess.run([ss, "-tnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = [line for line in lines if any(f"pid={pid}," in line for pid in pids)]
+    assert ours, "no connection of ours was listed"
+    peers = {line.split()[4].rsplit(":", 1)[0] for line in ours}
+    assert peers <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, peers
+    await adapter.close()
