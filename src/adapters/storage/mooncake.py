@@ -34,7 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from mooncake.store import MooncakeDistributedStore, ReplicateConfig  # type: ignore[import-untyped]
+
+try:
+    from mooncake.store import MooncakeDistributedStore, ReplicateConfig  # type: ignore[import-untyped]
+except ModuleNotFoundError:
+    raise  # the wheel is missing: the L2 factory names the pip extra
+except ImportError as exc:  # the wheel is there, a system library it links is not (libibverbs1)
+    _LOAD_ERROR: ImportError | None = exc
+else:
+    _LOAD_ERROR = None
 
 from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
 from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, put_all
@@ -94,6 +102,11 @@ class MooncakeL2Adapter:
         eviction: dict[str, Any] | None = None,
         persist_enabled: bool = True,
     ) -> None:
+        if _LOAD_ERROR is not None:
+            raise L2ConfigError(
+                f"mooncake_store: the Mooncake client cannot load ({_LOAD_ERROR}); it needs libibverbs1 "
+                "even for protocol tcp (Debian/Ubuntu: apt-get install libibverbs1)"
+            )
         self.prefix = key_prefix
         self.master = master_server_address
         self.metrics_url = master_metrics_url.rstrip("/") if master_metrics_url else None

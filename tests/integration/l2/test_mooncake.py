@@ -100,3 +100,21 @@ async def test_transfers_stay_on_loopback(mooncake: MooncakeCluster) -> None:
     peers = {line.split()[4].rsplit(":", 1)[0] for line in ours}
     assert peers <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, peers
     await adapter.close()
+
+
+def test_a_missing_system_library_fails_start_up_saying_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.abc
+    import sys
+
+    class NoVerbs(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "mooncake.store":
+                raise ImportError(
+                    "libibverbs.so.1: cannot open shared object file: No such file or directory"
+                )
+
+    for name in ("mooncake.store", "lmcache.adapters.storage.mooncake"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoVerbs(), *sys.meta_path])
+    with pytest.raises(ConfigError, match=r"cannot load \(libibverbs\.so\.1: .*apt-get install libibverbs1"):
+        build({"type": "mooncake_store", "master_server_address": "127.0.0.1:1"})
