@@ -102,6 +102,7 @@ class AerospikeL2Adapter:
         except self.errors.AerospikeError as exc:
             raise L2ConfigError(f"aerospike: cannot connect to {hosts}: {exc}") from exc
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-aerospike-l2")
+        self._closed = False
 
     def _key(self, name: str, part: int) -> tuple[str, str, str]:
         return (self.ns, self.set, f"{name}#{part}")
@@ -267,10 +268,11 @@ class AerospikeL2Adapter:
 
     async def close(self) -> None:
         """Finish requests, delete this run's objects unless `persist_enabled`, close the client."""
-        if self._inflight.closing and self._pool._shutdown:
+        if self._closed:
             return
         await self._inflight.drain()
         if self._stored:
             await self.delete(list(self._stored))
         self._pool.shutdown(wait=True)
         self.client.close()
+        self._closed = True
