@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mmap
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lmcache.app.config import ConfigError
 from lmcache.app.config.l2 import L2Config
 from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_memory import attach_l1_memory
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 
 if TYPE_CHECKING:
@@ -140,8 +142,11 @@ async def bench(
     stats = {phase: OpStats() for phase in PHASES}
     rank = pack_kv_rank(1, 0)
     # Load targets stand in for L1 extents, which are resident memory: allocated once and written before
-    # every load phase (fresh zero pages would add a page fault per 4 KiB to the timed loads).
-    outs = [memoryview(bytearray(size)) for _ in range(args.num_keys)]
+    # every load phase (fresh zero pages would add a page fault per 4 KiB to the timed loads), page-aligned
+    # as L1 extents are (--l1-align-bytes), in one arena handed to adapters that register L1 memory.
+    arena = mmap.mmap(-1, max(1, size * args.num_keys))
+    attach_l1_memory([adapter], _Arena(arena))
+    outs = [memoryview(arena)[i * size : (i + 1) * size] for i in range(args.num_keys)]
     blank = bytes(size)
     for _ in range(args.rounds):
         run = uuid.uuid4().bytes
@@ -167,6 +172,16 @@ async def bench(
             raise AssertionError(f"{bad} of {len(keys)} loaded objects differ from what was stored")
         await adapter.delete(keys)
     return stats
+
+
+class _Arena:
+    """The shape `attach_l1_memory` reads (an L1 memory's tensor) over a plain mapping."""
+
+    def __init__(self, region: mmap.mmap) -> None:
+        import numpy as np
+        import torch
+
+        self.tensor = torch.from_numpy(np.frombuffer(region, np.uint8))
 
 
 def _call(

@@ -26,6 +26,7 @@ from lmcache.app import runtime_extras
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
 from lmcache.app.inert_flags import Facts, warn_ineffective_flags
+from lmcache.app.l2_memory import attach_l1_memory
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
 from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
@@ -86,7 +87,7 @@ class ServerRuntime:
         )
         warn_ineffective_flags(cfg, Facts(torch.cuda.is_available(), memory.kind))  # one line per inert flag
         try:
-            c.l2_adapters()
+            attach_l1_memory(c.l2_adapters(), memory)  # native clients register the arena once
             self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
             self.blend = c.blend()  # None without --engine-type blend; subscribes before the bus starts
             self.telemetry.start()

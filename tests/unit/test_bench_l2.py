@@ -44,8 +44,9 @@ def test_failed_operations_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--l2-adapter", '{"type": "fs_native", "base_path": "/x"}']) == 2
-    assert "not available in this build" in capsys.readouterr().err
+    spec = '{"type": "raw_block", "device_path": "/x", "slot_bytes": 8192, "io_engine": "io_uring"}'
+    assert main(["--l2-adapter", spec]) == 2
+    assert "io_engine 'io_uring' is not available in this build" in capsys.readouterr().err
 
 
 def test_serde_comparison_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

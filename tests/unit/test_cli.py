@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 import yaml
 
 from lmcache.app.cli import EXIT_CONFIG, main
@@ -17,7 +19,6 @@ from lmcache.app.config import ServerConfig, load_config
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pytest
 
 REQUIRED = ["--l1-size-gb", "1", "--eviction-policy", "LRU"]
 
@@ -60,6 +61,9 @@ def test_server_port_in_use_exits_2_naming_the_flag() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(
+    ctypes.util.find_library("cufile") is not None, reason="GPUDirect Storage is installed here"
+)
 def test_unavailable_l2_backend_fails_at_start_up() -> None:
     result = _run(
         "server",
@@ -67,10 +71,15 @@ def test_unavailable_l2_backend_fails_at_start_up() -> None:
         "--l2-adapter",
         '{"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}',
         "--l2-adapter",
-        '{"type": "aerospike", "hosts": "h:3000"}',
+        '{"type": "nixl_store", "backend": "GDS", "pool_size": 4,'
+        ' "backend_params": {"file_path": "/tmp", "use_direct_io": "true"}}',
     )
     assert result.returncode == EXIT_CONFIG
-    assert "--l2-adapter #2: type 'aerospike' is not available in this build" in result.stderr
+    assert (
+        "--l2-adapter #2 (type 'nixl_store'): nixl backend 'GDS' cannot start: libcufile.so.0 is missing"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

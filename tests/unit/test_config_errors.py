@@ -92,7 +92,8 @@ def test_flag_mistakes(argv: list[str], message: str) -> None:
             ['{"type": "ftp"}'],
             "--l2-adapter #1: unknown type 'ftp' (expected one of: 'nixl_store', "
             "'nixl_store_dynamic', 'fs', 'fs_native', 'mock', 'mooncake_store', 'aerospike', "
-            "'s3', 'resp', 'plugin', 'native_plugin', 'raw_block', 'dax', 'fault_inject')",
+            "'s3', 'resp', 'valkey', 'hfbucket', 'plugin', 'native_plugin', 'raw_block', 'dax', "
+            "'fault_inject')",
         ),
         (['{"base_path": "/x"}'], '--l2-adapter #1: missing the "type" field'),
         (

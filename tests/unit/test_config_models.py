@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from lmcache.app.config import ConfigError, CoordinatorConfig, ServerConfig, load_config
 from lmcache.app.config.l2 import L2Config
@@ -211,3 +212,32 @@ def test_shipped_profiles_load(name: str) -> None:
         assert [spec.type for spec in config.l2.l2_adapter] == ["fs"]
         assert config.l1.l1_size_gb >= 64 and config.coordinator.coordinator_url is not None
         assert not config.observability.disable_metrics
+
+
+def test_mooncake_accepts_lmcache_field_names_and_no_own_segment() -> None:
+    spec = L2Config.model_validate(
+        {
+            "l2_adapter": [
+                {
+                    "type": "mooncake_store",
+                    "master_server_addr": "10.0.0.1:50051",
+                    "rdma_devices": "mlx5_0",
+                    "global_segment_size": 0,
+                }
+            ]
+        }
+    ).l2_adapter[0]
+    assert (spec.master_server_address, spec.device_name, spec.global_segment_size) == (
+        "10.0.0.1:50051",
+        "mlx5_0",
+        0,
+    )
+    with pytest.raises(ValidationError):
+        L2Config.model_validate({"l2_adapter": [{"type": "mooncake_store", "global_segment_size": 1}]})
+
+
+def test_fleet_profile_loads_with_a_shared_l2() -> None:
+    config = load_config(ServerConfig, profiles=[ROOT / "configs" / "fleet.yaml"])
+    (spec,) = config.l2.l2_adapter
+    assert spec.type == "resp" and spec.shared is True
+    assert config.coordinator.coordinator_l2_event_reporting is True

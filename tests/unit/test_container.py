@@ -32,7 +32,7 @@ l2:
   l2_prefetch_max_in_flight: 4
   periodic_notifier_interval_ms: 2
   l2_adapter:
-    - {type: fs_native, base_path: /tmp/l2}
+    - {type: raw_block, device_path: /tmp/l2.img, slot_bytes: 8192, io_engine: io_uring}
     - {type: resp, host: 127.0.0.1, port: 6379}
 observability: {enable_tracing: true, otlp_endpoint: "http://localhost:4317", metrics_sample_rate: 0.5,
                 lookup_hash_log_dir: /tmp/lh, trace_level: storage, trace_output: /tmp/t.lct}
@@ -89,7 +89,9 @@ def test_full_config_resolves_with_adapters_swapped(tmp_path: Path) -> None:
     config = load_config(ServerConfig, profiles=[profile])
     assert config.mp.max_cpu_workers == 4 and config.mp.max_gpu_workers == 2
     container = ServerContainer(config=config)
-    with pytest.raises(ConfigError, match=r"--l2-adapter #1: type 'fs_native' is not available in this"):
+    with pytest.raises(
+        ConfigError, match=r"--l2-adapter #1 \(type 'raw_block'\): .*'io_uring' is not available"
+    ):
         container.l2_adapters()
     with container.l2_adapters.override(providers.Object([])):
         resolved = _resolve_all(container)

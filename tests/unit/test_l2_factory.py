@@ -77,7 +77,24 @@ def test_failure_closes_what_was_built() -> None:
 
 # --- the real specs and adapters -------------------------------------------------------------------
 
-AVAILABLE = {"fs", "mock", "s3", "resp", "plugin", "fault_inject"}
+AVAILABLE = {
+    "fs",
+    "mock",
+    "s3",
+    "resp",
+    "valkey",
+    "plugin",
+    "fault_inject",
+    "mooncake_store",
+    "raw_block",
+    "dax",
+    "fs_native",
+    "nixl_store",
+    "nixl_store_dynamic",
+    "native_plugin",
+    "aerospike",
+    "hfbucket",
+}
 
 
 def _spec_classes() -> list[type[L2SpecBase]]:

@@ -3,7 +3,8 @@
 Each object moves with bulk syscalls: one `writev` of header + payload (or one `pwrite` of an aligned
 bounce buffer with O_DIRECT), one `preadv` straight into the caller's buffer. O_DIRECT needs aligned
 memory, offsets and sizes, which the caller's L1 view does not promise, so that path goes through a
-page-aligned anonymous mmap; where the file system refuses O_DIRECT (tmpfs) it falls back to buffered I/O.
+page-aligned anonymous mmap kept per thread; where the file system refuses O_DIRECT (tmpfs) it falls
+back to buffered I/O.
 
 Objects hold tenants' KV: files are created 0600 and directories 0700 (owner only, whatever the umask).
 A file that fails its checks is moved aside by `quarantine`, only if the path still names the file that
@@ -55,6 +56,15 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 QUARANTINE_MAX_FILES = 100  # beyond this, quarantined objects are deleted instead of kept for a person
 _warned_odirect = threading.Event()
+_bounces = threading.local()
+
+
+def _bounce(size: int) -> mmap.mmap:
+    """A page-aligned buffer of at least `size` bytes, kept per thread (a new mapping faults per 4 KiB)."""
+    buf: mmap.mmap | None = getattr(_bounces, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _bounces.buf = mmap.mmap(-1, max(size, ALIGN))
+    return buf
 
 
 def _open(path: str, flags: int, odirect: bool) -> tuple[int, bool]:
@@ -115,11 +125,11 @@ def write_object(
     try:
         size = len(header) + payload.nbytes
         if direct:
-            # Freed by refcounting; an explicit close() would fail while a view is still referenced.
-            bounce = mmap.mmap(-1, -(-size // ALIGN) * ALIGN)
+            aligned = -(-size // ALIGN) * ALIGN
+            bounce = _bounce(aligned)
             bounce[: len(header)] = header
-            bounce[len(header) : size] = payload
-            _write_all(fd, [memoryview(bounce)])
+            copy_payload(memoryview(bounce)[len(header) : size], payload)
+            _write_all(fd, [memoryview(bounce)[:aligned]])
             os.ftruncate(fd, size)
         else:
             _write_all(fd, [memoryview(header), payload])
@@ -226,7 +236,8 @@ def _check_sizes(header: ObjectHeader, file_size: int, dest: memoryview, exact: 
 
 
 def _read_direct(fd: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
-    view = memoryview(mmap.mmap(-1, max(ALIGN, -(-size // ALIGN) * ALIGN)))  # page-aligned bounce
+    aligned = max(ALIGN, -(-size // ALIGN) * ALIGN)
+    view = memoryview(_bounce(aligned))[:aligned]  # page-aligned, reused by this thread
     if _read_into(fd, view, 0) < size:
         raise CorruptObjectError("short read")
     header = parse_header(view)

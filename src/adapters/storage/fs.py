@@ -8,8 +8,10 @@ a partial file).
 
 Start-up (the constructor) removes leftover temp files (with `shared`, only those older than an hour,
 since another server may be writing) and rebuilds the in-memory index from the file headers, dropping
-files whose header or size is wrong. With `shared`, a key missing from the index is looked for on disk,
-since other servers write the same directory. `persist_enabled=False` deletes the indexed objects on close.
+files whose header or size is wrong. A key missing from the index is looked for on disk (one stat per
+key; a miss is remembered for `NEGATIVE_TTL_S`, at most `NEGATIVE_MAX` keys), since other servers (a
+directory shared over NFS) or a person may add objects after start-up; with `shared`, listings also sync
+the index with the directory. `persist_enabled=False` deletes the indexed objects on close.
 `read_ahead_size` is a `posix_fadvise(WILLNEED)` over the file's first bytes before reading.
 
 A load that finds a damaged file (bad header, wrong key, truncation, checksum mismatch) quarantines it: the
@@ -61,6 +63,8 @@ __all__ = ("FsL2Adapter",)
 logger = logging.getLogger(__name__)
 IO_THREADS = 8
 _STALE_TMP_SECONDS = 3600.0
+NEGATIVE_TTL_S = 1.0  # a key found absent on disk is not looked for again within this
+NEGATIVE_MAX = 65536
 QUARANTINE_DIR = ".quarantine"
 
 
@@ -105,6 +109,7 @@ class FsL2Adapter:
         self._used = 0
         self._locks = LockTable()
         self._inflight = InFlight()
+        self._absent: dict[ObjectKey, float] = {}  # key -> monotonic time until which a disk miss holds
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="lmcache-fs-l2")
         _fs_io.make_dir(self.base)
         _fs_io.make_dir(self.tmp)
@@ -164,6 +169,7 @@ class FsL2Adapter:
                 for key, outcome in zip(written, results, strict=True):
                     if isinstance(outcome, int) and not isinstance(outcome, bool):
                         self._set(key, outcome)
+                        self._absent.pop(key, None)
                         self.counters.stores += 1
                     else:
                         self._store_failed(key, outcome)
@@ -202,17 +208,33 @@ class FsL2Adapter:
             logger.warning("fs L2: store of %s failed: %r", key.short(), outcome)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
-        """Answer from the index (and, with `shared`, from the disk for keys it lacks); pin hits."""
+        """Answer from the index, then from the disk for keys it lacks (negative answers cached); pin hits."""
         present = [key in self._index for key in keys]
-        if self.shared and not all(present):
-            missing = [k for k, ok in zip(keys, present, strict=True) if not ok]
-            paths = [self._path(k) for k in missing]
-            sizes = await asyncio.get_running_loop().run_in_executor(self._pool, _fs_io.sizes_of, paths)
-            for key, size in zip(missing, sizes, strict=True):
-                if size is not None:
-                    self._set(key, size)
-            present = [key in self._index for key in keys]
+        if not all(present):
+            now = time.monotonic()
+            missing = [
+                k for k, ok in zip(keys, present, strict=True) if not ok and self._absent.get(k, 0.0) <= now
+            ]
+            if missing:
+                paths = [self._path(k) for k in missing]
+                sizes = await asyncio.get_running_loop().run_in_executor(self._pool, _fs_io.sizes_of, paths)
+                self._remember_absent(
+                    [k for k, size in zip(missing, sizes, strict=True) if size is None], now
+                )
+                for key, size in zip(missing, sizes, strict=True):
+                    if size is not None and key not in self._index:
+                        self._set(key, size)
+                present = [key in self._index for key in keys]
         return self._locks.lock(keys, present)
+
+    def _remember_absent(self, keys: list[ObjectKey], now: float) -> None:
+        if len(self._absent) + len(keys) > NEGATIVE_MAX:
+            self._absent = {k: t for k, t in self._absent.items() if t > now}
+            if len(self._absent) + len(keys) > NEGATIVE_MAX:
+                self._absent.clear()
+        until = now + NEGATIVE_TTL_S
+        for key in keys:
+            self._absent[key] = until
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
@@ -229,7 +251,7 @@ class FsL2Adapter:
             return [None] * len(keys)
         async with self._inflight.track():
             cancelled = threading.Event()
-            wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if self.shared or k in self._index]
+            wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if k in self._index]
             jobs = [self._load_job(k, b, cancelled, exact) for k, b in wanted]
             answers = await run_jobs(self._pool, jobs, cancelled)
             results = dict(zip([k for k, _ in wanted], answers, strict=True))

@@ -9,6 +9,11 @@ is a SCAN + STRLEN pass (approximate under concurrent writers). Backend errors a
 counted in `counters.backend_errors` (which trips the circuit breaker, resilience.py). Loads leave the
 asyncio client: `num_workers` threads with redis-py's synchronous connections receive each value straight
 into its L1 buffer (_resp_reader.py says why).
+
+Redis Cluster (and Valkey cluster mode) is detected at first use (`INFO cluster`, or forced with
+`"cluster": true|false`): commands then go through `redis.asyncio.cluster`, and the copy-free store and
+load paths are split by the node owning each key's slot (_resp_cluster.py). Listing pages through the
+primaries one after another; the cursor then is `<node index>:<scan cursor>:<skip>`.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from lmcache.adapters.storage._common import (
     tally_loads,
     usage_by_salt,
 )
+from lmcache.adapters.storage._resp_cluster import ClusterRouter, Shard
 from lmcache.adapters.storage._resp_reader import BlockingGetPool, LoadCancel
-from lmcache.adapters.storage.object_format import key_name
+from lmcache.adapters.storage.object_format import UnusableObjectError, key_name
 from lmcache.adapters.storage.object_format import parse_key_name as _parse_name
 from lmcache.domain.units import gb_to_bytes
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
@@ -74,11 +80,15 @@ class RedisL2Adapter:
         username: str = "",
         password: str = "",
         max_capacity_gb: float = 0.0,
+        cluster: bool | None = None,
         shared: bool = False,
         eviction: dict[str, Any] | None = None,
         persist_enabled: bool = True,
     ) -> None:
         self.url = _url(host, port)
+        self._auth = (username or None, password or None, num_workers)
+        self._cluster_wanted = cluster
+        self.router: ClusterRouter | None = None
         self.capacity_bytes = gb_to_bytes(max_capacity_gb)
         self.persist = persist_enabled
         self.counters = AdapterCounters()
@@ -97,6 +107,43 @@ class RedisL2Adapter:
             self.url, username or None, password or None, num_workers, _SOCKET_TIMEOUT_S
         )
         self._load_threads = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-resp-load")
+        self._standalone = Shard(self.url, self.client, self._getter)
+
+    async def _router(self) -> ClusterRouter | None:
+        """The cluster router when the server is a cluster node (decided at the first reachable call)."""
+        if self.router is not None or self._cluster_wanted is False:
+            return self.router
+        if self._cluster_wanted is None:
+            info = await self.client.info("cluster")
+            self._cluster_wanted = bool(info.get("cluster_enabled"))
+            if not self._cluster_wanted:
+                return None
+        username, password, workers = self._auth
+        router = ClusterRouter(self.url, username, password, workers, _SOCKET_TIMEOUT_S)
+        await router.start()
+        self.router = router
+        logger.info(
+            "resp L2 %s: Redis Cluster with %d primaries", self.url.split("?")[0], len(router.primaries())
+        )
+        return router
+
+    def _direct(self) -> Any:
+        """A client that routes any key to its node (the cluster client in cluster mode)."""
+        return self.router.cluster if self.router is not None else self.client
+
+    async def _groups(self, names: Sequence[bytes]) -> list[tuple[Shard, list[int]]]:
+        router = await self._router()
+        if router is None:
+            return [(self._standalone, list(range(len(names))))]
+        return router.groups(names)
+
+    async def _shards(self) -> list[Shard]:
+        router = await self._router()
+        return [self._standalone] if router is None else router.primaries()
+
+    async def _moved(self, exc: BaseException) -> None:
+        if self.router is not None and "MOVED" in str(exc):
+            await self.router.refresh()
 
     def _error(self, op: str, exc: BaseException) -> None:
         self.counters.backend_errors += 1
@@ -108,19 +155,45 @@ class RedisL2Adapter:
             return [False] * len(keys)
         async with self._inflight.track():
             headers = encode_headers(keys, buffers)  # xxh3: ~0.04 ms per MiB, cheaper than a thread hop
+            names = [(PREFIX + key_name(key)).encode() for key in keys]
+            out = [False] * len(keys)
             try:
-                out = await self._set_all(keys, headers, buffers)
+                groups = await self._groups(names)
+                done = await asyncio.gather(
+                    *(
+                        self._set_all(
+                            shard.client,
+                            [names[i] for i in idx],
+                            [headers[i] for i in idx],
+                            [buffers[i] for i in idx],
+                        )
+                        for shard, idx in groups
+                    ),
+                    return_exceptions=True,
+                )
+                for (_, idx), result in zip(groups, done, strict=True):
+                    if isinstance(result, BaseException):
+                        if not isinstance(result, _ERRORS):
+                            raise result
+                        self._error("store", result)
+                        await self._moved(result)
+                        continue
+                    for i, ok in zip(idx, result, strict=True):
+                        out[i] = ok
             except _ERRORS as exc:
                 self._error("store", exc)
-                out = [False] * len(keys)
             self.counters.stores += sum(out)
             self.counters.store_failures += len(out) - sum(out)
             if not self.persist:
                 self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
             return out
 
+    @staticmethod
     async def _set_all(
-        self, keys: Sequence[ObjectKey], headers: Sequence[bytes], payloads: Sequence[memoryview]
+        client: aioredis.Redis,
+        names: Sequence[bytes],
+        headers: Sequence[bytes],
+        payloads: Sequence[memoryview],
     ) -> list[bool]:
         """Pipelined SETs written as RESP by hand, one connection for the batch.
 
@@ -129,16 +202,15 @@ class RedisL2Adapter:
         object keeps each object visible whole or not at all.
         """
         frames: list[bytes | memoryview] = []
-        for key, header, payload in zip(keys, headers, payloads, strict=True):
-            name = (PREFIX + key_name(key)).encode()
+        for name, header, payload in zip(names, headers, payloads, strict=True):
             size = len(header) + payload.nbytes
             frames += [b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(name), name, size), header, payload]
             frames.append(b"\r\n")
-        pool = self.client.connection_pool
+        pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(frames)
-            replies = [await conn.read_response() for _ in keys]
+            replies = [await conn.read_response() for _ in names]
         except BaseException:
             await conn.disconnect()  # replies may be left unread on it
             raise
@@ -148,10 +220,11 @@ class RedisL2Adapter:
 
     async def _per_key(self, op: str, command: str, keys: Sequence[ObjectKey]) -> list[Any] | None:
         """`command` on every key's name in one pipeline; None (logged, counted) when the backend failed."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            getattr(pipe, command)(PREFIX + key_name(key))
         try:
+            router = await self._router()
+            pipe: Any = (router.cluster if router else self.client).pipeline(transaction=False)
+            for key in keys:
+                getattr(pipe, command)(PREFIX + key_name(key))
             return list(await pipe.execute())
         except _ERRORS as exc:
             self._error(op, exc)
@@ -183,21 +256,52 @@ class RedisL2Adapter:
             return [False] * len(keys)
         async with self._inflight.track():
             names = [(PREFIX + key_name(key)).encode() for key in keys]
-            cancel = LoadCancel()
-            job = functools.partial(self._getter.load, names, keys, buffers, cancel, exact)
-            thread = asyncio.get_running_loop().run_in_executor(self._load_threads, job)
             try:
-                outcomes = await asyncio.shield(thread)
-            except asyncio.CancelledError:
-                # A deadline: unblock the thread, and return only once it stopped writing into buffers.
-                cancel.cancel()
-                await asyncio.gather(thread, return_exceptions=True)
-                raise
+                groups = await self._groups(names)
             except _ERRORS as exc:
                 self._error("load", exc)
                 return [False] * len(keys)
+            done = await asyncio.gather(
+                *(
+                    self._load_on(shard, [names[i] for i in idx], keys, buffers, idx, exact)
+                    for shard, idx in groups
+                )
+            )
+            outcomes: list[Outcome] = [False] * len(keys)
+            for (_, idx), result in zip(groups, done, strict=True):
+                for i, outcome in zip(idx, result, strict=True):
+                    outcomes[i] = outcome
+            moved = [o for o in outcomes if isinstance(o, UnusableObjectError) and "MOVED" in str(o)]
+            if moved:
+                await self._moved(moved[0])
             await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "resp")
             return outcomes
+
+    async def _load_on(
+        self,
+        shard: Shard,
+        names: list[bytes],
+        keys: Sequence[ObjectKey],
+        buffers: Sequence[memoryview],
+        idx: list[int],
+        exact: bool,
+    ) -> list[Outcome]:
+        """One node's GETs on a load thread; a failed connection is all-miss (counted)."""
+        cancel = LoadCancel()
+        job = functools.partial(
+            shard.getter.load, names, [keys[i] for i in idx], [buffers[i] for i in idx], cancel, exact
+        )
+        thread = asyncio.get_running_loop().run_in_executor(self._load_threads, job)
+        try:
+            return list(await asyncio.shield(thread))
+        except asyncio.CancelledError:
+            # A deadline: unblock the thread, and return only once it stopped writing into buffers.
+            cancel.cancel()
+            await asyncio.gather(thread, return_exceptions=True)
+            raise
+        except _ERRORS as exc:
+            self._error("load", exc)
+            return [False] * len(idx)
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
@@ -218,47 +322,64 @@ class RedisL2Adapter:
         return [reply == 1 for reply in replies]
 
     async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
-        """SCAN pages under the prefix. The cursor is `<scan cursor>:<keys of that step already returned>`.
+        """SCAN pages under the prefix, node after node. The cursor is `<node>:<scan cursor>:<skip>`.
 
         SCAN may return more keys in one step than `limit`; the rest are returned next time by repeating
         the step and skipping what was handed out. Keys written during a listing may be missed.
         """
-        scan_cursor, skip = (int(p) for p in (cursor or "0:0").split(":"))
+        parts = [int(p) for p in (cursor or "0:0:0").split(":")]
+        node, scan_cursor, skip = parts if len(parts) == 3 else [0, *parts]
         names: list[str] = []
         try:
-            while True:
-                nxt, batch = await self.client.scan(scan_cursor, match=PREFIX + "*", count=max(limit, 10))
-                batch = batch[skip:]
-                room = limit - len(names)
-                if len(batch) > room:
-                    names += [_text(b) for b in batch[:room]]
-                    return KeyPage(_parse(names), f"{scan_cursor}:{skip + room}")
-                names += [_text(b) for b in batch]
-                scan_cursor, skip = int(nxt), 0
-                if scan_cursor == 0:
-                    return KeyPage(_parse(names), None)
-                if len(names) == limit:
-                    return KeyPage(_parse(names), f"{scan_cursor}:0")
+            shards = await self._shards()
+            while node < len(shards):
+                resume = await self._scan_node(shards[node].client, scan_cursor, skip, limit, names)
+                if resume is not None:
+                    return KeyPage(_parse(names), f"{node}:{resume[0]}:{resume[1]}")
+                node, scan_cursor, skip = node + 1, 0, 0
+                if len(names) >= limit and node < len(shards):
+                    return KeyPage(_parse(names), f"{node}:0:0")
+            return KeyPage(_parse(names), None)
         except _ERRORS as exc:
             self._error("list", exc)
             return KeyPage((), None)
 
+    @staticmethod
+    async def _scan_node(
+        client: aioredis.Redis, scan_cursor: int, skip: int, limit: int, names: list[str]
+    ) -> tuple[int, int] | None:
+        """Append one node's names until `limit`; returns where to resume there, None when it is done."""
+        while True:
+            nxt, batch = await client.scan(scan_cursor, match=PREFIX + "*", count=max(limit, 10))
+            batch = batch[skip:]
+            room = limit - len(names)
+            if len(batch) > room:
+                names += [_text(b) for b in batch[:room]]
+                return scan_cursor, skip + room
+            names += [_text(b) for b in batch]
+            scan_cursor, skip = int(nxt), 0
+            if scan_cursor == 0:
+                return None
+            if len(names) == limit:
+                return scan_cursor, 0
+
     async def usage(self) -> L2Usage:
-        """Sum of value sizes under the prefix (SCAN pages, one pipelined STRLEN per page)."""
+        """Sum of value sizes under the prefix (SCAN pages, one pipelined STRLEN per page, every node)."""
         sizes: list[tuple[ObjectKey, int]] = []
-        scan_cursor = -1
         try:
-            while scan_cursor != 0:
-                step = max(scan_cursor, 0)
-                scan_cursor, batch = await self.client.scan(step, match=PREFIX + "*", count=1000)
-                pipe = self.client.pipeline(transaction=False)
-                for raw in batch:
-                    pipe.strlen(raw)
-                lengths = await pipe.execute() if batch else []
-                for raw, length in zip(batch, lengths, strict=True):
-                    key = _parse_one(_text(raw))
-                    if key is not None:
-                        sizes.append((key, int(length)))
+            for shard in await self._shards():
+                scan_cursor = -1
+                while scan_cursor != 0:
+                    step = max(scan_cursor, 0)
+                    scan_cursor, batch = await shard.client.scan(step, match=PREFIX + "*", count=1000)
+                    pipe = shard.client.pipeline(transaction=False)
+                    for raw in batch:
+                        pipe.strlen(raw)
+                    lengths = await pipe.execute() if batch else []
+                    for raw, length in zip(batch, lengths, strict=True):
+                        key = _parse_one(_text(raw))
+                        if key is not None:
+                            sizes.append((key, int(length)))
         except _ERRORS as exc:
             self._error("usage", exc)
         used, count, by_salt = usage_by_salt(sizes)
@@ -270,6 +391,8 @@ class RedisL2Adapter:
         if self._stored:
             await self.delete(list(self._stored))
         await self.client.aclose()
+        if self.router is not None:
+            await self.router.close()
         self._load_threads.shutdown(wait=True)
         self._getter.close()
 

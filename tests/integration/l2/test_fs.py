@@ -163,3 +163,47 @@ def test_quarantine_leaves_a_file_that_was_rewritten_meanwhile(tmp_path: Path) -
     assert _fs_io.quarantine(str(damaged), (st.st_dev, st.st_ino), tmp_path / "q") is None
     assert damaged.read_bytes() == b"new"
     assert _fs_io.quarantine(str(tmp_path / "gone.kv"), None, tmp_path / "q") is None
+
+
+async def test_objects_written_after_start_up_are_found_and_misses_are_cached_briefly(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from lmcache.adapters.storage import _fs_io, fs
+
+    reader = _fs(tmp_path)  # not marked shared: another server's later writes are still found
+    stats: list[int] = []
+    real = _fs_io.sizes_of
+    monkeypatch.setattr(_fs_io, "sizes_of", lambda paths: stats.append(len(paths)) or real(paths))
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [False, False]
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [False, False]
+    assert stats == [2]  # the second lookup was answered from the negative cache
+    writer = _fs(tmp_path)
+    data = payload(1, 6000)
+    assert await writer.store([key(1)], [data]) == [True]
+    clock = [fs.time.monotonic() + fs.NEGATIVE_TTL_S + 0.01]
+    monkeypatch.setattr(fs.time, "monotonic", lambda: clock[0])
+    assert await reader.lookup_and_lock([key(1), key(2)]) == [True, False]
+    assert stats == [2, 2]
+    out = empty(data.nbytes)
+    assert await reader.load([key(1)], [out]) == [True] and bytes(out) == bytes(data)
+    await reader.close()
+    await writer.close()
+
+
+async def test_fs_native_reads_aligned_buffers_directly_and_others_through_fs(tmp_path: Path) -> None:
+    import mmap
+
+    from lmcache.adapters.storage import fs_native
+
+    adapter = build({"type": "fs_native", "base_path": str(tmp_path / "n"), "num_workers": 2})
+    data = payload(1, 3 * 4096 + 100)  # a tail past the last aligned block
+    assert await adapter.store([key(1)], [data]) == [True]
+    arena = mmap.mmap(-1, 8 * 4096)
+    aligned = memoryview(arena)[4096 : 4096 + data.nbytes]
+    out = empty(data.nbytes)
+    direct = fs_native.read_direct_into(adapter._path(key(1)), key(1), aligned)
+    assert direct is (adapter.odirect and adapter._direct_supported())
+    assert await adapter.load([key(1), key(1)], [aligned, out]) == [True, True]
+    assert bytes(aligned) == bytes(data) == bytes(out)
+    aligned.release()
+    await adapter.close()

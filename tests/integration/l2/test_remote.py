@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     import pytest
 
-    from tests.integration.l2.servers import S3Server
+    from tests.integration.l2.servers import RedisClusterServers, S3Server
 
 
 async def test_s3_multipart_upload_round_trip(s3_server: S3Server) -> None:
@@ -170,3 +170,36 @@ async def test_resp_a_cancelled_load_returns_at_once_from_a_stalled_server(tmp_p
     finally:
         await adapter.close()
         server.stop()
+
+
+async def test_resp_cluster_spreads_keys_over_every_primary(redis_cluster: RedisClusterServers) -> None:
+    redis_cluster.flushall()
+    adapter = build({"type": "resp", "host": "127.0.0.1", "port": redis_cluster.port, "num_workers": 2})
+    keys = [key(i, salt=f"s{i % 3}") for i in range(60)]
+    data = [payload(i, 3000 + i) for i in range(60)]
+    assert await adapter.store(keys, data) == [True] * 60
+    assert adapter.router is not None
+    assert all(node.client().dbsize() > 5 for node in redis_cluster.nodes)
+    out = [empty(d.nbytes) for d in data]
+    assert await adapter.load(keys, out) == [True] * 60
+    assert [bytes(o) for o in out] == [bytes(d) for d in data]
+    assert await adapter.lookup_and_lock(keys) == [True] * 60
+    usage = await adapter.usage()
+    assert usage.objects == 60 and set(usage.by_salt) == {"s0", "s1", "s2"}
+    assert await adapter.delete(keys[:30]) == [True] * 30
+    assert sum(node.client().dbsize() for node in redis_cluster.nodes) == 30
+    assert adapter.counters.backend_errors == 0
+    await adapter.close()
+
+
+async def test_standalone_mode_forced_on_a_cluster_node_fails_stores_loudly(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    redis_cluster.flushall()
+    spec = {"type": "resp", "host": "127.0.0.1", "port": redis_cluster.port, "cluster": False}
+    adapter = build(spec)
+    keys = [key(i) for i in range(30)]
+    stored = await adapter.store(keys, [payload(i, 100) for i in range(30)])
+    assert not all(stored)  # most keys live on other nodes: MOVED, counted as backend errors
+    assert adapter.counters.backend_errors >= 1
+    await adapter.close()

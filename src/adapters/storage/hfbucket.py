@@ -1,0 +1,229 @@
+"""hfbucket: a Hugging Face Storage Bucket (mutable object storage on the Hub) through `huggingface_hub`.
+
+Each object (header + payload, object_format.py) is one file `<prefix><key_name>` in `bucket`; a batch
+of stores is one `batch_bucket_files(add=...)` call, a batch of deletes one `delete=` call, lookups one
+`get_bucket_paths_info` call, loads one `download_bucket_files` call into a private temporary directory
+(mode 0700, removed after), then verified and copied into the buffers. Listing and usage walk
+`list_bucket_tree(prefix, recursive=True)`. The blocking client runs on `num_workers` threads.
+
+Not tested against the Hub (this machine reaches no service but package registries): the contract
+suite runs this adapter over a fake `huggingface_hub` module with the same calls
+(`tests/fakes/hf_bucket.py`). Needs `pip install lmcache[hfbucket]`; the token comes from `token`,
+else HF_TOKEN or the stored login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmcache.adapters.storage._common import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    damaged_keys,
+    decode_all,
+    encode_all,
+    page_of,
+    quarantine_remote,
+    tally_loads,
+    usage_by_salt,
+)
+from lmcache.adapters.storage.errors import L2ConfigError
+from lmcache.adapters.storage.object_format import key_name, parse_key_name
+from lmcache.domain.units import gb_to_bytes
+from lmcache.ports.l2_adapter import KeyPage, L2Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.keys import ObjectKey
+
+__all__ = ("HfBucketL2Adapter",)
+
+logger = logging.getLogger(__name__)
+
+
+class HfBucketL2Adapter:
+    """Hugging Face bucket L2 tier; see the module docstring."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "lmcache/",
+        token: str | None = None,
+        endpoint: str | None = None,
+        num_workers: int = 8,
+        max_capacity_gb: float = 0.0,
+        shared: bool = False,
+        eviction: dict[str, Any] | None = None,
+        persist_enabled: bool = True,
+    ) -> None:
+        try:
+            hub = importlib.import_module("huggingface_hub")
+        except ModuleNotFoundError as exc:
+            raise L2ConfigError(
+                "needs the optional package 'huggingface_hub'; install lmcache[hfbucket]"
+            ) from exc
+        self.bucket = bucket
+        self.prefix = prefix
+        self.api = hub.HfApi(endpoint=endpoint, token=token)
+        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
+        self.persist = persist_enabled
+        self.counters = AdapterCounters()
+        self._locks = LockTable()
+        self._inflight = InFlight()
+        self._stored: set[ObjectKey] = set()
+        self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-hfbucket-l2")
+        self._closed = False
+
+    def _path(self, key: ObjectKey) -> str:
+        return self.prefix + key_name(key)
+
+    def _error(self, op: str, exc: BaseException) -> None:
+        self.counters.backend_errors += 1
+        logger.warning("hfbucket L2 %s: %s failed: %r", self.bucket, op, exc)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.gather(future, return_exceptions=True)
+            raise
+
+    async def _present(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        infos = await self._call(
+            lambda: list(self.api.get_bucket_paths_info(self.bucket, [self._path(k) for k in keys]))
+        )
+        found = {info.path for info in infos}
+        return [self._path(k) in found for k in keys]
+
+    async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """One batch upload of whole objects."""
+        if self._inflight.closing or not keys:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            blobs = encode_all(keys, buffers)
+            try:
+                add = [(blob, self._path(k)) for k, blob in zip(keys, blobs, strict=True)]
+                await self._call(self.api.batch_bucket_files, self.bucket, add=add)
+                out = [True] * len(keys)
+            except Exception as exc:
+                self._error("store", exc)
+                out = [False] * len(keys)
+            self.counters.stores += sum(out)
+            self.counters.store_failures += len(out) - sum(out)
+            if not self.persist:
+                self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
+            return out
+
+    async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """One paths-info call; pin the hits."""
+        if not keys:
+            return []
+        try:
+            present = await self._present(keys)
+        except Exception as exc:
+            self._error("lookup", exc)
+            present = [False] * len(keys)
+        return self._locks.lock(keys, present)
+
+    def _download(self, keys: Sequence[ObjectKey]) -> list[bytes | None]:
+        scratch = Path(tempfile.mkdtemp(prefix="lmcache-hfbucket-"))  # 0700 by mkdtemp
+        try:
+            targets = [scratch / f"{i}.kv" for i in range(len(keys))]
+            files = [(self._path(k), str(t)) for k, t in zip(keys, targets, strict=True)]
+            self.api.download_bucket_files(self.bucket, files, raise_on_missing_files=False)
+            return [t.read_bytes() if t.exists() else None for t in targets]
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """One download call into a private scratch directory; verify and copy; damage is deleted."""
+        if self._inflight.closing or not keys:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            try:
+                blobs = await self._call(self._download, keys)
+            except Exception as exc:
+                self._error("load", exc)
+                blobs = [None] * len(keys)
+            outcomes = decode_all(keys, blobs, buffers)
+            answers = tally_loads(self.counters, keys, outcomes, logger, "hfbucket")
+            await quarantine_remote(
+                self.delete, self.counters, damaged_keys(keys, outcomes), logger, "hfbucket"
+            )
+            return answers
+
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Drop one pin per key."""
+        self._locks.unlock(keys)
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Presence, then one batch delete of the present files."""
+        if not keys:
+            return []
+        try:
+            present = await self._present(keys)
+            gone = [self._path(k) for k, ok in zip(keys, present, strict=True) if ok]
+            if gone:
+                await self._call(self.api.batch_bucket_files, self.bucket, delete=gone)
+        except Exception as exc:
+            self._error("delete", exc)
+            return [False] * len(keys)
+        self._stored.difference_update(keys)
+        return present
+
+    async def _tree(self) -> list[tuple[ObjectKey, int]]:
+        def walk() -> list[tuple[str, int]]:
+            entries = self.api.list_bucket_tree(self.bucket, self.prefix, recursive=True)
+            return [(e.path, int(e.size)) for e in entries if getattr(e, "type", "file") == "file"]
+
+        out = []
+        for path, size in await self._call(walk):
+            try:
+                out.append((parse_key_name(path[len(self.prefix) :]), size))
+            except ValueError:
+                continue
+        return out
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """The bucket's objects under the prefix, ordered by name."""
+        try:
+            by_name = {key_name(k): k for k, _ in await self._tree()}
+        except Exception as exc:
+            self._error("list", exc)
+            return KeyPage((), None)
+        names, nxt = page_of(sorted(by_name), cursor, limit)
+        return KeyPage(tuple(by_name[n] for n in names), nxt)
+
+    async def usage(self) -> L2Usage:
+        """File sizes under the prefix."""
+        try:
+            pairs = await self._tree()
+        except Exception as exc:
+            self._error("usage", exc)
+            pairs = []
+        used, count, by_salt = usage_by_salt(pairs)
+        return L2Usage(used, count, self.capacity_bytes, by_salt)
+
+    async def close(self) -> None:
+        """Finish transfers, delete this run's objects unless `persist_enabled`, stop the threads."""
+        if self._closed:
+            return
+        await self._inflight.drain()
+        if self._stored:
+            await self.delete(list(self._stored))
+        self._pool.shutdown(wait=True)
+        self._closed = True

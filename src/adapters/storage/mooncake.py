@@ -1,0 +1,361 @@
+"""mooncake_store: Mooncake Store (a distributed KV-cache store) through its Python client.
+
+Each object is one Mooncake object `<key_prefix><key_name>` holding header + payload (object_format.py).
+Transfers are copy-free: `batch_put_from_multi_buffers` sends the header and the L1 payload as two
+registered buffers of one object, `batch_get_into_multi_buffers` receives the header into a small
+buffer and the payload straight into the L1 extent, then the checksum is verified. The L1 arena is
+registered once (`register_l1`); other buffers are registered per call (_native_mem.py). An object of
+another size than the buffer (or a damaged one) takes a slow path that reads it whole and lets the
+object format classify it: another layout is a plain miss, damage is quarantined (force-removed).
+
+Mooncake leases an object for `default_kv_lease_ttl` (10 s) after each read, and refuses to remove it
+meanwhile (-706). `delete` then answers True and hides the key at once (lookups miss it), and a
+background task retries the removal until the lease lapses; a store of the same key cancels the
+pending removal. Every read renews the lease, so an object other servers keep reading would never be
+removed: `FORCE_REMOVE_AFTER_S` after the delete it is removed by force (a read racing that removal
+fails its checksum and is a miss, never wrong data).
+
+With `global_segment_size: 0` this server contributes no memory: objects live in storage nodes
+(`mooncake_client`) and outlive it. Listing and usage read the master's admin HTTP server
+(`master_metrics_url`, `GET /get_all_keys`, then one `get_size` per key of ours); without it listings
+are empty. Network: mooncake_master binds its RPC and admin servers where told (`--rpc_address`,
+`--metrics_host`, `--http_metadata_server_host`); TCP transfers use `MC_TCP_BIND_ADDRESS` (Mooncake's
+environment variable; unset: the host's first active interface), and the transfer engine of every
+client (this one included) has RPC listeners on all interfaces: firewall them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+try:
+    from mooncake.store import MooncakeDistributedStore, ReplicateConfig
+except ModuleNotFoundError:
+    raise  # the wheel is missing: the L2 factory names the pip extra
+except ImportError as exc:  # the wheel is there, a system library it links is not (libibverbs1)
+    _LOAD_ERROR: ImportError | None = exc
+else:
+    _LOAD_ERROR = None
+
+from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
+from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, put_all
+from lmcache.adapters.storage._native_mem import RegisteredRanges
+from lmcache.adapters.storage.errors import L2ConfigError
+from lmcache.adapters.storage.object_format import (
+    CorruptObjectError,
+    UnusableObjectError,
+    key_name,
+    parse_key_name,
+)
+from lmcache.domain.units import gb_to_bytes
+from lmcache.ports.l2_adapter import KeyPage, L2Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lmcache.domain.keys import ObjectKey
+
+__all__ = ("MooncakeL2Adapter",)
+
+logger = logging.getLogger(__name__)
+LEASED = -706
+_RETRY_REMOVE_S = 0.5
+FORCE_REMOVE_AFTER_S = 12.0  # past Mooncake's default 10 s lease: the object is being re-read
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise L2ConfigError(
+            f"mooncake_store: setup failed: master {address} is not reachable ({exc}); "
+            "is mooncake_master running there?"
+        ) from exc
+
+
+class MooncakeL2Adapter:
+    """Mooncake Store L2 tier; see the module docstring."""
+
+    def __init__(
+        self,
+        master_server_address: str,
+        metadata_server: str = "P2PHANDSHAKE",
+        num_workers: int = 4,
+        local_hostname: str = "127.0.0.1",
+        protocol: str = "tcp",
+        device_name: str = "",
+        global_segment_size: int = 0,
+        local_buffer_size: int = 16 << 20,
+        replica_num: int = 1,
+        key_prefix: str = "lmcache:",
+        master_metrics_url: str | None = None,
+        max_capacity_gb: float = 0.0,
+        shared: bool = False,
+        eviction: dict[str, Any] | None = None,
+        persist_enabled: bool = True,
+    ) -> None:
+        if _LOAD_ERROR is not None:
+            raise L2ConfigError(
+                f"mooncake_store: the Mooncake client cannot load ({_LOAD_ERROR}); it needs libibverbs1 "
+                "even for protocol tcp (Debian/Ubuntu: apt-get install libibverbs1)"
+            )
+        self.prefix = key_prefix
+        self.master = master_server_address
+        self.metrics_url = master_metrics_url.rstrip("/") if master_metrics_url else None
+        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
+        self.persist = persist_enabled
+        self.counters = AdapterCounters()
+        self._locks = LockTable()
+        self._inflight = InFlight()
+        self._stored: set[ObjectKey] = set()
+        self._doomed: dict[ObjectKey, float] = {}  # deleted, refused while leased -> monotonic deadline
+        self._retry_task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-mooncake")
+        self._config = ReplicateConfig()
+        self._config.replica_num = replica_num
+        _check_reachable(master_server_address)  # setup itself retries for ~90 s before failing
+        self.client = MooncakeDistributedStore()
+        code = self.client.setup(
+            local_hostname,
+            metadata_server,
+            global_segment_size,
+            local_buffer_size,
+            protocol,
+            device_name,
+            master_server_address,
+        )
+        if code != 0:
+            self.client.close()
+            raise L2ConfigError(
+                f"mooncake_store: setup failed with code {code} (master {master_server_address}, "
+                f"metadata {metadata_server}); is mooncake_master running there?"
+            )
+        self._memory = RegisteredRanges(self._register, self._unregister)
+        self._closed = False
+
+    # -- registration --------------------------------------------------------------------------------
+    def _register(self, address: int, size: int) -> int:
+        code = int(self.client.register_buffer(address, size))
+        if code != 0:
+            raise OSError(f"mooncake register_buffer failed with code {code}")
+        return code
+
+    def _unregister(self, address: int, _size: int, _handle: Any) -> None:
+        self.client.unregister_buffer(address)
+
+    def register_l1(self, address: int, size: int) -> None:
+        """Register the L1 arena once, so loads and stores of L1 extents need no per-call registration."""
+        self._memory.add_permanent(address, size)
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _name(self, key: ObjectKey) -> str:
+        return self.prefix + key_name(key)
+
+    def _put_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[int]:
+        names = [self._name(k) for k in keys]
+        return put_all(self.client, self._memory, self._config, names, keys, buffers)
+
+    def _get_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[CorruptObjectError | bool]:
+        return get_all(self.client, self._memory, [self._name(k) for k in keys], keys, buffers)
+
+    def _error(self, op: str, exc: BaseException | str) -> None:
+        self.counters.backend_errors += 1
+        logger.warning("mooncake_store L2 %s: %s failed: %s", self.master, op, exc)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking client call on the pool; on cancellation wait for it (it may touch buffers)."""
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.gather(future, return_exceptions=True)
+            raise
+
+    # -- port ----------------------------------------------------------------------------------------
+    async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Put header + payload of each object from registered memory (payloads not copied)."""
+        if self._inflight.closing or not keys:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            for key in keys:
+                self._doomed.pop(key, None)  # a store cancels a pending removal
+            try:
+                codes = await self._run(self._put_all, list(keys), list(buffers))
+            except Exception as exc:
+                self._error("store", repr(exc))
+                codes = [-1] * len(keys)
+            out = [code == 0 for code in codes]
+            if any(code not in (0, -1) and code < 0 for code in codes):
+                self._error("store", f"codes {sorted(set(codes))}")
+            self.counters.stores += sum(out)
+            self.counters.store_failures += len(out) - sum(out)
+            if not self.persist:
+                self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
+            return out
+
+    async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """batch_is_exist; keys deleted but not yet removed (leased) are misses; pin the hits."""
+        if not keys:
+            return []
+        try:
+            codes = await self._run(self.client.batch_is_exist, [self._name(k) for k in keys])
+        except Exception as exc:
+            self._error("lookup", repr(exc))
+            return [False] * len(keys)
+        if any(code < 0 for code in codes):
+            self._error("lookup", f"codes {sorted(set(codes))}")
+        present = [code == 1 and key not in self._doomed for key, code in zip(keys, codes, strict=True)]
+        return self._locks.lock(keys, present)
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Header into a staging buffer, payload straight into each buffer; verified; odd sizes re-read."""
+        if self._inflight.closing or not keys:
+            return [False] * len(keys)
+        async with self._inflight.track():
+            wanted = [i for i, k in enumerate(keys) if k not in self._doomed]
+            try:
+                outcomes = await self._run(
+                    self._get_all, [keys[i] for i in wanted], [buffers[i] for i in wanted]
+                )
+            except Exception as exc:
+                self._error("load", repr(exc))
+                outcomes = [False] * len(wanted)
+            results: list[CorruptObjectError | bool] = [False] * len(keys)
+            for i, outcome in zip(wanted, outcomes, strict=True):
+                results[i] = outcome
+            damaged = []
+            for key, outcome in zip(keys, results, strict=True):
+                self.counters.loads += 1
+                if outcome is not True:
+                    self.counters.load_misses += 1
+                if isinstance(outcome, CorruptObjectError):
+                    self.counters.corrupt += 1
+                    logger.warning("mooncake_store L2: corrupt object %s: %s", key.short(), outcome)
+                    if not isinstance(outcome, UnusableObjectError):
+                        damaged.append(key)
+            if damaged:
+                removed = await self._run(self._remove, damaged, True)
+                self.counters.quarantined += sum(1 for code in removed if code == 0)
+            return [outcome is True for outcome in results]
+
+    def is_locked(self, key: ObjectKey) -> bool:
+        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
+        return self._locks.is_locked(key)
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Drop one pin per key."""
+        self._locks.unlock(keys)
+
+    def _remove(self, keys: list[ObjectKey], force: bool = False) -> list[int]:
+        return [int(c) for c in self.client.batch_remove([self._name(k) for k in keys], force)]
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """batch_remove; a leased object is hidden now and removed once its lease lapses (True)."""
+        if not keys:
+            return []
+        try:
+            codes = await self._run(self._remove, list(keys))
+        except Exception as exc:
+            self._error("delete", repr(exc))
+            return [False] * len(keys)
+        out = []
+        for key, code in zip(keys, codes, strict=True):
+            if code == LEASED and key not in self._doomed:
+                self._doomed[key] = time.monotonic() + FORCE_REMOVE_AFTER_S
+                out.append(True)
+            else:
+                out.append(code == 0)
+        self._stored.difference_update(keys)
+        if self._doomed and (self._retry_task is None or self._retry_task.done()):
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_removals())
+        return out
+
+    async def _retry_removals(self) -> None:
+        while self._doomed and not self._closed:
+            await asyncio.sleep(_RETRY_REMOVE_S)
+            now = time.monotonic()
+            for force in (False, True):
+                keys = [k for k, deadline in self._doomed.items() if (deadline <= now) == force]
+                if not keys:
+                    continue
+                try:
+                    codes = await self._run(self._remove, keys, force)
+                except Exception as exc:
+                    self._error("delete", repr(exc))
+                    continue
+                for key, code in zip(keys, codes, strict=True):
+                    if code in (0, NOT_FOUND):
+                        self._doomed.pop(key, None)
+
+    async def _names(self) -> list[str]:
+        if self.metrics_url is None:
+            return []
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.get(f"{self.metrics_url}/get_all_keys")
+            reply.raise_for_status()
+        return sorted(
+            line[len(self.prefix) :] for line in reply.text.splitlines() if line.startswith(self.prefix)
+        )
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """Keys of this prefix from the master's admin server, ordered by name; empty without it."""
+        try:
+            names = await self._names()
+        except (httpx.HTTPError, OSError) as exc:
+            self._error("list", repr(exc))
+            return KeyPage((), None)
+        keys = []
+        page, nxt = page_of(names, cursor, limit)
+        for name in page:
+            try:
+                key = parse_key_name(name)
+            except ValueError:
+                continue
+            if key not in self._doomed:
+                keys.append(key)
+        return KeyPage(tuple(keys), nxt)
+
+    async def usage(self) -> L2Usage:
+        """Sizes of this prefix's objects (one get_size each); zero without `master_metrics_url`."""
+        try:
+            names = await self._names()
+        except (httpx.HTTPError, OSError) as exc:
+            self._error("usage", repr(exc))
+            names = []
+        pairs = []
+        for name in names:
+            try:
+                pairs.append((parse_key_name(name), name))
+            except ValueError:
+                continue
+        sizes = await self._run(lambda: [int(self.client.get_size(self.prefix + n)) for _, n in pairs])
+        used, count, by_salt = usage_by_salt(
+            (key, size) for (key, _), size in zip(pairs, sizes, strict=True) if size > 0
+        )
+        return L2Usage(used, count, self.capacity_bytes, by_salt)
+
+    async def close(self) -> None:
+        """Finish transfers, remove this run's objects unless `persist_enabled`, leave the store."""
+        if self._closed:
+            return
+        await self._inflight.drain()
+        if self._stored:
+            await self.delete(list(self._stored))
+        if self._doomed:  # shutting down: cannot wait for the leases
+            await self._run(self._remove, list(self._doomed), True)
+            self._doomed.clear()
+        self._closed = True
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            await asyncio.gather(self._retry_task, return_exceptions=True)
+        await self._run(self._memory.close)
+        self._pool.shutdown(wait=True)
+        self.client.close()
