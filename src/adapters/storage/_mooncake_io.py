@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.storage._native_mem import RegisteredRanges
     from lmcache.domain.keys import ObjectKey
 
-__all__ = ("NOT_FOUND", "get_all", "put_all")
+__all__ = ("NOT_FOUND", "get_all", "get_all_sized", "put_all")
 
 NOT_FOUND = -704
 _SLACK = 1 << 20  # a stored object this much larger than the buffer is not read whole
@@ -60,7 +60,7 @@ def put_all(
 
 def get_all(
     client: Any, memory: RegisteredRanges, names: list[str], keys: list[ObjectKey], buffers: list[memoryview]
-) -> list[CorruptObjectError | bool]:
+) -> list[CorruptObjectError | bool | int]:
     """batch_get_into_multi_buffers, header into staging and payload into each buffer, then verified."""
     hlens = [header_len_for(key_name(k).encode()) for k in keys]
     staging = np.zeros(sum(hlens), np.uint8)
@@ -71,7 +71,7 @@ def get_all(
     spans = [(base, staging.nbytes)] + [(p[1], s[1]) for p, s in zip(ptrs, sizes, strict=True)]
     with memory.hold(spans):
         codes = client.batch_get_into_multi_buffers(names, ptrs, sizes)
-    out: list[CorruptObjectError | bool] = []
+    out: list[CorruptObjectError | bool | int] = []
     for i, (key, buf, code) in enumerate(zip(keys, buffers, codes, strict=True)):
         if code == NOT_FOUND:
             out.append(False)
@@ -93,10 +93,26 @@ def _verify(key: ObjectKey, header_bytes: np.ndarray[Any, Any], buf: memoryview)
     return True
 
 
+def get_all_sized(
+    client: Any, memory: RegisteredRanges, names: list[str], keys: list[ObjectKey], buffers: list[memoryview]
+) -> list[CorruptObjectError | bool | int]:
+    """For `load_sized`: each object read whole at its stored size (a serde's objects vary in size).
+
+    Each is verified into the start of its buffer: its payload size, False for a miss, or the failed check.
+    """
+    return [
+        _slow_get(client, memory, name, key, buf, exact=False)
+        for name, key, buf in zip(names, keys, buffers, strict=True)
+    ]
+
+
 def _slow_get(
-    client: Any, memory: RegisteredRanges, name: str, key: ObjectKey, buf: memoryview
-) -> CorruptObjectError | bool:
-    """Read an object whose size is not the expected one whole, and classify it."""
+    client: Any, memory: RegisteredRanges, name: str, key: ObjectKey, buf: memoryview, exact: bool = True
+) -> CorruptObjectError | bool | int:
+    """Read an object whose size is not the expected one whole, and classify it.
+
+    A sound object answers True, or its payload size when not `exact`.
+    """
     size = int(client.get_size(name))
     if size <= 0:
         return False  # gone (NOT_FOUND) or unreadable: a plain miss
@@ -110,7 +126,7 @@ def _slow_get(
     if got != size:
         return CorruptObjectError(f"read {got} of {size} bytes")
     try:
-        decode_into(key, whole.data, buf)
+        size = decode_into(key, whole.data, buf, exact)
     except CorruptObjectError as exc:
         return exc
-    return True
+    return True if exact else size

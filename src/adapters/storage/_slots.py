@@ -72,7 +72,8 @@ class SlotL2Base:
     def _write_object(self, slot: int, header: bytes, payload: memoryview) -> None:
         raise NotImplementedError  # pragma: no cover - every subclass implements it or _write_slot
 
-    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
+    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
+        """Read and verify a slot's object into (the start of) `dest`; returns the payload size."""
         raise NotImplementedError  # pragma: no cover
 
     def _invalidate_slot(self, slot: int) -> None:
@@ -152,31 +153,40 @@ class SlotL2Base:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Read and verify each object into its buffer; a damaged slot is dropped and freed."""
+        return [size is not None for size in await self._load(keys, buffers, True)]
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload read to the start of a buffer at least as large; returns the sizes."""
+        return await self._load(keys, buffers, False)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[int | None]:
         if self._inflight.closing:
-            return [False] * len(keys)
+            return [None] * len(keys)
         async with self._inflight.track():
             cancelled = threading.Event()
             wanted = [(k, b, self._index[k]) for k, b in zip(keys, buffers, strict=True) if k in self._index]
 
             def job(key: ObjectKey, buf: memoryview, entry: tuple[int, int]) -> Any:
-                def run() -> bool:
+                def run() -> int | bool:
                     if cancelled.is_set():
                         return False
-                    self._read_slot(entry[0], entry[1], key, buf)
-                    return True
+                    return self._read_slot(entry[0], entry[1], key, buf, exact)
 
                 return run
 
             results = await run_jobs(self._pool, [job(k, b, e) for k, b, e in wanted], cancelled)
             outcomes = {k: (e, r) for (k, _, e), r in zip(wanted, results, strict=True)}
-            out = []
+            out: list[int | None] = []
             for key in keys:
                 entry, outcome = outcomes.get(key, (None, False))
                 self.counters.loads += 1
-                if outcome is not True:
+                loaded = isinstance(outcome, int) and not isinstance(outcome, bool)
+                if not loaded:
                     self.counters.load_misses += 1
                     self._load_failed(key, entry, outcome)
-                out.append(outcome is True)
+                out.append(outcome if loaded else None)
             return out
 
     def _load_failed(self, key: ObjectKey, entry: tuple[int, int] | None, outcome: Any) -> None:

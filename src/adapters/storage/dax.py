@@ -27,8 +27,8 @@ from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import (
     FIXED_SIZE,
     MAX_KEY_LEN,
-    BufferMismatchError,
     CorruptObjectError,
+    check_payload_fits,
     copy_payload,
     parse_header,
     parse_key_name,
@@ -133,16 +133,17 @@ class DaxL2Adapter(SlotL2Base):
         self.map[start : start + len(header)] = header  # after the payload; a torn pair fails its checksum
         self._flush(start, len(header) + payload.nbytes)
 
-    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
+    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
         start = slot * self.slot_bytes
         header = parse_header(self.map[start : start + min(size, FIXED_SIZE + MAX_KEY_LEN)])
-        if header.payload_size != dest.nbytes:
-            raise BufferMismatchError("payload size differs from the buffer")
+        check_payload_fits(header.payload_size, dest, exact)
         if header.total_size != size:
             raise CorruptObjectError("object size differs from the index")
+        dest = dest[: header.payload_size]
         with memoryview(self.map) as whole, whole[start + header.header_len : start + size] as view:
             copy_payload(dest, view)  # no view of the mapping outlives this block (close() unmaps)
         verify_payload(header, key, dest)
+        return header.payload_size
 
     def _invalidate_slot(self, slot: int) -> None:
         start = slot * self.slot_bytes

@@ -27,11 +27,13 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    Outcome,
     damaged_keys,
     decode_all,
     encode_all,
     page_of,
     quarantine_remote,
+    sizes_of,
     tally_loads,
     usage_by_salt,
 )
@@ -147,6 +149,17 @@ class HfBucketL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """One download call into a private scratch directory; verify and copy; damage is deleted."""
+        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "hfbucket")
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
+        outcomes = await self._load(keys, buffers, False)
+        tally_loads(self.counters, keys, outcomes, logger, "hfbucket")
+        return sizes_of(outcomes)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[Outcome]:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -155,12 +168,11 @@ class HfBucketL2Adapter:
             except Exception as exc:
                 self._error("load", exc)
                 blobs = [None] * len(keys)
-            outcomes = decode_all(keys, blobs, buffers)
-            answers = tally_loads(self.counters, keys, outcomes, logger, "hfbucket")
+            outcomes = decode_all(keys, blobs, buffers, exact)
             await quarantine_remote(
                 self.delete, self.counters, damaged_keys(keys, outcomes), logger, "hfbucket"
             )
-            return answers
+            return outcomes
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

@@ -44,8 +44,17 @@ except ImportError as exc:  # the wheel is there, a system library it links is n
 else:
     _LOAD_ERROR = None
 
-from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
-from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, put_all
+from lmcache.adapters.storage._common import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    Outcome,
+    loaded,
+    page_of,
+    sizes_of,
+    usage_by_salt,
+)
+from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, get_all_sized, put_all
 from lmcache.adapters.storage._native_mem import RegisteredRanges
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import (
@@ -58,7 +67,7 @@ from lmcache.domain.units import gb_to_bytes
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from lmcache.domain.keys import ObjectKey
 
@@ -163,8 +172,11 @@ class MooncakeL2Adapter:
         names = [self._name(k) for k in keys]
         return put_all(self.client, self._memory, self._config, names, keys, buffers)
 
-    def _get_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[CorruptObjectError | bool]:
-        return get_all(self.client, self._memory, [self._name(k) for k in keys], keys, buffers)
+    def _get_all(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[Outcome]:
+        return list(get_all(self.client, self._memory, [self._name(k) for k in keys], keys, buffers))
+
+    def _get_all_sized(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[Outcome]:
+        return get_all_sized(self.client, self._memory, [self._name(k) for k in keys], keys, buffers)
 
     def _error(self, op: str, exc: BaseException | str) -> None:
         self.counters.backend_errors += 1
@@ -217,24 +229,34 @@ class MooncakeL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Header into a staging buffer, payload straight into each buffer; verified; odd sizes re-read."""
+        return [loaded(outcome) for outcome in await self._load(keys, buffers, self._get_all)]
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each object read whole at its stored size into the start of a larger buffer."""
+        return sizes_of(await self._load(keys, buffers, self._get_all_sized))
+
+    async def _load(
+        self,
+        keys: Sequence[ObjectKey],
+        buffers: Sequence[memoryview],
+        get: Callable[[list[ObjectKey], list[memoryview]], list[Outcome]],
+    ) -> list[Outcome]:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
             wanted = [i for i, k in enumerate(keys) if k not in self._doomed]
             try:
-                outcomes = await self._run(
-                    self._get_all, [keys[i] for i in wanted], [buffers[i] for i in wanted]
-                )
+                outcomes = await self._run(get, [keys[i] for i in wanted], [buffers[i] for i in wanted])
             except Exception as exc:
                 self._error("load", repr(exc))
                 outcomes = [False] * len(wanted)
-            results: list[CorruptObjectError | bool] = [False] * len(keys)
+            results: list[Outcome] = [False] * len(keys)
             for i, outcome in zip(wanted, outcomes, strict=True):
                 results[i] = outcome
             damaged = []
             for key, outcome in zip(keys, results, strict=True):
                 self.counters.loads += 1
-                if outcome is not True:
+                if not loaded(outcome):
                     self.counters.load_misses += 1
                 if isinstance(outcome, CorruptObjectError):
                     self.counters.corrupt += 1
@@ -244,7 +266,7 @@ class MooncakeL2Adapter:
             if damaged:
                 removed = await self._run(self._remove, damaged, True)
                 self.counters.quarantined += sum(1 for code in removed if code == 0)
-            return [outcome is True for outcome in results]
+            return results
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

@@ -31,10 +31,12 @@ from lmcache.adapters.storage._common import (
     AdapterCounters,
     InFlight,
     LockTable,
+    Outcome,
     damaged_keys,
     encode_all,
     page_of,
     quarantine_remote,
+    sizes_of,
     tally_loads,
     usage_by_salt,
 )
@@ -154,6 +156,18 @@ class NativePluginL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """batch_get into staging buffers of the expected object size, then verify and copy."""
+        outcomes = await self._load(keys, buffers, True)
+        return tally_loads(self.counters, keys, outcomes, logger, "native_plugin")
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
+        outcomes = await self._load(keys, buffers, False)
+        tally_loads(self.counters, keys, outcomes, logger, "native_plugin")
+        return sizes_of(outcomes)
+
+    async def _load(
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+    ) -> list[Outcome]:
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -172,22 +186,21 @@ class NativePluginL2Adapter:
                         staging[i], sizes[i] = buf, size
             except Exception as exc:
                 self._error("load", exc)
-                return tally_loads(self.counters, keys, [False] * len(keys), logger, "native_plugin")
-            outcomes: list[CorruptObjectError | bool] = []
+                return [False] * len(keys)
+            outcomes: list[Outcome] = []
             for key, blob, size, dest in zip(keys, staging, sizes, buffers, strict=True):
                 if size < 0:
                     outcomes.append(False)
                     continue
                 try:
-                    decode_into(key, memoryview(blob)[:size], dest)
-                    outcomes.append(True)
+                    got = decode_into(key, memoryview(blob)[:size], dest, exact)
+                    outcomes.append(True if exact else got)
                 except CorruptObjectError as exc:
                     outcomes.append(exc)
-            answers = tally_loads(self.counters, keys, outcomes, logger, "native_plugin")
             await quarantine_remote(
                 self.delete, self.counters, damaged_keys(keys, outcomes), logger, "native_plugin"
             )
-            return answers
+            return outcomes
 
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""

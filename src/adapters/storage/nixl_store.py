@@ -212,7 +212,8 @@ class NixlL2Adapter(FsL2Adapter):
                 dest = buf[: header.payload_size]
                 if size != header.total_size:
                     return fallback()
-                self._transfer("READ", [(address_of(dest), dest.nbytes)], fd, size, header.header_len)
+                if dest.nbytes:  # NIXL refuses an empty descriptor list; an empty payload has nothing to move
+                    self._transfer("READ", [(address_of(dest), dest.nbytes)], fd, size, header.header_len)
             except CorruptObjectError:
                 return fallback()
             finally:

@@ -34,8 +34,8 @@ import xxhash
 from lmcache.adapters.storage._slots import SlotL2Base
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import (
-    BufferMismatchError,
     CorruptObjectError,
+    check_payload_fits,
     copy_payload,
     key_name,
     parse_header,
@@ -185,19 +185,19 @@ class RawBlockL2Adapter(SlotL2Base):
         copy_payload(memoryview(bounce)[len(header) : total], payload)
         self._pwrite(bounce, total, self._slot_offset(slot))
 
-    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview) -> None:
+    def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
         data = self._pread(size, self._slot_offset(slot))
         view = memoryview(data)
         try:
             header = parse_header(view[: min(size, 4096)])
-            if header.payload_size != dest.nbytes:
-                raise BufferMismatchError("payload size differs from the buffer")
+            check_payload_fits(header.payload_size, dest, exact)
             if header.total_size != size:
                 raise CorruptObjectError("object size differs from the index")
             payload = view[header.header_len : size]
             verify_payload(header, key, payload)
-            copy_payload(dest, payload)
+            copy_payload(dest[: header.payload_size], payload)
             payload.release()
+            return header.payload_size
         finally:
             view.release()
 
