@@ -126,3 +126,20 @@ def test_key_name_round_trips_any_valid_key(
 def test_foreign_names_are_rejected(name: str) -> None:
     with pytest.raises(ValueError):
         parse_key_name(name)
+
+
+@pytest.mark.parametrize("flip", [None, 0, 300_000, 3 * 2**20 - 1])
+def test_large_payload_damage_is_detected_anywhere(flip: int | None) -> None:
+    import numpy as np
+
+    payload = np.random.default_rng(7).integers(0, 256, 3 * 2**20 + 17, dtype=np.uint8).tobytes()
+    blob = bytearray(_blob(payload=payload))
+    if flip is not None:
+        blob[len(blob) - len(payload) + flip] ^= 0x10
+    dest = bytearray(len(payload))
+    if flip is None:
+        assert decode_into(KEY, blob, memoryview(dest)) == len(payload)
+        assert dest == payload
+    else:
+        with pytest.raises(CorruptObjectError, match="checksum mismatch"):
+            decode_into(KEY, blob, memoryview(dest))
