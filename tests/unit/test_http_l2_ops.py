@@ -16,7 +16,7 @@ from lmcache.adapters.http.l2_ops import (
 )
 from lmcache.adapters.http.services import HttpServices, HttpSettings
 from lmcache.adapters.http.storage_calls import delete_from_l2
-from lmcache.adapters.storage._common import LockTable
+from lmcache.adapters.storage._adapter_state import LockTable
 from lmcache.adapters.storage.resilience import ResilientL2Adapter
 from lmcache.domain.events import L2Deleted
 from tests.fakes.events import RecordingEventSink

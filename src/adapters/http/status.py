@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.http.l2_ops import USAGE_TIMEOUT_S, usage_all
 from lmcache.adapters.http.layout_view import worker_meta
-from lmcache.adapters.storage._common import find_layer
+from lmcache.adapters.storage._layers import find_layer
 
 if TYPE_CHECKING:
     from lmcache.adapters.http.services import HttpServices

@@ -14,14 +14,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._common import (
+from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
     LockTable,
     page_of,
-    run_jobs,
     usage_by_salt,
 )
+from lmcache.adapters.storage._blocking import run_jobs
 from lmcache.adapters.storage.object_format import (
     BufferMismatchError,
     CorruptObjectError,

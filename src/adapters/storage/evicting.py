@@ -35,7 +35,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._common import AdapterCounters, LockTable
+from lmcache.adapters.storage._adapter_state import AdapterCounters, LockTable
 from lmcache.adapters.storage.object_format import header_len_for, key_name
 from lmcache.domain.events import L2Evicted
 from lmcache.ports.l2_adapter import KeyPage, L2Usage

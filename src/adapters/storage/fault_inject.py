@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from lmcache.adapters.storage._common import AdapterCounters
+from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.storage.object_format import key_name
 
 if TYPE_CHECKING:

@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from lmcache.adapters.storage import _fs_io
-from lmcache.adapters.storage._common import (
+from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
     LockTable,
     page_of,
-    run_jobs,
     usage_by_salt,
 )
+from lmcache.adapters.storage._blocking import run_jobs
 from lmcache.adapters.storage.object_format import (
     BufferMismatchError,
     CorruptObjectError,

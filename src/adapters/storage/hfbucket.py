@@ -23,19 +23,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._common import (
+from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
     LockTable,
+    page_of,
+    usage_by_salt,
+)
+from lmcache.adapters.storage._load_outcomes import (
     Outcome,
     damaged_keys,
     decode_all,
     encode_all,
-    page_of,
     quarantine_remote,
     sizes_of,
     tally_loads,
-    usage_by_salt,
 )
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name, parse_key_name

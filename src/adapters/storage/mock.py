@@ -12,7 +12,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._common import AdapterCounters, InFlight, LockTable, page_of, usage_by_salt
+from lmcache.adapters.storage._adapter_state import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    page_of,
+    usage_by_salt,
+)
 from lmcache.adapters.storage.object_format import (
     CorruptObjectError,
     UnusableObjectError,

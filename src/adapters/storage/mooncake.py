@@ -44,16 +44,14 @@ except ImportError as exc:  # the wheel is there, a system library it links is n
 else:
     _LOAD_ERROR = None
 
-from lmcache.adapters.storage._common import (
+from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
     LockTable,
-    Outcome,
-    loaded,
     page_of,
-    sizes_of,
     usage_by_salt,
 )
+from lmcache.adapters.storage._load_outcomes import Outcome, loaded, sizes_of
 from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, get_all_sized, put_all
 from lmcache.adapters.storage._native_mem import RegisteredRanges
 from lmcache.adapters.storage.errors import L2ConfigError

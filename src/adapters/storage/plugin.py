@@ -14,7 +14,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._common import AdapterCounters
+from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 

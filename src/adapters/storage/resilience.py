@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from lmcache.adapters.storage._common import AdapterCounters
+from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 

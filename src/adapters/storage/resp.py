@@ -28,17 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from lmcache.adapters.storage._common import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
+from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
+from lmcache.adapters.storage._load_outcomes import (
     Outcome,
     damaged_keys,
     encode_headers,
     quarantine_remote,
     sizes_of,
     tally_loads,
-    usage_by_salt,
 )
 from lmcache.adapters.storage._resp_cluster import ClusterRouter, Shard
 from lmcache.adapters.storage._resp_reader import BlockingGetPool, LoadCancel

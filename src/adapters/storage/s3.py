@@ -22,19 +22,16 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from lmcache.adapters.storage._common import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
+from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
+from lmcache.adapters.storage._blocking import offload
+from lmcache.adapters.storage._load_outcomes import (
     Outcome,
     damaged_keys,
     decode_all,
     encode_all,
-    offload,
     quarantine_remote,
     sizes_of,
     tally_loads,
-    usage_by_salt,
 )
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
 from lmcache.domain.units import gb_to_bytes

@@ -33,8 +33,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_state import AdapterCounters
+from lmcache.adapters.storage._blocking import run_jobs
 from lmcache.adapters.storage._buffers import BufferPool, Scratch
-from lmcache.adapters.storage._common import AdapterCounters, run_jobs
 from lmcache.adapters.storage.serde_base import (
     ENVELOPE,
     SerdeError,

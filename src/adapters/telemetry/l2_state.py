@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from lmcache.adapters.storage._common import find_layer
+from lmcache.adapters.storage._layers import find_layer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
