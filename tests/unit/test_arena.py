@@ -105,3 +105,23 @@ def test_free_many_coalesces_and_refuses_atomically() -> None:
     assert arena.stats().largest_free == arena.total_bytes and arena.stats().extents == 0
     with pytest.raises(ValueError, match="not allocated"):
         arena.free_many([(extents[0].offset, 64)])
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [(64 + 1, 64), (-64, 64), (16 * 64, 64), (10**12, 64), (0, 128), (0, 0), (128, 64)],
+    ids=["unaligned", "negative", "past-end", "far-past-end", "wrong-size", "zero-size", "inside-an-extent"],
+)
+def test_bad_frees_are_refused_and_change_nothing(pair: tuple[int, int]) -> None:
+    arena = ArenaAllocator(16 * 64, 64)
+    first = arena.alloc(64)
+    big = arena.alloc(192)
+    assert first == (0, 64) and big == (64, 192)
+    before = arena.stats()
+    with pytest.raises(ValueError, match="not allocated"):
+        arena.free_at(*pair)
+    with pytest.raises(ValueError, match="not allocated"):
+        arena.free_many([(0, 64), pair])
+    assert arena.stats() == before
+    arena.free_many([(0, 64), (64, 192)])
+    assert arena.stats().used_bytes == 0 and arena.stats().extents == 0
