@@ -27,6 +27,32 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 _OWN_CLASS_TRIES = 8
+_DENSE_MIN_ALIGN = 4096  # one 4-byte mark per unit costs at most 0.1% of the arena from here up
+
+
+class _SparseMarks:
+    """The marks array's interface over a dict, for alignments finer than 4 KiB.
+
+    There one slot per unit would cost more than 0.1% of the arena. Absent units read 0; writing 0
+    removes the unit.
+    """
+
+    def __init__(self) -> None:
+        self._marks: dict[int, int] = {}
+
+    def __getitem__(self, unit: int) -> int:
+        return self._marks.get(unit, 0)
+
+    def __setitem__(self, where: int | slice, value: int | array[int]) -> None:
+        if isinstance(where, slice) and isinstance(value, array):
+            self._marks.update(zip(range(where.start, where.stop, where.step), value, strict=True))
+        elif isinstance(where, int) and isinstance(value, int):
+            if value:
+                self._marks[where] = value
+            else:
+                self._marks.pop(where, None)
+        else:
+            raise TypeError(f"bad mark update {where!r}")
 
 
 class Extent(NamedTuple):
@@ -62,8 +88,11 @@ class ArenaAllocator:
         self._shift = align_bytes.bit_length() - 1
         self.total_bytes = (total_bytes >> self._shift) << self._shift
         self.used_bytes = 0
-        units = self.total_bytes >> self._shift
-        self._live = array("I", [0]) * units  # first unit of a live extent -> its size in units, else 0
+        units = self._units = self.total_bytes >> self._shift
+        # first unit of a live extent -> its size in units, else 0
+        self._live: array[int] | _SparseMarks = (
+            array("I", [0]) * units if align_bytes >= _DENSE_MIN_ALIGN else _SparseMarks()
+        )
         self._extents = 0
         self._sizes: dict[int, int] = {}  # units -> bytes: one shared int per distinct size
         self._free_start: dict[int, int] = {}  # run start (units) -> run length (units)
@@ -145,7 +174,7 @@ class ArenaAllocator:
             ValueError: When a pair was not allocated by this arena (nothing is freed then).
         """
         pairs = sorted(extents)
-        live, shift, units = self._live, self._shift, len(self._live)
+        live, shift, units = self._live, self._shift, self._units
         for offset, size in pairs:  # all checked before any is freed
             unit = offset >> shift
             if unit << shift != offset or not 0 <= unit < units or size <= 0 or live[unit] << shift != size:
@@ -177,7 +206,7 @@ class ArenaAllocator:
         unit = offset >> shift
         if (
             unit << shift != offset
-            or not 0 <= unit < len(self._live)
+            or not 0 <= unit < self._units
             or size <= 0
             or self._live[unit] << shift != size
         ):

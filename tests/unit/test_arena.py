@@ -107,21 +107,22 @@ def test_free_many_coalesces_and_refuses_atomically() -> None:
         arena.free_many([(extents[0].offset, 64)])
 
 
+@pytest.mark.parametrize("align", [64, 4096], ids=["sparse-marks", "dense-marks"])
 @pytest.mark.parametrize(
-    "pair",
-    [(64 + 1, 64), (-64, 64), (16 * 64, 64), (10**12, 64), (0, 128), (0, 0), (128, 64)],
+    ("unit", "extra", "units"),
+    [(1, 1, 1), (-1, 0, 1), (16, 0, 1), (10**9, 0, 1), (0, 0, 2), (0, 0, 0), (2, 0, 1)],
     ids=["unaligned", "negative", "past-end", "far-past-end", "wrong-size", "zero-size", "inside-an-extent"],
 )
-def test_bad_frees_are_refused_and_change_nothing(pair: tuple[int, int]) -> None:
-    arena = ArenaAllocator(16 * 64, 64)
-    first = arena.alloc(64)
-    big = arena.alloc(192)
-    assert first == (0, 64) and big == (64, 192)
+def test_bad_frees_are_refused_and_change_nothing(align: int, unit: int, extra: int, units: int) -> None:
+    arena = ArenaAllocator(16 * align, align)
+    assert arena.alloc(align) == (0, align) and arena.alloc(3 * align) == (align, 3 * align)
+    offset, size = unit * align + extra, units * align
     before = arena.stats()
     with pytest.raises(ValueError, match="not allocated"):
-        arena.free_at(*pair)
+        arena.free_at(offset, size)
     with pytest.raises(ValueError, match="not allocated"):
-        arena.free_many([(0, 64), pair])
+        arena.free_many([(0, align), (offset, size)])
     assert arena.stats() == before
-    arena.free_many([(0, 64), (64, 192)])
+    arena.free_many([(0, align), (align, 3 * align)])
     assert arena.stats().used_bytes == 0 and arena.stats().extents == 0
+    assert len(arena.alloc_many(align, 16)) == 16 and arena.stats().extents == 16
