@@ -20,6 +20,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -33,8 +34,6 @@ from lmcache.adapters.storage._load_outcomes import (
     decode_all,
     encode_all,
     quarantine_remote,
-    sizes_of,
-    tally_loads,
 )
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
@@ -62,8 +61,10 @@ def parse_hosts(hosts: str) -> list[tuple[str, int]]:
     return out
 
 
-class AerospikeL2Adapter:
+class AerospikeL2Adapter(PinnedReads, CountedLoads):
     """Aerospike L2 tier; see the module docstring."""
+
+    kind = "aerospike"
 
     def __init__(
         self,
@@ -209,19 +210,10 @@ class AerospikeL2Adapter:
             present.append(result is True)
         return self._locks.lock(keys, present)
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Get every record of each object, verify, copy into the buffers; damage is deleted."""
-        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "aerospike")
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
-        outcomes = await self._load(keys, buffers, False)
-        tally_loads(self.counters, keys, outcomes, logger, "aerospike")
-        return sizes_of(outcomes)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
+        """Get every record of each object, verify, copy into the buffers; damage is deleted."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -237,14 +229,6 @@ class AerospikeL2Adapter:
                 self.delete, self.counters, damaged_keys(keys, outcomes), logger, "aerospike"
             )
             return outcomes
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Remove each object's records (at once)."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from lmcache.adapters.storage import _fs_io
+from lmcache.adapters.storage._adapter_mixins import PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -81,7 +82,7 @@ class _Quarantined(Exception):
         self.where = where
 
 
-class FsL2Adapter:
+class FsL2Adapter(PinnedReads):
     """File-system L2 tier; see the module docstring for layout and recovery."""
 
     def __init__(
@@ -305,14 +306,6 @@ class FsL2Adapter:
         elif isinstance(outcome, BaseException):
             self.counters.backend_errors += 1
             logger.warning("fs L2: load of %s failed: %r", key.short(), outcome)
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Unlink object files at once (pins do not defer deletion)."""

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -36,8 +37,6 @@ from lmcache.adapters.storage._load_outcomes import (
     decode_all,
     encode_all,
     quarantine_remote,
-    sizes_of,
-    tally_loads,
 )
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
@@ -54,8 +53,10 @@ __all__ = ("HfBucketL2Adapter",)
 logger = logging.getLogger(__name__)
 
 
-class HfBucketL2Adapter:
+class HfBucketL2Adapter(PinnedReads, CountedLoads):
     """Hugging Face bucket L2 tier; see the module docstring."""
+
+    kind = "hfbucket"
 
     def __init__(
         self,
@@ -149,19 +150,10 @@ class HfBucketL2Adapter:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """One download call into a private scratch directory; verify and copy; damage is deleted."""
-        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "hfbucket")
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
-        outcomes = await self._load(keys, buffers, False)
-        tally_loads(self.counters, keys, outcomes, logger, "hfbucket")
-        return sizes_of(outcomes)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
+        """One download call into a private scratch directory; verify and copy; damage is deleted."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -175,14 +167,6 @@ class HfBucketL2Adapter:
                 self.delete, self.counters, damaged_keys(keys, outcomes), logger, "hfbucket"
             )
             return outcomes
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Presence, then one batch delete of the present files."""

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 _BURST_SECONDS = 0.01  # the bucket holds 10 ms worth of bandwidth
 
 
-class MockL2Adapter:
+class MockL2Adapter(PinnedReads):
     """In-memory L2 tier with simulated bandwidth.
 
     `objects` maps each key to its stored bytes (header + payload); tests may tamper with it.
@@ -132,14 +133,6 @@ class MockL2Adapter:
                 self.counters.quarantined += 1
             logger.warning("mock L2: corrupt object %s: %s", key.short(), exc)
             return None
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Remove objects at once (pins do not defer deletion)."""

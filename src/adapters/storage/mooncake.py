@@ -44,6 +44,7 @@ except ImportError as exc:  # the wheel is there, a system library it links is n
 else:
     _LOAD_ERROR = None
 
+from lmcache.adapters.storage._adapter_mixins import PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -88,7 +89,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-class MooncakeL2Adapter:
+class MooncakeL2Adapter(PinnedReads):
     """Mooncake Store L2 tier; see the module docstring."""
 
     def __init__(
@@ -265,14 +266,6 @@ class MooncakeL2Adapter:
                 removed = await self._run(self._remove, damaged, True)
                 self.counters.quarantined += sum(1 for code in removed if code == 0)
             return results
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     def _remove(self, keys: list[ObjectKey], force: bool = False) -> list[int]:
         return [int(c) for c in self.client.batch_remove([self._name(k) for k in keys], force)]

@@ -27,6 +27,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -39,8 +40,6 @@ from lmcache.adapters.storage._load_outcomes import (
     damaged_keys,
     encode_all,
     quarantine_remote,
-    sizes_of,
-    tally_loads,
 )
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import (
@@ -85,8 +84,10 @@ def load_connector(module_path: str, class_name: str, params: dict[str, Any]) ->
         raise L2ConfigError(f"{where}: adapter_params do not fit its constructor ({exc})") from exc
 
 
-class NativePluginL2Adapter:
+class NativePluginL2Adapter(PinnedReads, CountedLoads):
     """Runs a native connector's batched calls on threads; see the module docstring."""
+
+    kind = "native_plugin"
 
     def __init__(
         self,
@@ -156,20 +157,10 @@ class NativePluginL2Adapter:
             present = [False] * len(keys)
         return self._locks.lock(keys, present)
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """batch_get into staging buffers of the expected object size, then verify and copy."""
-        outcomes = await self._load(keys, buffers, True)
-        return tally_loads(self.counters, keys, outcomes, logger, "native_plugin")
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
-        outcomes = await self._load(keys, buffers, False)
-        tally_loads(self.counters, keys, outcomes, logger, "native_plugin")
-        return sizes_of(outcomes)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
+        """batch_get into staging buffers of the expected object size, then verify and copy."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -203,14 +194,6 @@ class NativePluginL2Adapter:
                 self.delete, self.counters, damaged_keys(keys, outcomes), logger, "native_plugin"
             )
             return outcomes
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_delete (at once); a connector without it deletes nothing."""

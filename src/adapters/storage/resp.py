@@ -28,14 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
 from lmcache.adapters.storage._load_outcomes import (
     Outcome,
     damaged_keys,
     encode_headers,
     quarantine_remote,
-    sizes_of,
-    tally_loads,
 )
 from lmcache.adapters.storage._resp_cluster import ClusterRouter, Shard
 from lmcache.adapters.storage._resp_reader import BlockingGetPool, LoadCancel
@@ -66,8 +65,10 @@ def _url(host: str, port: int) -> str:
     return urlunsplit(parts)
 
 
-class RedisL2Adapter:
+class RedisL2Adapter(PinnedReads, CountedLoads):
     """Redis/Valkey L2 tier; see the module docstring."""
+
+    kind = "resp"
 
     def __init__(
         self,
@@ -236,19 +237,10 @@ class RedisL2Adapter:
             return [False] * len(keys)
         return self._locks.lock(keys, [reply == 1 for reply in replies])
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """GET every object in one pipeline on a load thread, each payload received into its buffer."""
-        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "resp")
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload received at the start of a buffer at least as large; returns the sizes."""
-        outcomes = await self._load(keys, buffers, False)
-        tally_loads(self.counters, keys, outcomes, logger, "resp")
-        return sizes_of(outcomes)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
+        """GET every object in one pipeline on a load thread, each payload received into its buffer."""
         if self._inflight.closing or not keys:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -299,14 +291,6 @@ class RedisL2Adapter:
         except _ERRORS as exc:
             self._error("load", exc)
             return [False] * len(idx)
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """DEL per key in one pipeline (at once, pins do not defer it)."""

@@ -22,6 +22,7 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
 from lmcache.adapters.storage._blocking import offload
 from lmcache.adapters.storage._load_outcomes import (
@@ -30,8 +31,6 @@ from lmcache.adapters.storage._load_outcomes import (
     decode_all,
     encode_all,
     quarantine_remote,
-    sizes_of,
-    tally_loads,
 )
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
 from lmcache.domain.units import gb_to_bytes
@@ -59,8 +58,10 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
     return (host.split(".s3.")[0] if ".s3." in host else host), ""
 
 
-class S3L2Adapter:
+class S3L2Adapter(PinnedReads, CountedLoads):
     """S3 L2 tier; see the module docstring."""
+
+    kind = "s3"
 
     multipart_threshold = 64 << 20  # bytes; an instance attribute may lower it (tests do)
 
@@ -185,19 +186,10 @@ class S3L2Adapter:
         present = await asyncio.gather(*(self._head(k) for k in keys))
         return self._locks.lock(keys, list(present))
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """GET every object concurrently, verify, copy each payload into its buffer."""
-        return tally_loads(self.counters, keys, await self._load(keys, buffers, True), logger, "s3")
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
-        outcomes = await self._load(keys, buffers, False)
-        tally_loads(self.counters, keys, outcomes, logger, "s3")
-        return sizes_of(outcomes)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
+        """GET every object concurrently, verify, copy each payload into its buffer."""
         if self._inflight.closing:
             return [False] * len(keys)
         async with self._inflight.track():
@@ -222,14 +214,6 @@ class S3L2Adapter:
             except _ERRORS as exc:
                 self._error("load", exc)
                 return None
-
-    def is_locked(self, key: ObjectKey) -> bool:
-        """Whether a reader pinned `key` (a delete from the HTTP API skips it)."""
-        return self._locks.is_locked(key)
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Drop one pin per key."""
-        self._locks.unlock(keys)
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """HEAD (to report presence), then one DeleteObjects call for the present keys."""
