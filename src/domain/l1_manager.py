@@ -194,6 +194,14 @@ class L1Manager(L1Maintenance):
         Returns:
             Per key: True when the object is ready and now locked.
         """
+        return self._lock_ready(keys, n, prefix=False)
+
+    def lock_prefix(self, keys: Sequence[ObjectKey], n: int = 1) -> int:
+        """Read-lock the leading run of ready keys; returns its length (nothing after a miss is locked)."""
+        return len(self._lock_ready(keys, n, prefix=True))
+
+    def _lock_ready(self, keys: Sequence[ObjectKey], n: int, *, prefix: bool) -> list[bool]:
+        """Read-lock the ready keys (with `prefix`, only the leading run); per key reached, whether locked."""
         out: list[bool] = []
         locked: list[ObjectKey] = []
         with self._lock:
@@ -201,29 +209,16 @@ class L1Manager(L1Maintenance):
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is None or not entry.ready:
+                    if prefix:
+                        break
                     out.append(False)
                     continue
                 self._add_readers(key, entry, n, now)
                 locked.append(key)
                 out.append(True)
             self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
-            self._events.publish(L1Read(len(out), len(locked)))
-        return out
-
-    def lock_prefix(self, keys: Sequence[ObjectKey], n: int = 1) -> int:
-        """Read-lock the leading run of ready keys; returns its length (nothing after a miss is locked)."""
-        locked: list[ObjectKey] = []
-        with self._lock:
-            now = self._tick()
-            for key in keys:
-                entry = self._entries.get(key)
-                if entry is None or not entry.ready:
-                    break
-                self._add_readers(key, entry, n, now)
-                locked.append(key)
-            self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
             self._events.publish(L1Read(len(keys), len(locked)))
-        return len(locked)
+        return out
 
     def unlock_read(self, keys: Iterable[ObjectKey], n: int = 1) -> None:
         """Release `n` read locks per key (never below zero); temporary objects leave at zero.
