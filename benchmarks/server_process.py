@@ -176,6 +176,16 @@ class ServerProcess:
             time.sleep(0.02)
         return time.perf_counter() - self.t0
 
+    def wait_exit(self, timeout_s: float = 60.0) -> int | None:
+        """Wait for it to exit by itself (a start-up error); the exit status (killed after `timeout_s`)."""
+        assert self.proc is not None, "not started"
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._release_log()
+        return self.proc.returncode
+
     def alive(self) -> bool:
         """Whether the process runs."""
         return self.proc is not None and self.proc.poll() is None
