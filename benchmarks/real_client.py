@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq
 
-from data_path import READY, free_port, percentile, stop_pid
+from bench_timing import percentile
 from lmcache.adapters.transport.ops import resolve
+from server_process import ServerProcess, free_port, stop_pid
 
 if TYPE_CHECKING:
     from lmcache.adapters.transport.wire_types import CacheKey
@@ -125,36 +126,26 @@ def quiet_env() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------- servers
-class Spawned:
-    """A cache server subprocess on free loopback ports, with its log and start-up time."""
+class Spawned(ServerProcess):
+    """A cache server subprocess (the shared launcher) on free loopback ports, started at once."""
 
     def __init__(self, cmd: list[str], log_path: Path) -> None:
-        self.rpc_port, self.http_port, prom_port = free_port(), free_port(), free_port()
-        self.log_path = log_path
-        full = [
-            *cmd,
-            *("--host", "127.0.0.1", "--port", str(self.rpc_port)),
-            *("--http-host", "127.0.0.1", "--http-port", str(self.http_port)),
-            *("--prometheus-port", str(prom_port), "--eviction-policy", "LRU"),
-        ]
-        self.t0 = time.perf_counter()
-        with log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                full, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), cwd=log_path.parent
-            )
+        super().__init__(
+            command=cmd, l1_gb=None, env=QUIET_ENV, log_level=None, log_path=log_path, cwd=log_path.parent
+        )
+        self.start(wait=False)
 
-    def wait_ready(self, timeout_s: float) -> tuple[float, float]:
+    def wait_serving(self, timeout_s: float) -> tuple[float, float]:
         """Seconds from spawn to the ready line, and to the first HTTP 200 on /healthcheck."""
-        ready_s = None
-        while time.perf_counter() - self.t0 < timeout_s and self.proc.poll() is None:
-            if ready_s is None:
-                if READY in self.log_path.read_text(errors="replace"):
-                    ready_s = time.perf_counter() - self.t0
-            elif http_ok(f"http://127.0.0.1:{self.http_port}/healthcheck"):
+        ready_s = self.wait_ready(timeout_s)
+        while time.perf_counter() - self.t0 < timeout_s and self.alive():
+            if http_ok(f"{self.http_url}/healthcheck"):
                 return ready_s, time.perf_counter() - self.t0
             time.sleep(0.02)
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"server not ready (exit code {self.proc.poll()}); log tail:\n{tail}")
+        tail = self.log()[-3000:]
+        raise RuntimeError(
+            f"server not ready (exit code {self.proc and self.proc.poll()}); log tail:\n{tail}"
+        )
 
 
 def http_ok(url: str) -> bool:
@@ -337,14 +328,14 @@ def run_one(name: str, rnd: int, venv: Path, driver: Path, args: argparse.Namesp
         return run
     server = Spawned(server_cmd(name, venv, args), args.log_dir / f"server-r{rnd}-{name}.log")
     try:
-        run.ready_s, run.http_ready_s = server.wait_ready(args.start_timeout)
+        run.ready_s, run.http_ready_s = server.wait_serving(args.start_timeout)
         log(f"round {rnd} {name}: ready in {run.ready_s:.2f} s (HTTP {run.http_ready_s:.2f} s); benching")
-        run_bench(venv, driver, server.rpc_port, server.http_port, args, run)
+        run_bench(venv, driver, server.port, server.http_port, args, run)
     except RuntimeError as exc:
         run.failures.append(str(exc))
         log(f"FAIL round {rnd} {name}: {exc}")
     finally:
-        run.server_exit_code = stop_pid(server.proc, args.grace)
+        run.server_exit_code = server.stop(args.grace)
     return run
 
 

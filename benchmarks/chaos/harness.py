@@ -9,10 +9,6 @@ sequence can be checked byte for byte: a mismatch is data served wrong, never a 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared server launcher
+import server_process as launcher
 from lmcache.adapters.transfer.shm_export import SharedKVTensor
 from lmcache.adapters.transport.client import LMCacheClient
 from lmcache.adapters.transport.wire_types import CacheKey, EngineGroupInfo
+from server_process import free_port as free_port  # for the tools
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-READY = "LMCache cache server is running..."
 CHUNK = 256
 # 2 layers of [2, 64 blocks, 16 tokens, 2 heads, 64] fp16: 256 KiB per chunk, 512-token requests.
 SHAPE = (2, 64, 16, 2, 64)
@@ -37,13 +35,6 @@ LAYERS = 2
 BLOCKS = list(range(8, 40))
 TOKENS = 512
 CHUNK_BYTES = CHUNK * 2 * LAYERS * 2 * 64 * 2
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tokens_for(engine: int, seq: int) -> list[int]:
@@ -56,8 +47,8 @@ def request_key(engine: int, seq: int, rid: str, worker: int | None = 0, salt: s
     return CacheKey("chaos-model", 1, worker, tokens_for(engine, seq), 0, TOKENS, rid, salt, None, 1)
 
 
-class ServerProcess:
-    """`lmcache server` in its own session (so a kill can take its resource tracker too).
+class ServerProcess(launcher.ServerProcess):
+    """`lmcache server` (the shared launcher) in its own session, so a kill can take its resource tracker too.
 
     Args:
         flags: Extra server flags (later ones win).
@@ -69,61 +60,13 @@ class ServerProcess:
     def __init__(
         self, *flags: str, l1_gb: float = 0.1, env: dict[str, str] | None = None, log_dir: str | None = None
     ) -> None:
-        self.port, self.http_port, self.prom_port = free_port(), free_port(), free_port()
-        self.flags = flags
-        self.l1_gb = l1_gb
-        self.env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO", **(env or {})}
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="lmcache-chaos-")) / f"server-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        log = Path(log_dir or tempfile.mkdtemp(prefix="lmcache-chaos-"))
+        super().__init__(*flags, l1_gb=l1_gb, env=env, log_dir=log, new_session=True)
 
     @property
     def zmq_url(self) -> str:
         """The ZMQ endpoint."""
-        return f"tcp://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        """The HTTP frontend."""
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self, timeout_s: float = 90.0) -> ServerProcess:
-        """Start and wait for the ready line; raises with the log when it does not come."""
-        cmd = [
-            sys.executable, "-m", "lmcache.app.cli", "server",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
-            "--prometheus-port", str(self.prom_port),
-            "--l1-size-gb", str(self.l1_gb), "--eviction-policy", "LRU",
-            *self.flags,
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=log, env=self.env, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout_s
-        while READY not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"server did not start:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-        return self
-
-    @property
-    def pid(self) -> int:
-        """The server's pid."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        """What it logged so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def alive(self) -> bool:
-        """Whether the process runs."""
-        return self.proc is not None and self.proc.poll() is None
+        return self.url
 
     def rss_bytes(self, field: str = "VmRSS") -> int:
         """Resident memory from /proc/PID/status.
@@ -147,31 +90,6 @@ class ServerProcess:
         """The /status document."""
         body: dict[str, Any] = httpx.get(self.http_url + "/status", timeout=10).json()
         return body
-
-    def kill(self, sig: int = signal.SIGKILL, group: bool = True) -> None:
-        """Send `sig` to the server (and, with `group`, to its children such as the resource tracker)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(self.proc.pid, sig)
-            else:
-                self.proc.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-
-    def stop(self) -> int:
-        """SIGTERM and wait; the exit status (killed after 30 s)."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return -9
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lmcache.app.config.fields import leaf_fields
+from lmcache.domain.transfer_modes import serves_engine_driven
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -131,7 +132,7 @@ def _kv_event_bytes(c: ServerConfig, f: Facts) -> str | None:
 
 
 def _shm_name(c: ServerConfig, f: Facts) -> str | None:
-    if c.mp.supported_transfer_mode == "lmcache_driven":
+    if not serves_engine_driven(c.mp.supported_transfer_mode):
         return (
             "the SHM pool serves the engine-driven path, which --supported-transfer-mode lmcache_driven "
             "leaves out"

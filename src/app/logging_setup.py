@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ("configure_logging",)
+from lmcache.adapters.telemetry.stderr_log import install_stderr_handler
 
-_FORMAT = "LMCache %(levelname)s: %(message)s"
+__all__ = ("configure_logging",)
 
 
 def configure_logging(level: str) -> None:
     """Send `lmcache.*` records to stderr in the format the user docs show, at `level`."""
+    install_stderr_handler()
     root = logging.getLogger("lmcache")
-    if not any(getattr(h, "_lmcache", False) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        handler._lmcache = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import Any, get_args
+
+from lmcache.domain.eviction import EvictionPolicyName
 
 __all__ = ("add_trace_parser", "parse_list")
 
-_POLICIES = ("LRU", "IsolatedLRU", "noop")
+_POLICIES: tuple[str, ...] = get_args(EvictionPolicyName)
 
 
 def _positive_int(text: str) -> int:

@@ -19,6 +19,7 @@ from lmcache.app.trace_run import Source, open_source, overrides_of, replay_one,
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Iterable
 
     from lmcache.adapters.trace.inspect import TraceSummary
     from lmcache.adapters.trace.player import PlayResult
@@ -70,14 +71,27 @@ def _info(args: argparse.Namespace, source: Source) -> int:
         finally:
             for f in files:
                 f.close()
-    doc = _info_doc(source, summary)
-    if args.format == "json":
+    _report(args.format, _info_doc(source, summary), _print_info, warnings=summary.warnings)
+    return 0
+
+
+def _report(
+    fmt: str,
+    doc: dict[str, Any],
+    print_text: Callable[[dict[str, Any]], None],
+    *,
+    warnings: Iterable[str] = (),
+    errors: Iterable[str] = (),
+) -> None:
+    """`doc` as JSON or text on stdout; then its warnings and errors on stderr."""
+    if fmt == "json":
         print(json.dumps(doc, indent=2))
     else:
-        _print_info(doc)
-    for warning in summary.warnings:
+        print_text(doc)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
 
 
 def _header_doc(source: Source) -> dict[str, Any]:
@@ -156,14 +170,7 @@ def _replay(args: argparse.Namespace, source: Source) -> int:
     settings = settings_for(source, overrides_of(args), args.no_l2)
     engine, result = replay_one(source, settings, args.allow_truncated)
     doc = replay_report(source, engine, result)
-    if args.format == "json":
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_replay(doc)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for error in result.errors:
-        print(f"error: {error}", file=sys.stderr)
+    _report(args.format, doc, _print_replay, warnings=result.warnings, errors=result.errors)
     return 1 if result.failed else 0
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_events import KVEventLog
-    from lmcache.domain.l1_core import ClearReport
+    from lmcache.domain.l1_index import ClearReport
     from lmcache.domain.l1_manager import L1Manager
     from lmcache.domain.prefetch_controller import PrefetchController
     from lmcache.domain.sessions import SessionManager

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from lmcache.domain.events import EvictionReason
 
 if TYPE_CHECKING:
-    from lmcache.domain.l1_core import L1Core
+    from lmcache.domain.l1_maintenance import L1Maintenance
 
 
 class EvictionResult(NamedTuple):
@@ -32,7 +32,9 @@ class EvictionLoop:
         eviction_ratio: Share of the used bytes freed per triggered cycle (`--eviction-ratio`).
     """
 
-    def __init__(self, l1: L1Core, trigger_watermark: float = 0.8, eviction_ratio: float = 0.2) -> None:
+    def __init__(
+        self, l1: L1Maintenance, trigger_watermark: float = 0.8, eviction_ratio: float = 0.2
+    ) -> None:
         if not 0.0 <= trigger_watermark <= 1.0:
             raise ValueError(f"trigger_watermark must be in [0, 1], got {trigger_watermark}")
         if not 0.0 <= eviction_ratio <= 1.0:  # the spec allows 0: only on-demand eviction frees memory

@@ -8,6 +8,10 @@ prefetch policy, or stored to L2 under `skip_l1`) leave L1 when their last read 
 
 Thread-safety: every public method takes the manager's lock; events are published under it (the
 EventSink contract keeps that cheap).
+
+One class in three layers, each module named for what it holds: `l1_index.py` (the state and the
+primitives that keep it consistent), `l1_maintenance.py` (reaping, eviction, delete, clear, usage) and
+this module (the engine's writes and reads, and the admin listing).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import itertools
 from typing import TYPE_CHECKING, NamedTuple
 
 from lmcache.domain.events import AllocationFailed, EvictionReason, L1Read, L1WriteAborted, L1WriteCommitted
-from lmcache.domain.l1_core import L1Core
 from lmcache.domain.l1_entry import Entry
+from lmcache.domain.l1_maintenance import L1Maintenance
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from lmcache.domain.arena import Extent
     from lmcache.domain.keys import ObjectKey
 
+# Rounds of on-demand eviction (each asks for twice the bytes) before an allocation gives up.
+_ON_DEMAND_ROUNDS = 16
 # Entries one listing page may scan under the lock when filters skip most of them (bounds the lock hold).
 _SCAN_FACTOR = 16
 
@@ -38,7 +44,7 @@ class ObjectInfo(NamedTuple):
     readers: int
 
 
-class L1Manager(L1Core):
+class L1Manager(L1Maintenance):
     """Thread-safe L1 object store.
 
     Args:
@@ -85,11 +91,31 @@ class L1Manager(L1Core):
             self._publish_removed(evicted, EvictionReason.ON_DEMAND)
         return out
 
+    def _alloc_batch(self, sizes: list[int], evicted: list[tuple[ObjectKey, int]]) -> list[Extent | None]:
+        """Extents for `sizes`: back to back from one run when equal and they fit, else one by one."""
+        if len(sizes) > 1 and sizes.count(sizes[0]) == len(sizes):
+            extents: list[Extent | None] = list(self.arena.alloc_many(sizes[0], len(sizes)))
+            if extents:
+                return extents
+        return [self._alloc(size, evicted) for size in sizes]
+
+    def _alloc(self, size: int, evicted: list[tuple[ObjectKey, int]]) -> Extent | None:
+        extent = self.arena.alloc(size)
+        rounds = 0
+        while extent is None and rounds < _ON_DEMAND_ROUNDS:
+            victims = self.policy.victims(size << rounds, self._evictable)
+            if not victims:
+                break
+            evicted.extend((key, self._free(key, self._entries[key])) for key in victims)
+            extent = self.arena.alloc(size)
+            rounds += 1
+        return extent
+
     def _reservable(self, keys: Sequence[ObjectKey], now: float) -> list[int]:
         """Positions of the keys that may be reserved now, each key once.
 
         A key may be reserved when absent or when its reservation expired (dropped here); a retired key
-        may be, its new object superseding the retired one (l1_core's module docstring).
+        may be, its new object superseding the retired one (l1_index's module docstring).
         """
         wanted: list[int] = []
         seen: set[ObjectKey] = set()
@@ -168,6 +194,14 @@ class L1Manager(L1Core):
         Returns:
             Per key: True when the object is ready and now locked.
         """
+        return self._lock_ready(keys, n, prefix=False)
+
+    def lock_prefix(self, keys: Sequence[ObjectKey], n: int = 1) -> int:
+        """Read-lock the leading run of ready keys; returns its length (nothing after a miss is locked)."""
+        return len(self._lock_ready(keys, n, prefix=True))
+
+    def _lock_ready(self, keys: Sequence[ObjectKey], n: int, *, prefix: bool) -> list[bool]:
+        """Read-lock the ready keys (with `prefix`, only the leading run); per key reached, whether locked."""
         out: list[bool] = []
         locked: list[ObjectKey] = []
         with self._lock:
@@ -175,34 +209,21 @@ class L1Manager(L1Core):
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is None or not entry.ready:
+                    if prefix:
+                        break
                     out.append(False)
                     continue
                 self._add_readers(key, entry, n, now)
                 locked.append(key)
                 out.append(True)
             self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
-            self._events.publish(L1Read(len(out), len(locked)))
-        return out
-
-    def lock_prefix(self, keys: Sequence[ObjectKey], n: int = 1) -> int:
-        """Read-lock the leading run of ready keys; returns its length (nothing after a miss is locked)."""
-        locked: list[ObjectKey] = []
-        with self._lock:
-            now = self._tick()
-            for key in keys:
-                entry = self._entries.get(key)
-                if entry is None or not entry.ready:
-                    break
-                self._add_readers(key, entry, n, now)
-                locked.append(key)
-            self._deadlines.push(now + self.read_ttl_s, tuple(locked), self._is_current)
             self._events.publish(L1Read(len(keys), len(locked)))
-        return len(locked)
+        return out
 
     def unlock_read(self, keys: Iterable[ObjectKey], n: int = 1) -> None:
         """Release `n` read locks per key (never below zero); temporary objects leave at zero.
 
-        A key with a retired object gives its locks back there first (l1_core's docstring says why).
+        A key with a retired object gives its locks back there first (l1_index's docstring says why).
         """
         removed: list[tuple[ObjectKey, int]] = []
         with self._lock:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.keys import ObjectKey
-    from lmcache.domain.l1_core import ClearReport
+    from lmcache.domain.l1_index import ClearReport
     from lmcache.domain.prefetch_controller import PrefetchRequest
     from lmcache.domain.session_types import PrefetchJob
     from lmcache.ports.l2_adapter import L2Adapter
@@ -163,43 +163,43 @@ class TracedL1Manager(L1Manager):
         return super().extent(key)
 
     def delete(self, keys: Iterable[ObjectKey], force: bool = False) -> int:
-        """See `L1Core.delete`."""
+        """See `L1Maintenance.delete`."""
         keys = list(keys)
         with self._lock:
             self._rec("delete", {"keys": keys, "force": force})
             return super().delete(keys, force)
 
     def clear(self, force: bool = False) -> int:
-        """See `L1Core.clear` (recorded once, by `clear_report`, which it calls)."""
+        """See `L1Maintenance.clear` (recorded once, by `clear_report`, which it calls)."""
         return self.clear_report(force).removed
 
     def clear_report(self, force: bool = False) -> ClearReport:
-        """See `L1Core.clear_report`; recorded as a `clear` call, which replays the same removals."""
+        """See `L1Maintenance.clear_report`; recorded as a `clear` call, which replays the same removals."""
         with self._lock:
             self._rec("clear", {"force": force})
             return super().clear_report(force)
 
     def evict(self, target_bytes: int, reason: EvictionReason = EvictionReason.WATERMARK) -> tuple[int, int]:
-        """See `L1Core.evict`."""
+        """See `L1Maintenance.evict`."""
         with self._lock:
             self._rec("evict", {"target_bytes": target_bytes, "reason": reason.value})
             return super().evict(target_bytes, reason)
 
     def evict_over_quota(self) -> tuple[int, int]:
-        """See `L1Core.evict_over_quota`."""
+        """See `L1Maintenance.evict_over_quota`."""
         with self._lock:
             self._rec("evict_over_quota", {})
             return super().evict_over_quota()
 
     def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:
-        """See `L1Core.mark_temporary`."""
+        """See `L1Maintenance.mark_temporary`."""
         keys = list(keys)
         with self._lock:
             self._rec("mark_temporary", {"keys": keys, "reason": reason.value})
             return super().mark_temporary(keys, reason)
 
     def reap_expired(self) -> list[ObjectKey]:
-        """See `L1Core.reap_expired`."""
+        """See `L1Maintenance.reap_expired`."""
         with self._lock:
             self._rec("reap_expired", {})
             return super().reap_expired()

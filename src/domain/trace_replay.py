@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.events import EvictionReason
-from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
+from lmcache.domain.eviction import make_policy
 from lmcache.domain.eviction_loop import EvictionLoop
 from lmcache.domain.l1_manager import L1Manager
 from lmcache.domain.quotas import QuotaTable
@@ -39,7 +39,7 @@ from lmcache.domain.trace_stats import ReplayClock, ReplayCounter, ReplayStats
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lmcache.domain.eviction import EvictionPolicy
+    from lmcache.domain.eviction import EvictionPolicyName
     from lmcache.domain.keys import ObjectKey
 
 __all__ = ("ReplayClock", "ReplayEngine", "ReplaySettings", "ReplayStats")
@@ -52,7 +52,7 @@ class ReplaySettings:
     """The engine a replay builds (the recorded configuration, or flag overrides)."""
 
     l1_bytes: int
-    eviction_policy: str = "LRU"
+    eviction_policy: EvictionPolicyName = "LRU"
     align_bytes: int = 4096
     trigger_watermark: float = 0.8
     eviction_ratio: float = 0.2
@@ -62,16 +62,6 @@ class ReplaySettings:
     store_policy: str = "default"
     l2: bool = False
     synthetic_steps: bool = False
-
-
-def _policy(name: str, quotas: QuotaTable) -> EvictionPolicy:
-    if name == "LRU":
-        return LruPolicy()
-    if name == "IsolatedLRU":
-        return IsolatedLruPolicy(quotas)
-    if name == "noop":
-        return NoopPolicy()
-    raise ValueError(f"unknown eviction policy {name!r}")
 
 
 class ReplayEngine:
@@ -85,7 +75,7 @@ class ReplayEngine:
         self.arena = ArenaAllocator(settings.l1_bytes, settings.align_bytes)
         self.l1 = L1Manager(
             self.arena,
-            _policy(settings.eviction_policy, self.quotas),
+            make_policy(settings.eviction_policy, self.quotas),
             self.clock,
             ReplayCounter(self.stats),
             write_ttl_s=settings.write_ttl_s,
@@ -132,11 +122,11 @@ class ReplayEngine:
             self.stats.read_bytes += extent.size
 
     def mark_temporary(self, keys: list[ObjectKey], reason: str) -> None:
-        """`L1Core.mark_temporary`."""
+        """`L1Maintenance.mark_temporary`."""
         self.l1.mark_temporary(keys, EvictionReason(reason))
 
     def evict(self, target_bytes: int, reason: str = "watermark") -> None:
-        """`L1Core.evict` as recorded (an admin eviction; loop evictions come as steps)."""
+        """`L1Maintenance.evict` as recorded (an admin eviction; loop evictions come as steps)."""
         self.l1.evict(target_bytes, EvictionReason(reason))
 
     def step(self) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchmarks.server_process import free_port, free_ports
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e_vllm.shm_segments import remove_segments, session_segments
@@ -43,20 +43,6 @@ VLLM_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports free on 127.0.0.1 right now (all bound at once, so never the same twice)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    return free_ports(1)[0]
 
 
 def vllm_python() -> Path:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted, L1WriteCommitted
-from lmcache.domain.l1_core import ClearReport, LockCounts
+from lmcache.domain.l1_index import ClearReport, LockCounts
 
 from ._storage import ALIGN, key, make_l1, put
 

@@ -100,3 +100,22 @@ def test_kv_roles() -> None:
     assert (consumer.can_store, consumer.can_load) == (False, True)
     with pytest.raises(ConnectorConfigError, match="kv_role"):
         KVRole.parse("kv_sometimes")
+
+
+def test_a_bad_key_is_reported_before_a_bad_env_mode() -> None:
+    env = {"LMCACHE_MP_TRANSFER_MODE": "sideways"}
+    with pytest.raises(ConnectorConfigError, match=r"^lmcache\.mp\.save_decode_cache must be true or false"):
+        parse_extra_config({"lmcache.mp.save_decode_cache": "maybe"}, env)
+
+
+def test_none_is_absent_and_describe_names_every_key_in_order() -> None:
+    config = parse_extra_config({"lmcache.mp.port": None, "lmcache.mp.unknown": 1}, {})
+    assert config.explicit == frozenset()
+    assert config.describe() == [
+        "lmcache.mp.host = tcp://localhost",
+        "lmcache.mp.port = 5555",
+        "lmcache.mp.mq_timeout = 300.0",
+        "lmcache.mp.heartbeat_interval = 10.0",
+        "lmcache.mp.mp_transfer_mode = auto",
+        "lmcache.mp.save_decode_cache = False",
+    ]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.http.schemas import ChecksumBody, DeleteObjectsBody
     from lmcache.adapters.http.services import HttpServices
     from lmcache.domain.keys import ObjectKey
-    from lmcache.domain.l1_core import ClearReport
+    from lmcache.domain.l1_index import ClearReport
 
 __all__ = ("CACHE_ROUTES", "parse_block_ids")
 

@@ -23,7 +23,7 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ("SHM_DIR", "hold_pool_lock", "remove_dead_pools")
+__all__ = ("SHM_DIR", "hold_pool_lock", "pid_alive", "remove_dead_pools")
 
 logger = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"
@@ -44,7 +44,8 @@ def hold_pool_lock(name: str, shm_dir: str = SHM_DIR) -> int | None:
     return fd
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here (another user's counts: it is alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,7 +75,7 @@ def _is_dead_pool(entry: os.DirEntry[str]) -> bool:
     if match is None:
         return False
     pid = int(match.group(1))
-    if pid == os.getpid() or _pid_alive(pid):
+    if pid == os.getpid() or pid_alive(pid):
         return False
     try:
         info = entry.stat(follow_symlinks=False)

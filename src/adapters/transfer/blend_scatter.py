@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lmcache.adapters.transfer.cpu_kv import torch_dtype
+from lmcache.adapters.transfer.cpu_kv import layer_planes, torch_dtype
 from lmcache.adapters.transfer.rope_math import FP8_FLAVOURS, WindowRotator, rotation_factors
-from lmcache.domain.kv_layout import KVFormat
 from lmcache.ports.blend import ScatterStats
 
 if TYPE_CHECKING:
@@ -58,14 +57,8 @@ class _Target:
 
 def _targets(layer: torch.Tensor, group: KernelGroup) -> list[_Target]:
     geom = group.geometry
-    if geom.fmt in (KVFormat.KV_FIRST_NHD, KVFormat.KV_FIRST_HND):
-        parts = [layer[0], layer[1]]
-    elif geom.fmt in (KVFormat.BLOCKS_FIRST_NHD, KVFormat.BLOCKS_FIRST_HND):
-        parts = [layer[:, 0], layer[:, 1]]
-    else:
-        parts = [layer]
     out = []
-    for part in parts:
+    for part in layer_planes(layer, group):
         if geom.heads_major:  # [NB, NH, BS, X] -> [NB, BS, NH, X]
             part = part.transpose(1, 2)
         rows: np.ndarray | None = None

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_layout import KernelGroup, RegisteredLayout
 
-__all__ = ("CpuKVTransfer", "torch_dtype")
+__all__ = ("CpuKVTransfer", "layer_planes", "torch_dtype")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -57,16 +57,20 @@ class _Plane:
     rows_bytes: np.ndarray | None = None  # `rows` as a numpy uint8 view (the scatter of scattered blocks)
 
 
+def layer_planes(layer: torch.Tensor, group: KernelGroup) -> list[torch.Tensor]:
+    """The K and V planes of an engine layer (views as the engine holds them); one when fused or MLA."""
+    fmt = group.geometry.fmt
+    if fmt in (KVFormat.KV_FIRST_NHD, KVFormat.KV_FIRST_HND):
+        return [layer[0], layer[1]]
+    if fmt in (KVFormat.BLOCKS_FIRST_NHD, KVFormat.BLOCKS_FIRST_HND):
+        return [layer[:, 0], layer[:, 1]]
+    return [layer]
+
+
 def _planes(layer: torch.Tensor, group: KernelGroup) -> list[_Plane]:
     geom = group.geometry
-    if geom.fmt in (KVFormat.KV_FIRST_NHD, KVFormat.KV_FIRST_HND):
-        parts = [layer[0], layer[1]]
-    elif geom.fmt in (KVFormat.BLOCKS_FIRST_NHD, KVFormat.BLOCKS_FIRST_HND):
-        parts = [layer[:, 0], layer[:, 1]]
-    else:
-        parts = [layer]
     out = []
-    for part in parts:
+    for part in layer_planes(layer, group):
         rows = None
         if not geom.heads_major:
             try:

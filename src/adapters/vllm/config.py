@@ -5,6 +5,11 @@ Keys (configuration-reference.md, "Connector extra_config Keys"): `host`, `port`
 contain generated tokens; off by default). `mp_transfer_mode` falls back to the `LMCACHE_MP_TRANSFER_MODE`
 environment variable when the key is absent.
 
+`ConnectorConfig` is the one declaration of the keys, their defaults and their rules (a pydantic model, as
+the server's config is). Its validators keep the messages vLLM users have seen: each names the key (or the
+env var) and the value, e.g. `lmcache.mp.port must be in 1..65535, got 70000`. They are lenient where vLLM
+is: JSON on the command line makes every value a string, so `"6555"`, `"2.5"` and `"true"` are accepted.
+
 `mp_transfer_mode` names what the spec (quickstart, configuration reference) names, which is the
 opposite of the server's `--supported-transfer-mode` names for the same ops:
 
@@ -22,7 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from lmcache.domain.transfer_modes import TRANSFER_MODES, TransferMode
 
@@ -44,8 +52,8 @@ __all__ = (
 
 PREFIX = "lmcache.mp."
 ENV_TRANSFER_MODE = "LMCACHE_MP_TRANSFER_MODE"
-_MODES: tuple[TransferMode, ...] = TRANSFER_MODES
-_ROLES = ("kv_both", "kv_producer", "kv_consumer")
+KVRoleName = Literal["kv_both", "kv_producer", "kv_consumer"]
+_ROLES: tuple[str, ...] = get_args(KVRoleName)
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))
 
@@ -79,17 +87,83 @@ class KVRole:
         return self.name != "kv_producer"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorConfig:
-    """The resolved connector settings; `explicit` names the keys the user set."""
+def _bad(rule: str, raw: Any) -> PydanticCustomError:
+    """The error a rule raises; `parse_extra_config` puts the key (or env var) in front of it."""
+    return PydanticCustomError("lmcache_mp", "{rule}, got {raw}", {"rule": rule, "raw": repr(raw)})
 
-    host: str = "tcp://localhost"
-    port: int = 5555
-    mq_timeout: float = 300.0
-    heartbeat_interval: float = 10.0
-    mp_transfer_mode: TransferMode = "auto"
-    save_decode_cache: bool = False
-    explicit: frozenset[str] = frozenset()
+
+def _host(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise _bad("must be a non-empty host name or URL", raw)
+    return raw.strip()
+
+
+def _port(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise _bad("must be an integer port", raw)
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise _bad("must be an integer port", raw) from None
+    if not 1 <= value <= 65535:
+        raise _bad("must be in 1..65535", raw)
+    return value
+
+
+def _seconds(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise _bad("must be a number of seconds", raw)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise _bad("must be a number of seconds", raw) from None
+    if not math.isfinite(value) or value <= 0:
+        raise _bad("must be a positive number of seconds", raw)
+    return value
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise _bad("must be true or false", raw)
+
+
+def _mode(raw: Any) -> TransferMode:
+    text = str(raw).strip().lower()
+    for mode in TRANSFER_MODES:
+        if text == mode:
+            return mode
+    raise _bad(f"must be one of {', '.join(TRANSFER_MODES)}", raw)
+
+
+Host = Annotated[str, BeforeValidator(_host)]
+Port = Annotated[int, BeforeValidator(_port)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Mode = Annotated[TransferMode, BeforeValidator(_mode)]
+
+
+class ConnectorConfig(BaseModel):
+    """The resolved connector settings, one field per `lmcache.mp.*` key; `explicit` names those set."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    host: Host = Field("tcp://localhost", description="Host (with ZMQ transport prefix) of the server.")
+    port: Port = Field(5555, description="Port of the server; must match its --port.")
+    mq_timeout: Seconds = Field(300.0, description="Timeout (seconds) of blocking requests to the server.")
+    heartbeat_interval: Seconds = Field(10.0, description="Seconds between heartbeat pings to the server.")
+    mp_transfer_mode: Mode = Field(
+        "auto", description=f"auto, engine_driven or lmcache_driven; overrides {ENV_TRANSFER_MODE}."
+    )
+    save_decode_cache: Flag = Field(False, description="Also store chunks holding generated tokens.")
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The keys the user set (in extra_config, or the mode through its env var)."""
+        return frozenset(self.model_fields_set)
 
     @property
     def server_url(self) -> str:
@@ -99,93 +173,34 @@ class ConnectorConfig:
 
     def describe(self) -> list[str]:
         """One log line per key, marking values the user overrode (the form LMCache logs at start)."""
-        defaults = ConnectorConfig()
         lines = []
-        for key in (
-            "host",
-            "port",
-            "mq_timeout",
-            "heartbeat_interval",
-            "mp_transfer_mode",
-            "save_decode_cache",
-        ):
-            value, default = getattr(self, key), getattr(defaults, key)
-            note = f" (overridden, default: {default})" if key in self.explicit else ""
-            lines.append(f"{PREFIX}{key} = {value}{note}")
+        for key, field in type(self).model_fields.items():
+            note = f" (overridden, default: {field.default})" if key in self.model_fields_set else ""
+            lines.append(f"{PREFIX}{key} = {getattr(self, key)}{note}")
         return lines
-
-
-def _positive_float(key: str, raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ConnectorConfigError(f"{PREFIX}{key} must be a number of seconds, got {raw!r}")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConnectorConfigError(f"{PREFIX}{key} must be a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConnectorConfigError(f"{PREFIX}{key} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _port(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ConnectorConfigError(f"{PREFIX}port must be an integer port, got {raw!r}")
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise ConnectorConfigError(f"{PREFIX}port must be an integer port, got {raw!r}") from None
-    if not 1 <= value <= 65535:
-        raise ConnectorConfigError(f"{PREFIX}port must be in 1..65535, got {raw!r}")
-    return value
-
-
-def _host(raw: Any) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        raise ConnectorConfigError(f"{PREFIX}host must be a non-empty host name or URL, got {raw!r}")
-    return raw.strip()
-
-
-def _bool(key: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConnectorConfigError(f"{PREFIX}{key} must be true or false, got {raw!r}")
-
-
-def _mode(source: str, raw: Any) -> TransferMode:
-    text = str(raw).strip().lower()
-    for mode in _MODES:
-        if text == mode:
-            return mode
-    raise ConnectorConfigError(f"{source} must be one of {', '.join(_MODES)}, got {raw!r}")
 
 
 def parse_extra_config(extra: Mapping[str, Any] | None, env: Mapping[str, str]) -> ConnectorConfig:
     """Resolve the `lmcache.mp.*` keys of `extra` (other keys are ignored) and the transfer-mode env var.
 
+    A key whose value is None counts as absent.
+
     Raises:
         ConnectorConfigError: A value of the wrong type or out of range; the message names the key.
     """
-    given = {k.removeprefix(PREFIX): v for k, v in (extra or {}).items() if k.startswith(PREFIX)}
-    values: dict[str, Any] = {}
-    if given.get("host") is not None:
-        values["host"] = _host(given["host"])
-    if given.get("port") is not None:
-        values["port"] = _port(given["port"])
-    for key in ("mq_timeout", "heartbeat_interval"):
-        if given.get(key) is not None:
-            values[key] = _positive_float(key, given[key])
-    if given.get("save_decode_cache") is not None:
-        values["save_decode_cache"] = _bool("save_decode_cache", given["save_decode_cache"])
-    if given.get("mp_transfer_mode") is not None:
-        values["mp_transfer_mode"] = _mode(f"{PREFIX}mp_transfer_mode", given["mp_transfer_mode"])
-    elif env.get(ENV_TRANSFER_MODE):
-        values["mp_transfer_mode"] = _mode(ENV_TRANSFER_MODE, env[ENV_TRANSFER_MODE])
-    return ConnectorConfig(**values, explicit=frozenset(values))
+    given = {
+        k.removeprefix(PREFIX): v for k, v in (extra or {}).items() if k.startswith(PREFIX) and v is not None
+    }
+    source = {key: f"{PREFIX}{key}" for key in given}
+    if "mp_transfer_mode" not in given and env.get(ENV_TRANSFER_MODE):
+        given["mp_transfer_mode"] = env[ENV_TRANSFER_MODE]
+        source["mp_transfer_mode"] = ENV_TRANSFER_MODE
+    try:
+        return ConnectorConfig.model_validate(given)
+    except ValidationError as exc:
+        # the mode is resolved last (it may come from the env var): its error shows once the keys are fine
+        first = min(exc.errors(), key=lambda error: error["loc"][0] == "mp_transfer_mode")
+        raise ConnectorConfigError(f"{source[str(first['loc'][0])]} {first['msg']}") from None
 
 
 def resolve_transfer_mode(mode: TransferMode, device_type: str) -> Literal["lmcache_driven", "engine_driven"]:

@@ -103,16 +103,10 @@ class LMCacheMPConnector(KVConnectorBase_V1):  # type: ignore[misc]
         strategy = _strategy(vllm_config)
         self._scheduler: SchedulerPlanner | None = None
         self._worker: LMCacheMPWorkerAdapter | None = None
+        config = self.config
+        link = (config.server_url, None, model_name, block_size, strategy, config.mq_timeout)
         if role == KVConnectorRole.SCHEDULER:
-            adapter = LMCacheMPSchedulerAdapter(
-                self.config.server_url,
-                None,
-                model_name,
-                block_size,
-                strategy,
-                self.config.mq_timeout,
-                self.config.heartbeat_interval,
-            )
+            adapter = LMCacheMPSchedulerAdapter(*link, config.heartbeat_interval)
             self._scheduler = SchedulerPlanner(
                 adapter, self.kv_role, block_size, self.config.save_decode_cache
             )
@@ -124,16 +118,7 @@ class LMCacheMPConnector(KVConnectorBase_V1):  # type: ignore[misc]
                     transfer.kv_load_failure_policy,
                 )
         else:
-            self._worker = LMCacheMPWorkerAdapter(
-                self.config.server_url,
-                None,
-                model_name,
-                block_size,
-                strategy,
-                self.config.mq_timeout,
-                self.config.heartbeat_interval,
-                self.config.mp_transfer_mode,
-            )
+            self._worker = LMCacheMPWorkerAdapter(*link, config.heartbeat_interval, config.mp_transfer_mode)
 
     def _plan(self) -> ConnectorPlan:
         metadata = self._get_connector_metadata()

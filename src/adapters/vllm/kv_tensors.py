@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lmcache.adapters.memory.shm_reaper import pid_alive
 from lmcache.adapters.transport.wire_types import (
     CpuShmDescriptor,
     CudaDescriptor,
@@ -126,16 +127,6 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
     """Unlink `lmcache_kv_<pid>_<n>` segments whose process is gone; returns their names.
 
@@ -144,7 +135,7 @@ def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
     removed = []
     for path in Path(shm_dir).glob("lmcache_kv_*_*"):
         parts = path.name.split("_")
-        if len(parts) != 4 or not parts[2].isdigit() or _pid_alive(int(parts[2])):
+        if len(parts) != 4 or not parts[2].isdigit() or pid_alive(int(parts[2])):
             continue
         with contextlib.suppress(OSError):
             path.unlink()

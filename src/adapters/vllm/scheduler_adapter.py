@@ -15,36 +15,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.transport.client import LMCacheClient
 from lmcache.adapters.transport.wire_types import BlockAllocationRecord, CacheKey
+from lmcache.adapters.vllm.adapter_base import AdapterBase
 from lmcache.adapters.vllm.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from concurrent.futures import Future
 
+    from lmcache.adapters.transport.client import LMCacheClient
     from lmcache.adapters.vllm.transfer_ops import ParallelStrategy
 
-__all__ = ("LMCacheMPSchedulerAdapter", "connect_chunk_size")
+__all__ = ("LMCacheMPSchedulerAdapter",)
 
 logger = logging.getLogger("lmcache.vllm.scheduler")
-
-
-def connect_chunk_size(client: LMCacheClient, timeout_s: float, block_size: int) -> int:
-    """Ask the server's chunk size; ConnectionError when it does not answer, ValueError when unusable."""
-    try:
-        chunk_size = int(client.call("get_chunk_size", timeout_s=timeout_s))
-    except TimeoutError:
-        raise ConnectionError(
-            f"LMCache server at {client.url} did not answer get_chunk_size within {timeout_s:g}s "
-            "(lmcache.mp.mq_timeout). Is `lmcache server` running on that host and port?"
-        ) from None
-    if chunk_size <= 0 or chunk_size % block_size:
-        raise ValueError(
-            f"LMCache chunk size {chunk_size} is not a multiple of vLLM's block size {block_size}; "
-            "start the server with a --chunk-size that is"
-        )
-    return chunk_size
 
 
 def _after(future: Future[Any], then: Callable[[Any], None]) -> None:
@@ -73,7 +57,7 @@ class _Lookup:
     outstanding: Future[Any] | None = None
 
 
-class LMCacheMPSchedulerAdapter:
+class LMCacheMPSchedulerAdapter(AdapterBase):
     """Lookups and session bookkeeping against one server, for vLLM's scheduler process.
 
     Args:
@@ -98,15 +82,7 @@ class LMCacheMPSchedulerAdapter:
         heartbeat_interval: float = 10.0,
         client: LMCacheClient | None = None,
     ) -> None:
-        from lmcache.adapters.vllm.transfer_ops import ParallelStrategy
-
-        self.client = client or LMCacheClient(server_url, timeout_s=mq_timeout)
-        self.model_name = model_name
-        self.parallel_strategy = parallel_strategy or ParallelStrategy.build(False, 1, 0, 1, 1)
-        self.mq_timeout = mq_timeout
-        self.block_size = vllm_block_size
-        self.chunk_size = connect_chunk_size(self.client, mq_timeout, vllm_block_size)
-        self.blocks_in_chunk = self.chunk_size // vllm_block_size
+        super().__init__(server_url, model_name, vllm_block_size, parallel_strategy, mq_timeout, client)
         self._lookups: dict[str, _Lookup] = {}
         self._lock = threading.Lock()
         self.heartbeat = Heartbeat(
@@ -117,23 +93,9 @@ class LMCacheMPSchedulerAdapter:
 
     # ------------------------------------------------------------------ keys
     @property
-    def world_size(self) -> int:
-        """The KV world size of the keys."""
-        return self.parallel_strategy.kv_world_size
-
-    @property
     def tp_size(self) -> int:
         """Tensor-parallel size (sent with lookups; the server ignores it)."""
         return self.parallel_strategy.tp_size
-
-    @property
-    def is_healthy(self) -> bool:
-        """The heartbeat's view of the server."""
-        return self.heartbeat.healthy
-
-    def num_blocks_per_chunk(self) -> int:
-        """Blocks of vLLM per chunk."""
-        return self.blocks_in_chunk
 
     def _key(
         self,

@@ -16,15 +16,14 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.transport.client import LMCacheClient
 from lmcache.adapters.transport.wire_types import CacheKey
+from lmcache.adapters.vllm.adapter_base import AdapterBase
 from lmcache.adapters.vllm.config import resolve_transfer_mode, server_ops
 from lmcache.adapters.vllm.heartbeat import Heartbeat
 from lmcache.adapters.vllm.kv_tensors import physical
-from lmcache.adapters.vllm.scheduler_adapter import connect_chunk_size
 from lmcache.adapters.vllm.server_copies import LmcacheDrivenPath
 from lmcache.adapters.vllm.transfer_base import Outcome, Waiter
-from lmcache.adapters.vllm.transfer_ops import ParallelStrategy
+from lmcache.adapters.vllm.transfer_ops import RequestOp
 from lmcache.adapters.vllm.worker_copies import EngineDrivenPath
 
 if TYPE_CHECKING:
@@ -32,16 +31,22 @@ if TYPE_CHECKING:
 
     import torch
 
+    from lmcache.adapters.transport.client import LMCacheClient
     from lmcache.adapters.vllm.config import TransferMode
     from lmcache.adapters.vllm.transfer_base import KVTransferPath
-    from lmcache.adapters.vllm.transfer_ops import LoadStoreOp, RequestOp
+    from lmcache.adapters.vllm.transfer_ops import LoadStoreOp, ParallelStrategy
 
 __all__ = ("LMCacheMPWorkerAdapter",)
 
 logger = logging.getLogger("lmcache.vllm.worker")
 
 
-class LMCacheMPWorkerAdapter:
+def _request_ops(request_ids: list[str], ops: list[LoadStoreOp], salts: list[str] | None) -> list[RequestOp]:
+    """The parallel lists of vLLM's built-in connector as `RequestOp`s (no salts: the default salt)."""
+    return [RequestOp(r, op, s) for r, op, s in zip(request_ids, ops, salts or [""] * len(ops), strict=True)]
+
+
+class LMCacheMPWorkerAdapter(AdapterBase):
     """KV registration and transfers of one vLLM worker against one server.
 
     Args:
@@ -68,13 +73,8 @@ class LMCacheMPWorkerAdapter:
         transfer_mode: TransferMode = "auto",
         client: LMCacheClient | None = None,
     ) -> None:
-        self.client = client or LMCacheClient(server_url, timeout_s=mq_timeout)
-        self.model_name = model_name
-        self.block_size = vllm_block_size
-        self.parallel_strategy = parallel_strategy or ParallelStrategy.build(False, 1, 0, 1, 1)
-        self.mq_timeout = mq_timeout
+        super().__init__(server_url, model_name, vllm_block_size, parallel_strategy, mq_timeout, client)
         self.transfer_mode: TransferMode = transfer_mode
-        self.chunk_size = connect_chunk_size(self.client, mq_timeout, vllm_block_size)
         self.instance_id = uuid.uuid4().int & ((1 << 63) - 1)
         self.heartbeat = Heartbeat(
             lambda timeout_s: self.client.call("ping", self.instance_id, timeout_s=timeout_s),
@@ -91,11 +91,6 @@ class LMCacheMPWorkerAdapter:
 
     # ------------------------------------------------------------ properties
     @property
-    def world_size(self) -> int:
-        """KV world size of our keys."""
-        return self.parallel_strategy.kv_world_size
-
-    @property
     def worker_id(self) -> int:
         """KV rank of our keys."""
         return self.parallel_strategy.kv_worker_id
@@ -109,15 +104,6 @@ class LMCacheMPWorkerAdapter:
     def is_first_rank_of_pp_group(self) -> bool:
         """Whether this worker writes (MLA: only the first TP rank)."""
         return self.parallel_strategy.is_kv_writer
-
-    @property
-    def is_healthy(self) -> bool:
-        """The heartbeat's view of the server."""
-        return self.heartbeat.healthy
-
-    def num_blocks_per_chunk(self) -> int:
-        """Blocks of vLLM per chunk."""
-        return self.chunk_size // self.block_size
 
     # ---------------------------------------------------------- registration
     def register_kv_caches(
@@ -288,10 +274,7 @@ class LMCacheMPWorkerAdapter:
         cache_salts: list[str] | None = None,
     ) -> None:
         """The load call of vLLM's built-in connector (synchronous here)."""
-        from lmcache.adapters.vllm.transfer_ops import RequestOp
-
-        salts = cache_salts or [""] * len(ops)
-        self.load([RequestOp(r, op, s) for r, op, s in zip(request_ids, ops, salts, strict=True)])
+        self.load(_request_ops(request_ids, ops, cache_salts))
         self._done_loads.update(request_ids)
 
     def batched_submit_store_requests(
@@ -302,10 +285,7 @@ class LMCacheMPWorkerAdapter:
         cache_salts: list[str] | None = None,
     ) -> None:
         """The store call of vLLM's built-in connector (synchronous here)."""
-        from lmcache.adapters.vllm.transfer_ops import RequestOp
-
-        salts = cache_salts or [""] * len(ops)
-        self.store([RequestOp(r, op, s) for r, op, s in zip(request_ids, ops, salts, strict=True)])
+        self.store(_request_ops(request_ids, ops, cache_salts))
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         """Stores finish before `store` returns, so every finished request is done sending."""

@@ -14,6 +14,7 @@ from lmcache.app.config.l2 import L2Config
 from lmcache.app.config.logging import LogLevel, log_level_field
 from lmcache.app.config.observability import ObservabilityConfig
 from lmcache.app.config.server import HttpConfig, MpServerConfig
+from lmcache.domain.transfer_modes import serves_engine_driven
 
 __all__ = ("ServerConfig",)
 
@@ -39,7 +40,7 @@ class ServerConfig(Section):
                 raise cross_field(
                     "--l1-devdax-path needs --no-l1-use-lazy (the DAX mapping is not pinned lazily)"
                 )
-            if self.mp.supported_transfer_mode != "lmcache_driven" and self.mp.shm_name != "":
+            if serves_engine_driven(self.mp.supported_transfer_mode) and self.mp.shm_name != "":
                 raise cross_field(
                     '--l1-devdax-path needs --shm-name "" (the L1 bytes live in the DAX mapping, '
                     "not in a shareable SHM segment)"

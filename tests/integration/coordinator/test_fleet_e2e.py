@@ -12,9 +12,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +22,6 @@ from lmcache.adapters.storage.object_format import parse_header, parse_key_name
 from tests.integration.coordinator.conftest import decode, wait_until
 from tests.integration.server.conftest import (
     CHUNK_BYTES,
-    READY,
     Engine,
     RunningServer,
     free_port,
@@ -75,39 +71,8 @@ def spawn() -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def start(*flags: str) -> RunningServer:
-        port, http_port = free_port(), free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "lmcache.app.cli",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--l1-size-gb",
-            "0.05",
-            "--eviction-policy",
-            "LRU",
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--prometheus-port",
-            str(free_port()),
-            *flags,
-        ]
-        env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO"}
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        server = RunningServer(proc, f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
+        server = RunningServer(*flags).start(wait=False)
         started.append(server)
-
-        def pump() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                server.lines.append(line)
-
-        threading.Thread(target=pump, daemon=True).start()
         return server
 
     yield start
@@ -116,12 +81,7 @@ def spawn() -> Iterator[Callable[..., RunningServer]]:
 
 
 def wait_ready(server: RunningServer) -> None:
-    def ready() -> bool:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.log()}")
-        return READY in server.log()
-
-    wait_until(ready, timeout=60, interval=0.1)
+    server.wait_ready(timeout_s=60)
 
 
 def instances(coord: CoordinatorProcess) -> dict[str, dict[str, Any]]:

@@ -131,7 +131,11 @@ def test_the_checkpoint_is_written_periodically_while_running(
     post(1, "store", 1)
     post(2, "store", 2)
     assert httpx.put(f"{coord.url}/l2/quota/t", json={"limit_gb": 2}, timeout=5).status_code == 200
-    first = wait_until(lambda: (d := saved()) is not None and len(d["keys"]) == 2 and d, timeout=10)
+    # a tick may fall between the events and the quota: wait for the first checkpoint holding all three
+    first = wait_until(
+        lambda: (d := saved()) is not None and len(d["keys"]) == 2 and d["quotas"] == {"t": 2.0} and d,
+        timeout=10,
+    )
     assert first["quotas"] == {"t": 2.0}
     assert coord.proc.poll() is None  # written by the running coordinator, not at shutdown
 

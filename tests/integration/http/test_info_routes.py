@@ -5,20 +5,18 @@ Also: a clear start-up error when the HTTP port is taken.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from benchmarks.server_process import ServerProcess
 
 from lmcache import __version__
 from lmcache.domain.units import gb_to_bytes
 from tests.integration.http.frontend import detail, frontend, wait_for
-from tests.integration.server.conftest import CHUNK_BYTES, free_port, key, run_server, tokens_for
+from tests.integration.server.conftest import CHUNK_BYTES, key, run_server, tokens_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -142,35 +140,11 @@ def test_http_port_in_use_is_a_start_up_error_naming_the_flag() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lmcache.app.cli",
-                "server",
-                "--l1-size-gb",
-                "0.05",
-                "--eviction-policy",
-                "LRU",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(free_port()),
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(port),
-                "--disable-metrics",
-                "--shm-name",
-                "",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "LMCACHE_LOG_LEVEL": "INFO"},
-        )
-    assert result.returncode == 2, result.stderr
-    assert f"--http-host/--http-port: cannot bind 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "LMCache cache server stopped" in result.stderr  # what started was undone
+        flags = ("--http-port", str(port), "--disable-metrics", "--shm-name", "")
+        server = ServerProcess(*flags).start(wait=False)
+        code = server.wait_exit(60)
+    log = server.log()
+    assert code == 2, log
+    assert f"--http-host/--http-port: cannot bind 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+    assert "LMCache cache server stopped" in log  # what started was undone

@@ -1,21 +1,14 @@
-"""Real `lmcache server` processes on loopback ports, and helpers to drive them like an engine does."""
+"""Real `lmcache server` processes (benchmarks/server_process.py) and helpers to drive them like an engine."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
 import torch
+from benchmarks.server_process import READY, ServerProcess, free_port, free_ports
 
 from lmcache.adapters.transfer.shm_export import SharedKVTensor
 from lmcache.adapters.transport.client import LMCacheClient
@@ -24,80 +17,31 @@ from lmcache.adapters.transport.wire_types import CacheKey, EngineGroupInfo
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-READY = "LMCache cache server is running..."
+# the launcher's names that tests import from here
+__all__ = (
+    "READY",
+    "Engine",
+    "RunningServer",
+    "free_port",
+    "free_ports",
+    "hit_chunks",
+    "key",
+    "run_server",
+    "tokens_for",
+)
+
 # A small engine: 2 layers of [2, NB=64, BS=16, NH=2, HS=64] fp16 -> 1 KiB per token, 256 KiB per chunk.
 SHAPE = (2, 64, 16, 2, 64)
 LAYERS = 2
 CHUNK_BYTES = 256 * 2 * LAYERS * 2 * 64 * 2
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct loopback ports nobody listens on right now (bound together, so never one twice)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-@dataclass
-class RunningServer:
-    """A server subprocess and what it printed."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    http_url: str = ""
-    lines: list[str] = field(default_factory=list)
+class RunningServer(ServerProcess):
+    """A server subprocess (the shared launcher) that hands out engine clients."""
 
     def client(self, timeout_s: float = 10.0) -> LMCacheClient:
         """A new client of this server."""
         return LMCacheClient(self.url, timeout_s)
-
-    def log(self) -> str:
-        """Everything logged so far."""
-        return "".join(self.lines)
-
-    def wait_for_log(self, pattern: str, timeout_s: float = 10.0) -> str:
-        """Wait until the log matches the regular expression; the match, or an AssertionError with the log.
-
-        A reply can reach the client before the server's log line for it reaches our reader thread.
-        """
-        deadline = time.monotonic() + timeout_s
-        while (found := re.search(pattern, self.log())) is None:
-            assert time.monotonic() < deadline, f"no {pattern!r} in the server log:\n{self.log()}"
-            time.sleep(0.02)
-        return found.group(0)
-
-    def stop(self) -> int:
-        """SIGTERM, wait, return the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-
-def _pump(server: RunningServer, ready: threading.Event) -> None:
-    assert server.proc.stderr is not None
-    for line in server.proc.stderr:
-        server.lines.append(line)
-        if READY in line:
-            ready.set()
-    ready.set()
-
-
-def _flag_value(flags: tuple[str, ...], name: str) -> str | None:
-    """The last value given to `name` in `flags` (argparse keeps the last one)."""
-    values = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == name]
-    values += [f.split("=", 1)[1] for f in flags if f.startswith(name + "=")]
-    return values[-1] if values else None
 
 
 @contextlib.contextmanager
@@ -107,37 +51,9 @@ def run_server(*flags: str, l1_gb: str = "0.05") -> Iterator[RunningServer]:
     The HTTP frontend and the Prometheus endpoint get free loopback ports too, unless `flags` name them
     (later flags win); `RunningServer.http_url` is the frontend's URL.
     """
-    port, default_http_port, prometheus_port = free_ports(3)
-    http_port = _flag_value(flags, "--http-port") or str(default_http_port)
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmcache.app.cli",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--l1-size-gb",
-        l1_gb,
-        "--eviction-policy",
-        "LRU",
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        http_port,
-        "--prometheus-port",
-        str(prometheus_port),
-        *flags,
-    ]
-    env = {**os.environ, "LMCACHE_LOG_LEVEL": "INFO"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    server = RunningServer(proc, f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
-    ready = threading.Event()
-    threading.Thread(target=_pump, args=(server, ready), daemon=True).start()
+    server = RunningServer(*flags, l1_gb=l1_gb)
     try:
-        if not ready.wait(60) or proc.poll() is not None:
-            raise RuntimeError(f"server did not start:\n{server.log()}")
+        server.start(timeout_s=60)
         yield server
     finally:
         status = server.stop()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import http.server
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from benchmarks.server_process import ServerProcess
 
-from tests.integration.server.conftest import READY, free_port, run_server
+from tests.integration.server.conftest import READY, run_server
 
 EXTRA = {"plugin.test.key": "value", "n": 3}
 LONG = """
@@ -124,51 +123,22 @@ def test_plugins_get_the_config_crashes_are_restarted_and_counted_and_none_survi
     assert "stubborn.sh ignored SIGTERM; killing it" in server.log()
 
 
-def _start(d: Path, *flags: str) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmcache.app.cli",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(free_port()),
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        str(free_port()),
-        "--prometheus-port",
-        str(free_port()),
-        "--l1-size-gb",
-        "0.05",
-        "--eviction-policy",
-        "LRU",
-        "--runtime-plugin-locations",
-        str(d),
-        *FLAGS,
-        *flags,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(d: Path, *flags: str) -> ServerProcess:
+    return ServerProcess("--runtime-plugin-locations", str(d), *FLAGS, *flags).start(wait=False)
 
 
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return proc.returncode, err
+def _finish(server: ServerProcess) -> tuple[int | None, str]:
+    return server.stop(), server.log()
 
 
 def test_sigterm_while_the_plugins_start_leaves_none_behind(tmp_path: Path) -> None:
     d = _plugins(tmp_path)
-    proc = _start(d)
+    server = _start(d)
     try:
         _wait(lambda: _pids(d, "crash.py") or _pids(d, "long.py"), 60)  # the first plugin is up
-        proc.send_signal(signal.SIGTERM)
+        server.kill(signal.SIGTERM)
     finally:
-        code, log = _finish(proc)
+        code, log = _finish(server)
     assert code == 0, log
     assert _all_dead(_pids(d, "crash.py") + _pids(d, "long.py") + _pids(d, "stubborn.sh")), log
 
@@ -176,10 +146,10 @@ def test_sigterm_while_the_plugins_start_leaves_none_behind(tmp_path: Path) -> N
 @pytest.mark.parametrize("delay_s", [0.0, 0.5])
 def test_sigterm_during_server_start_up_leaves_no_plugin(tmp_path: Path, delay_s: float) -> None:
     d = _plugins(tmp_path)
-    proc = _start(d)
+    server = _start(d)
     time.sleep(delay_s)  # before (or while) the server starts: plugins start only after the ready line
-    proc.send_signal(signal.SIGTERM)
-    code, log = _finish(proc)
+    server.kill(signal.SIGTERM)
+    code, log = _finish(server)
     pids = _pids(d, "crash.py") + _pids(d, "long.py") + _pids(d, "stubborn.sh")
     assert code in (0, -signal.SIGTERM), log
     assert _all_dead(pids), log
@@ -189,12 +159,12 @@ def test_sigterm_during_server_start_up_leaves_no_plugin(tmp_path: Path, delay_s
 
 def test_a_killed_server_takes_its_plugins_along(tmp_path: Path) -> None:
     d = _plugins(tmp_path)
-    proc = _start(d)
+    server = _start(d)
     try:
         _wait(lambda: _pids(d, "long.py") and _pids(d, "stubborn.sh"), 60)
     finally:
-        proc.kill()  # no shutdown path at all: the kernel's parent-death signal stops the plugins
-        _finish(proc)
+        server.kill()  # no shutdown path at all: the kernel's parent-death signal stops the plugins
+        _finish(server)
     assert _all_dead(_pids(d, "long.py") + _pids(d, "stubborn.sh"))
 
 

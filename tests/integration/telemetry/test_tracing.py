@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from benchmarks.server_process import ServerProcess
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from tests.integration.server.conftest import Engine, free_port, hit_chunks, key, run_server, tokens_for
@@ -75,20 +73,9 @@ def test_tracing_without_the_otel_extra_fails_naming_it(tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "opentelemetry"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("")  # an opentelemetry without the SDK, as without lmcache[otel]
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmcache.app.cli",
-        "server",
-        "--l1-size-gb",
-        "0.05",
-        "--eviction-policy",
-        "LRU",
-    ]
-    cmd += ["--host", "127.0.0.1", "--port", str(free_port()), *port_flags(free_port())]
-    cmd += ["--enable-tracing", "--otlp-endpoint", "http://127.0.0.1:4317"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 2, done.stderr
-    assert "--enable-tracing needs the optional package" in done.stderr
-    assert "pip install 'lmcache[otel]'" in done.stderr
+    env = {"PYTHONPATH": str(tmp_path / "shadow")}
+    server = ServerProcess("--enable-tracing", "--otlp-endpoint", "http://127.0.0.1:4317", env=env)
+    code = server.start(wait=False).wait_exit(120)
+    assert code == 2, server.log()
+    assert "--enable-tracing needs the optional package" in server.log()
+    assert "pip install 'lmcache[otel]'" in server.log()

@@ -1,7 +1,10 @@
-"""State of the L1 object store and its maintenance: TTL reaping, eviction, delete, clear, usage.
+"""The L1 store's state and the primitives that keep it consistent: index, lock deadlines, per-salt bytes.
 
-Split from l1_manager.py (which adds the read and write operations) to keep modules small; the two are
-one class. Thread-safety: public methods take `_lock`; `_`-methods expect it held.
+`L1Index` holds the entries, the deadline heap, the bytes per cache_salt and the retired objects, and the
+private primitives every operation uses to change them together (free, remove, retire, publish). The
+operations are layered on it by responsibility: `l1_maintenance.py` (TTL reaping, eviction, delete, clear,
+usage: what the background loops and the admin API call) and `l1_manager.py` (the engine's reads and
+writes). Thread-safety: public methods take `_lock`; `_`-methods expect it held.
 
 A forced delete or clear removes read-locked objects from the index at once, but their memory is only
 freed when the last reader lets go or the locks expire: a reader may still be copying out of it, and
@@ -26,14 +29,12 @@ from lmcache.domain.null_events import NullEventSink
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from lmcache.domain.arena import ArenaAllocator, ArenaStats, Extent
+    from lmcache.domain.arena import ArenaAllocator, Extent
     from lmcache.domain.eviction import EvictionPolicy
     from lmcache.domain.keys import ObjectKey
     from lmcache.domain.l1_entry import Entry
     from lmcache.ports.clock import Clock
     from lmcache.ports.events import EventSink
-
-_ON_DEMAND_ROUNDS = 16
 
 
 class ClearReport(NamedTuple):
@@ -74,8 +75,8 @@ class Retired:
         return sum(extent.size for extent in self.extents)
 
 
-class L1Core:
-    """Index state plus maintenance; see `L1Manager` for the constructor arguments."""
+class L1Index:
+    """Index state and its primitives; see `L1Manager` for the constructor arguments."""
 
     def __init__(
         self,
@@ -102,111 +103,6 @@ class L1Core:
         self._salt_bytes: dict[str, int] = {}
         self._now = clock.monotonic()
 
-    # ------------------------------------------------------------ maintenance
-    def reap_expired(self) -> list[ObjectKey]:
-        """Recover locks whose TTL passed: free expired write reservations, zero expired read locks.
-
-        Returns:
-            The keys whose write reservation expired (their bytes were never visible).
-        """
-        expired_writes: list[ObjectKey] = []
-        temporaries: list[tuple[ObjectKey, int]] = []
-        with self._lock:
-            now = self._tick()
-            for key, deadline in self._deadlines.pop_due(now):
-                entry = self._entries.get(key)
-                if entry is None or entry.deadline != deadline or not entry.locked:
-                    continue  # stale heap item: the lock was refreshed, released or the object left
-                if not entry.ready:
-                    self._free(key, entry)
-                    expired_writes.append(key)
-                    continue
-                entry.readers = 0
-                entry.deadline = 0.0
-                if entry.temporary:
-                    temporaries.append((key, self._free(key, entry)))
-            for key in [k for k, r in self._retired.items() if r.deadline <= now]:
-                self._release_retired(key)
-            if expired_writes:
-                self._events.publish(L1WriteAborted(tuple(expired_writes), expired=True))
-            self._publish_removed(temporaries, EvictionReason.TEMPORARY)
-        return expired_writes
-
-    def evict(self, target_bytes: int, reason: EvictionReason = EvictionReason.WATERMARK) -> tuple[int, int]:
-        """Evict unlocked ready objects in policy order until `target_bytes` are freed.
-
-        Returns:
-            (objects evicted, bytes freed).
-        """
-        with self._lock:
-            self._tick()
-            victims = self.policy.victims(target_bytes, self._evictable)
-            return self._remove_all(victims, reason)
-
-    def evict_over_quota(self) -> tuple[int, int]:
-        """Evict what the policy finds over a tenant quota (IsolatedLRU); (objects, bytes)."""
-        with self._lock:
-            self._tick()
-            return self._remove_all(self.policy.quota_victims(self._evictable), EvictionReason.QUOTA)
-
-    def delete(self, keys: Iterable[ObjectKey], force: bool = False) -> int:
-        """Remove ready, unlocked objects (`force`: read-locked ones too, and expired reservations)."""
-        with self._lock:
-            self._tick()
-            unique = dict.fromkeys(keys)  # a key named twice is removed once
-            chosen = [
-                k for k in unique if k in self._entries and (self._evictable(k) or self._forcible(k, force))
-            ]
-            return self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
-
-    def mark_temporary(self, keys: Iterable[ObjectKey], reason: EvictionReason) -> int:
-        """Drop ready objects now when unlocked, else when their last read lock goes; returns dropped now."""
-        with self._lock:
-            self._tick()
-            now: list[ObjectKey] = []
-            for key in keys:
-                entry = self._entries.get(key)
-                if entry is None or not entry.ready:
-                    continue
-                if self._evictable(key):
-                    now.append(key)
-                else:
-                    entry.temporary = True
-            return self._remove_all(now, reason)[0]
-
-    def clear(self, force: bool = False) -> int:
-        """`clear_report(force).removed`."""
-        return self.clear_report(force).removed
-
-    def clear_report(self, force: bool = False) -> ClearReport:
-        """Remove unlocked ready objects and expired reservations; `force`: read-locked objects too.
-
-        Live write reservations always stay (their writer commits them). Read-locked objects removed by
-        `force` are retired (module docstring).
-        """
-        with self._lock:
-            now = self._tick()
-            chosen = [
-                k
-                for k, e in self._entries.items()
-                if (e.ready and (force or self._evictable(k))) or (not e.ready and e.deadline <= now)
-            ]
-            removed = self._remove_all(chosen, EvictionReason.CLEAR, retire_held=force)[0]
-            writing = sum(1 for e in self._entries.values() if not e.ready)
-            return ClearReport(
-                removed, len(self._entries) - writing, writing, len(self._retired), self.retired_bytes
-            )
-
-    def usage_by_salt(self) -> dict[str, int]:
-        """Bytes held per cache_salt (reservations included)."""
-        with self._lock:
-            return dict(self._salt_bytes)
-
-    def stats(self) -> ArenaStats:
-        """Arena usage and fragmentation."""
-        with self._lock:
-            return self.arena.stats()
-
     @property
     def retired_count(self) -> int:
         """Keys of objects removed by force whose memory waits for their readers."""
@@ -216,24 +112,6 @@ class L1Core:
     def retired_bytes(self) -> int:
         """Memory of retired objects, waiting for their readers."""
         return sum(r.size for r in list(self._retired.values()))
-
-    def lock_counts(self) -> LockCounts:
-        """Objects holding live locks now; walks the lock deadlines, not the index (cost ~ locks held)."""
-        with self._lock:
-            now = self._tick()
-            readers: set[ObjectKey] = set()
-            writers: set[ObjectKey] = set()
-            for key, deadline in self._deadlines.items():
-                entry = self._entries.get(key)
-                if entry is None or entry.deadline != deadline or deadline <= now or not entry.locked:
-                    continue
-                (readers if entry.ready else writers).add(key)
-            locks = sum(self._entries[k].readers for k in readers)
-            for key, retired in self._retired.items():
-                if retired.readers and retired.deadline > now:
-                    readers.add(key)
-                    locks += retired.readers
-            return LockCounts(len(readers), locks, len(writers))
 
     @property
     def object_count(self) -> int:
@@ -260,30 +138,10 @@ class L1Core:
             and key not in self._retired  # an old reader of the key may be copying out of it
         )
 
-    def _alloc_batch(self, sizes: list[int], evicted: list[tuple[ObjectKey, int]]) -> list[Extent | None]:
-        """Extents for `sizes`: back to back from one run when equal and they fit, else one by one."""
-        if len(sizes) > 1 and sizes.count(sizes[0]) == len(sizes):
-            extents: list[Extent | None] = list(self.arena.alloc_many(sizes[0], len(sizes)))
-            if extents:
-                return extents
-        return [self._alloc(size, evicted) for size in sizes]
-
     def _forcible(self, key: ObjectKey, force: bool) -> bool:
         """A forced removal takes ready objects and expired reservations, never a live reservation."""
         entry = self._entries[key]
         return force and (entry.ready or entry.deadline <= self._now)
-
-    def _alloc(self, size: int, evicted: list[tuple[ObjectKey, int]]) -> Extent | None:
-        extent = self.arena.alloc(size)
-        rounds = 0
-        while extent is None and rounds < _ON_DEMAND_ROUNDS:
-            victims = self.policy.victims(size << rounds, self._evictable)
-            if not victims:
-                break
-            evicted.extend((key, self._free(key, self._entries[key])) for key in victims)
-            extent = self.arena.alloc(size)
-            rounds += 1
-        return extent
 
     def _free(self, key: ObjectKey, entry: Entry) -> int:
         del self._entries[key]
