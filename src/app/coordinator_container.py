@@ -7,7 +7,6 @@ swap providers (`container.clock.override(providers.Object(FakeClock()))`) inste
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -17,14 +16,14 @@ from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.adapters.coordinator.settings import CoordinatorSettings
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
+from lmcache.app.plain_settings import plain_settings
 
 __all__ = ("CoordinatorContainer", "settings_from_config")
 
 
 def settings_from_config(config: CoordinatorConfig, **overrides: Any) -> CoordinatorSettings:
     """The adapter's plain settings: its fields are config fields of the same name (`overrides` win)."""
-    names = {f.name for f in dataclasses.fields(CoordinatorSettings)} & set(CoordinatorConfig.model_fields)
-    return CoordinatorSettings(**{**{name: getattr(config, name) for name in names}, **overrides})
+    return plain_settings(CoordinatorSettings, config, **overrides)
 
 
 class CoordinatorContainer(containers.DeclarativeContainer):

@@ -22,6 +22,7 @@ from lmcache.adapters.http.server import HttpServer, HttpStartError
 from lmcache.adapters.http.services import HttpServices, HttpSettings, MetricsSource
 from lmcache.app.config.errors import ConfigError
 from lmcache.app.l2_factory import spec_type
+from lmcache.app.plain_settings import plain_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -47,15 +48,7 @@ def _metrics(container: ServerContainer) -> MetricsSource | None:
 def build_http_services(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServices:
     """Collect the running services for the routes."""
     cfg = container.config()
-    settings = HttpSettings(
-        instance_id=cfg.mp.instance_id,
-        chunk_size=cfg.mp.chunk_size,
-        hash_algorithm=cfg.mp.hash_algorithm,
-        eviction_policy=cfg.l1.eviction_policy,
-        transfer_mode=cfg.mp.supported_transfer_mode,
-        enable_run_script=cfg.http.enable_run_script,
-        script_allowed_imports=tuple(cfg.mp.script_allowed_imports),
-    )
+    settings = plain_settings(HttpSettings, cfg.mp, cfg.l1, cfg.http)
     return HttpServices(
         settings=settings,
         engine=container.engine(),
