@@ -75,3 +75,16 @@ def test_coordinator_settings_are_config_fields_of_the_same_name() -> None:
     config = CoordinatorConfig(eviction_ratio=0.35, resync_page_size=77)
     settings = settings_from_config(config)
     assert all(getattr(settings, n) == getattr(config, n) for n in names - {"server_timeout"})
+
+
+def test_the_graph_is_built_once_and_shared(tmp_path: Path) -> None:
+    """One instance of each part; the checkpoint file only with --checkpoint-path."""
+    from lmcache.adapters.coordinator.checkpoint import JsonCheckpointFile
+
+    assert CoordinatorContainer(config=CoordinatorConfig()).checkpoint() is None
+    container = CoordinatorContainer(config=CoordinatorConfig(checkpoint_path=tmp_path / "c.json"))
+    runtime = container.runtime()
+    checkpoint = container.checkpoint()
+    assert isinstance(checkpoint, JsonCheckpointFile) and runtime.loops._checkpoint is checkpoint
+    assert runtime.state is container.state() and runtime.loops._state is runtime.state
+    assert runtime.metrics is container.metrics() and runtime.servers is container.servers()
