@@ -105,7 +105,7 @@ def _run_server(config: Any) -> int:
     except L1MemoryError as exc:
         raise ConfigError(str(exc)) from None
     logger.debug("Effective configuration:\n%s", dump_config(config))
-    runtime = ServerRuntime(container)
+    runtime = ServerRuntime(container.graph())
     try:
         runtime.start()
     except zmq.ZMQError as exc:
