@@ -12,6 +12,7 @@ modules. Nothing is allocated or started at construction: providers are resolved
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dependency_injector import providers
@@ -23,25 +24,39 @@ from lmcache.adapters.http.gate import HttpGate
 from lmcache.adapters.http.server import HttpServer
 from lmcache.adapters.http.services import HttpServices, HttpSettings
 from lmcache.adapters.memory.shm import ShmL1Memory
+from lmcache.adapters.telemetry.event_log import EventLogger
+from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
+from lmcache.adapters.telemetry.server_metrics import ServerMetrics
+from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app.blend_wiring import build_blend
+from lmcache.app.config.errors import ConfigError
 from lmcache.app.http_frontend import metrics_source, status_extras
 from lmcache.app.l2_factory import spec_type
 from lmcache.app.plain_settings import plain_settings
 from lmcache.app.plugin_wiring import build_plugin_supervisor
 from lmcache.app.server_graph import ServerGraph
 from lmcache.app.storage_container import StorageContainer
-from lmcache.app.telemetry import build_metrics, build_telemetry
+from lmcache.app.telemetry import (
+    Telemetry,
+    wants_logging,
+    wants_lookup_hash_log,
+    wants_metrics,
+    wants_tracing,
+)
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from lmcache.adapters.coordinator.client import CoordinatorClient
+    from lmcache.adapters.coordinator.l2_events import L2EventReporter
     from lmcache.app.blend_wiring import BlendServer
     from lmcache.app.config import ServerConfig
     from lmcache.app.config.l2_base import L2SpecBase
+    from lmcache.app.config.observability import ObservabilityConfig
     from lmcache.app.config.server import HttpConfig
     from lmcache.domain.kv_events import KVEventLog
     from lmcache.domain.prefetch_controller import PrefetchController
@@ -51,6 +66,7 @@ __all__ = ("ServerContainer",)
 
 _S = StorageContainer
 _mp = _S.config.provided.mp
+_obs = _S.config.provided.observability
 
 # Cheap ops the socket thread answers itself; the rest go to the affinity and CPU pools.
 INLINE_OPS = frozenset({"query_prefetch_status", "free_lookup_locks", "end_session", "ping"})
@@ -62,6 +78,36 @@ def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:
 
 def _on_off(on: bool) -> str:
     return "on" if on else "off"
+
+
+def _when(rule: Callable[[ObservabilityConfig], bool]) -> providers.Callable[str]:
+    """A Selector's key: "on" when `rule` holds for the observability flags."""
+    return providers.Callable(_on_off, providers.Callable(rule, _obs))
+
+
+def _reporter(client: CoordinatorClient | None) -> L2EventReporter | None:
+    """The coordinator event reporter whose drops the metrics export (--coordinator-l2-event-reporting)."""
+    return client.events if client is not None else None
+
+
+def _lookup_hash_log(obs: ObservabilityConfig) -> LookupHashLog:
+    directory = Path(obs.lookup_hash_log_dir).expanduser()
+    try:
+        return LookupHashLog(
+            directory,
+            obs.lookup_hash_log_rotation_interval,
+            obs.lookup_hash_log_rotation_max_size,
+            obs.lookup_hash_log_max_files,
+        )
+    except OSError as exc:
+        raise ConfigError(f"--lookup-hash-log-dir: cannot use {directory} ({exc.strerror or exc})") from None
+
+
+def _span_exporter(instance_id: str, endpoint: str) -> SpanExporterSubscriber:
+    try:
+        return SpanExporterSubscriber.for_endpoint(instance_id, endpoint)
+    except TracingUnavailable as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _shm_pool_name(memory: L1Memory) -> str:
@@ -116,19 +162,40 @@ class ServerContainer(StorageContainer):
 
     plugins = providers.Singleton(build_plugin_supervisor, _S.config)  # None without runtime plugins
     adapter_types = providers.Callable(_adapter_types, _S.config.provided.l2.l2_adapter)
-    metrics = providers.Singleton(
-        build_metrics,
-        _S.config,
-        _S.event_bus,
-        adapter_types,
-        _S.l1,
-        _S.workers,
-        _S.sessions,
-        _S.store_controller,
-        _S.coordinator_client,
+    metrics = providers.Singleton(  # disabled (empty, no port) with --disable-metrics/-observability
+        ServerMetrics,
+        enabled=providers.Callable(wants_metrics, _obs),
+        sample_rate=_obs.metrics_sample_rate,
+        chunk_size=_mp.chunk_size,
+        adapter_types=adapter_types,
+        l1=_S.l1,
+        bus=_S.event_bus,
+        workers=_S.workers,
+        sessions=_S.sessions,
+        store_queue=_S.store_controller,
+        coordinator_events=providers.Callable(_reporter, _S.coordinator_client),
         l2_adapters=_S.l2_adapters,
     )
-    telemetry = providers.Singleton(build_telemetry, _S.config, _S.event_bus, metrics)
+    event_logger = providers.Selector(
+        _when(wants_logging), on=providers.Singleton(EventLogger), off=providers.Object(None)
+    )
+    lookup_hash_log = providers.Selector(
+        _when(wants_lookup_hash_log),
+        on=providers.Singleton(_lookup_hash_log, _obs),
+        off=providers.Object(None),
+    )
+    span_exporter = providers.Selector(
+        _when(wants_tracing),
+        on=providers.Singleton(_span_exporter, _mp.instance_id, _obs.otlp_endpoint),
+        off=providers.Object(None),
+    )
+    telemetry = providers.Singleton(
+        Telemetry,
+        _S.config,
+        _S.event_bus,
+        metrics,
+        subscribers=providers.List(event_logger, lookup_hash_log, span_exporter),  # subscribed in order
+    )
     blend = providers.Singleton(  # None unless --engine-type blend|blend_legacy
         build_blend,
         _S.config,
@@ -191,8 +258,8 @@ class ServerContainer(StorageContainer):
     graph = providers.Singleton(
         ServerGraph,
         config=_S.config,
+        l2_adapters=_S.l2_adapters,  # resolved in this order: a bad --l2-adapter is reported first
         l1_memory=_S.l1_memory,
-        l2_adapters=_S.l2_adapters,
         l1=_S.l1,
         sessions=_S.sessions,
         workers=_S.workers,

@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from dependency_injector import containers, providers
 
+from lmcache.adapters.coordinator.client import CoordinatorClient
+from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
 from lmcache.adapters.system_clock import SystemClock
+from lmcache.adapters.telemetry.event_bus import EventBus
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
-from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
+from lmcache.app.fleet_membership import client_metadata
 from lmcache.app.l1_medium import open_l1_memory
 from lmcache.app.l2_factory import build_l2_adapters
 from lmcache.app.l2_wrappers import kv_dtype_resolver
 from lmcache.app.storage_loop import StorageLoop
-from lmcache.app.telemetry import build_event_bus, event_sinks
+from lmcache.app.telemetry import wants_bus
 from lmcache.app.trace_wiring import build_trace_recorder
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine
@@ -56,6 +59,7 @@ from lmcache.domain.workers import WorkerRegistry
 if TYPE_CHECKING:
     import torch
 
+    from lmcache.ports.events import EventSink
     from lmcache.ports.l1_memory import L1Memory
 
 __all__ = ("StorageContainer",)
@@ -70,7 +74,17 @@ def _arena_tensor(memory: L1Memory) -> torch.Tensor:
 
 
 def _on_off(value: object) -> str:
-    return "off" if value is None else "on"
+    """A Selector's key: "off" for None or False, else "on"."""
+    return "off" if value is None or value is False else "on"
+
+
+def _reports_events(client: CoordinatorClient | None) -> str:
+    return _on_off(client is not None and client.events is not None)
+
+
+def _event_sinks(*sinks: EventSink | None) -> list[EventSink]:
+    """Where the domain's events go, in order: the KV-event log synchronously, the bus, the coordinator."""
+    return [sink for sink in sinks if sink is not None]
 
 
 def _plain_or_traced(
@@ -106,13 +120,35 @@ class StorageContainer(containers.DeclarativeContainer):
         incarnation=providers.Callable(time.time_ns),
         max_bytes=config.provided.mp.kv_event_log_max_bytes,
     )
-    event_bus = providers.Singleton(build_event_bus, config.provided.observability)
-    coordinator_client = providers.Singleton(build_coordinator_client, config)  # None without a URL
-    events = providers.Singleton(
-        FanoutEventSink,
-        providers.Callable(
-            with_coordinator_sink, providers.Callable(event_sinks, kv_events, event_bus), coordinator_client
+    obs = config.provided.observability
+    event_bus = providers.Selector(  # no bus when no subscriber would listen (telemetry.wants_bus)
+        providers.Callable(_on_off, providers.Callable(wants_bus, obs)),
+        on=providers.Singleton(EventBus, obs.event_bus_queue_size),
+        off=providers.Object(None),
+    )
+    fleet = config.provided.coordinator
+    coordinator_client = providers.Selector(  # only with --coordinator-url; started by the runtime
+        providers.Callable(_on_off, fleet.coordinator_url),
+        on=providers.Singleton(
+            CoordinatorClient,
+            fleet.coordinator_url,
+            config.provided.mp.instance_id,
+            config.provided.http.http_port,  # the coordinator calls this port back
+            advertise_ip=fleet.coordinator_advertise_ip,
+            heartbeat_interval_s=fleet.coordinator_heartbeat_interval,
+            l2_event_reporting=fleet.coordinator_l2_event_reporting,
+            l2_event_flush_interval_s=fleet.coordinator_l2_event_flush_interval,
+            metadata=providers.Callable(client_metadata, config.provided.mp.port),
         ),
+        off=providers.Object(None),
+    )
+    coordinator_forwarder = providers.Selector(  # --coordinator-l2-event-reporting: a synchronous sink
+        providers.Callable(_reports_events, coordinator_client),
+        on=providers.Singleton(CoordinatorEventForwarder, coordinator_client.provided.events),
+        off=providers.Object(None),
+    )
+    events = providers.Singleton(
+        FanoutEventSink, providers.Callable(_event_sinks, kv_events, event_bus, coordinator_forwarder)
     )
     quotas = _plain_or_traced(tracing, trace_recorder, QuotaTable, TracedQuotaTable)
     eviction_policy = providers.Selector(
