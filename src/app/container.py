@@ -30,7 +30,7 @@ from lmcache.adapters.telemetry.server_metrics import ServerMetrics
 from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
-from lmcache.app.blend_wiring import build_blend
+from lmcache.app.blend_container import BlendContainer
 from lmcache.app.config.errors import ConfigError
 from lmcache.app.http_frontend import metrics_source, status_extras
 from lmcache.app.l2_factory import spec_type
@@ -78,6 +78,10 @@ def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:
 
 def _on_off(on: bool) -> str:
     return "on" if on else "off"
+
+
+def _blend_on(engine_type: str) -> str:
+    return "off" if engine_type == "default" else "on"
 
 
 def _when(rule: Callable[[ObservabilityConfig], bool]) -> providers.Callable[str]:
@@ -196,18 +200,21 @@ class ServerContainer(StorageContainer):
         metrics,
         subscribers=providers.List(event_logger, lookup_hash_log, span_exporter),  # subscribed in order
     )
-    blend = providers.Singleton(  # None unless --engine-type blend|blend_legacy
-        build_blend,
-        _S.config,
-        _S.engine,
-        _S.l1_memory,
-        _S.l2_adapters,
-        _S.arena_tensor,
-        _S.storage_loop,
-        _S.clock,
-        _S.events,
-        _S.event_bus,
-        metrics,
+    blend_graph = providers.Container(
+        BlendContainer,
+        config=_S.config,
+        engine=_S.engine,
+        memory=_S.l1_memory,
+        adapters=_S.l2_adapters,
+        arena=_S.arena_tensor,
+        storage_loop=_S.storage_loop,
+        clock=_S.clock,
+        events=_S.events,
+        bus=_S.event_bus,
+        metrics=metrics,
+    )
+    blend = providers.Selector(  # None unless --engine-type blend|blend_legacy
+        providers.Callable(_blend_on, _mp.engine_type), on=blend_graph.server, off=providers.Object(None)
     )
     engine_driven = providers.Selector(  # prepare/commit ops: --supported-transfer-mode engine_driven|auto
         providers.Callable(_on_off, providers.Callable(serves_engine_driven, _mp.supported_transfer_mode)),

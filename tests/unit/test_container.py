@@ -165,3 +165,17 @@ def test_the_graph_shares_the_containers_single_instances() -> None:
     assert graph.telemetry() is container.telemetry() and graph.blend() is None
     services = container.http_services(engine_problem=lambda: None)
     assert services.engine is container.engine() and services.settings.instance_id == "node-9"
+
+
+def test_blend_is_built_only_for_a_blend_engine_and_hooked_into_the_engine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert _with_fake_memory().blend() is None
+    container = _with_fake_memory("--engine-type", "blend_legacy")
+    blend = container.blend()
+    assert blend is not None and blend is container.blend_graph.server()
+    assert container.engine().store_listener is container.blend_graph.registrar()
+    assert blend.lookups is container.blend_graph.lookups() and blend.fleet is None  # no --coordinator-url
+    bus = container.event_bus()
+    assert bus is not None and "blend_metrics" in {s.name for s in bus.subscribers}
+    assert "--engine-type blend_legacy: the legacy CacheBlend protocol is not implemented" in caplog.text
