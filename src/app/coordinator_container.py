@@ -2,8 +2,9 @@
 
 `CoordinatorContainer(config=...)` maps the validated `CoordinatorConfig` onto the adapter's plain
 `CoordinatorSettings` and builds the whole graph: fleet state, metrics, the server client, the checkpoint
-file (only with `--checkpoint-path`), the loops, their supervisor, the service that runs them and the
-Litestar app over it. `coordinator_main` reads `runtime` and `app` only. Tests swap providers
+file (only with `--checkpoint-path`), the loops, their supervisor, the service that runs them, the
+Litestar app over it and the uvicorn server for that app. `coordinator_main` reads one provider, `graph`.
+Tests swap providers
 (`container.clock.override(providers.Object(FakeClock()))`) instead of patching modules.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
 from dependency_injector import containers, providers
 
 from lmcache.adapters.coordinator.app import build_coordinator_app
@@ -22,6 +24,7 @@ from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.adapters.coordinator.settings import CoordinatorSettings
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
+from lmcache.app.coordinator_server import CoordinatorGraph, CoordinatorServer
 from lmcache.app.plain_settings import plain_settings
 from lmcache.domain.fleet_state import FleetState
 from lmcache.domain.supervisor import Supervisor
@@ -75,3 +78,17 @@ class CoordinatorContainer(containers.DeclarativeContainer):
         supervisor=supervisor,
     )
     app = providers.Singleton(build_coordinator_app, runtime)
+    uvicorn_config = providers.Singleton(
+        uvicorn.Config,
+        app,
+        host=config.provided.host,
+        port=config.provided.port,
+        # uvicorn annotates int but only uses it as a loop.call_later delay, so fractions work
+        timeout_keep_alive=config.provided.timeout_keep_alive,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    server = providers.Singleton(CoordinatorServer, uvicorn_config)
+    graph = providers.Singleton(CoordinatorGraph, runtime=runtime, server=server)
