@@ -1,8 +1,9 @@
 """CacheBlend of `lmcache server --engine-type blend` (cacheblend.md): its running services' lifecycle.
 
-The container (`blend_container.py`) builds the services and this `BlendServer` over them. The runtime
-merges `BlendServer.handlers` into the op table, calls `on_unregister` for every unregistered or reaped
-instance, runs `expire` as a supervised loop and `stop` at shutdown.
+The container (`blend_container.py`) builds the services and this `BlendServer` over them, and merges
+CacheBlend's ops (over `lookups`, `retriever` and `rope`) into the op table (`container.py`). The runtime
+calls `on_unregister` for every unregistered or reaped instance, runs `expire` as a supervised loop and
+`stop` at shutdown.
 """
 
 from __future__ import annotations
@@ -10,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.transport.blend_handlers import BlendHandlers
-
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from lmcache.adapters.coordinator.blend_client import FleetBlendClient
     from lmcache.adapters.transfer.rope_registration import CpuRopeRegistrar
     from lmcache.domain.blend_index import FingerprintIndex
@@ -22,7 +19,6 @@ if TYPE_CHECKING:
     from lmcache.domain.blend_registry import RopeRegistry
     from lmcache.domain.blend_retrieve import BlendRetriever
     from lmcache.domain.blend_stash import BlendStash
-
 
 __all__ = ("BlendServer",)
 
@@ -39,10 +35,6 @@ class BlendServer:
     rope: CpuRopeRegistrar
     fleet: FleetBlendClient | None
     session_ttl_s: float
-
-    def handlers(self, end_session: Callable[[str], None]) -> dict[str, Callable[..., Any]]:
-        """The cb_* handlers and the wrapped `end_session`."""
-        return BlendHandlers(self.lookups, self.retriever, self.rope, end_session).table
 
     def start(self) -> None:
         """Start the fleet client (when there is a coordinator)."""

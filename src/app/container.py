@@ -28,6 +28,7 @@ from lmcache.adapters.telemetry.event_log import EventLogger
 from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
 from lmcache.adapters.telemetry.server_metrics import ServerMetrics
 from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
+from lmcache.adapters.transport.blend_handlers import BlendHandlers
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app.blend_container import BlendContainer
@@ -141,7 +142,7 @@ def _op_table(handlers: OpHandlers, *, blend: BlendServer | None) -> dict[str, C
     """The ops the ZMQ server dispatches: the handlers', plus the cb_* ops on a blend server."""
     table: dict[str, Callable[..., Any]] = dict(handlers.table)
     if blend is not None:  # --engine-type blend: the cb_* ops and the blend end_session
-        table.update(blend.handlers(handlers.end_session))
+        table.update(BlendHandlers(blend.lookups, blend.retriever, blend.rope, handlers.end_session).table)
     return table
 
 
