@@ -11,6 +11,7 @@ modules. Nothing is allocated or started at construction: providers are resolved
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from lmcache.adapters.http.gate import HttpGate
 from lmcache.adapters.http.server import HttpServer
 from lmcache.adapters.http.services import HttpServices, HttpSettings
 from lmcache.adapters.memory.shm import ShmL1Memory
+from lmcache.adapters.plugins.supervisor import PluginSupervisor
 from lmcache.adapters.telemetry.event_log import EventLogger
 from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
 from lmcache.adapters.telemetry.server_metrics import ServerMetrics
@@ -36,7 +38,7 @@ from lmcache.app.config.errors import ConfigError
 from lmcache.app.http_frontend import metrics_source, status_extras
 from lmcache.app.l2_factory import spec_type
 from lmcache.app.plain_settings import plain_settings
-from lmcache.app.plugin_wiring import build_plugin_supervisor
+from lmcache.app.plugin_wiring import discover_plugins, plugin_environment
 from lmcache.app.server_graph import ServerGraph
 from lmcache.app.storage_container import StorageContainer
 from lmcache.app.telemetry import (
@@ -165,7 +167,19 @@ def _http_server(
 class ServerContainer(StorageContainer):
     """Object graph of `lmcache server` (module docstring)."""
 
-    plugins = providers.Singleton(build_plugin_supervisor, _S.config)  # None without runtime plugins
+    plugin_specs = providers.Singleton(discover_plugins, _mp.runtime_plugin_locations)  # checked here
+    plugins = providers.Selector(  # None without runtime plugins; started after the ready line
+        providers.Callable(_on_off, providers.Callable(bool, plugin_specs)),
+        on=providers.Singleton(
+            PluginSupervisor,
+            plugin_specs,
+            providers.Callable(plugin_environment, _S.config, os.environ),
+            max_restarts=_mp.runtime_plugin_max_restarts,
+            backoff_s=_mp.runtime_plugin_restart_backoff_seconds,
+            grace_s=_mp.runtime_plugin_stop_grace_seconds,
+        ),
+        off=providers.Object(None),
+    )
     adapter_types = providers.Callable(_adapter_types, _S.config.provided.l2.l2_adapter)
     metrics = providers.Singleton(  # disabled (empty, no port) with --disable-metrics/-observability
         ServerMetrics,

@@ -22,6 +22,7 @@ from lmcache.adapters.coordinator.client import CoordinatorClient
 from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.adapters.telemetry.event_bus import EventBus
+from lmcache.adapters.trace.recorder import LctTraceRecorder
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import client_metadata
@@ -30,7 +31,7 @@ from lmcache.app.l2_factory import build_l2_adapters
 from lmcache.app.l2_wrappers import kv_dtype_resolver
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import wants_bus
-from lmcache.app.trace_wiring import build_trace_recorder
+from lmcache.app.trace_wiring import first_trace_path, storage_config_json, trace_level_meta
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.digest_cache import DigestCache
@@ -108,8 +109,21 @@ class StorageContainer(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=ServerConfig)
     clock = providers.Singleton(SystemClock)
-    trace_recorder = providers.Singleton(build_trace_recorder, config)  # None without --trace-level
-    tracing = providers.Callable(_on_off, config.provided.observability.trace_level)
+    obs = config.provided.observability
+    tracing = providers.Callable(_on_off, obs.trace_level)
+    trace_recorder = providers.Selector(  # None without --trace-level; started by the runtime
+        tracing,
+        on=providers.Singleton(
+            LctTraceRecorder,
+            providers.Callable(first_trace_path, obs.trace_output),
+            config_json=providers.Callable(storage_config_json, config),
+            level_meta=providers.Callable(trace_level_meta, config),
+            level=obs.trace_level,
+            queue_size=obs.trace_queue_size,
+            rotate_bytes=obs.trace_rotation_max_size,
+        ),
+        off=providers.Object(None),
+    )
     kv_events = providers.Singleton(
         KVEventLog,
         capacity=providers.Callable(
@@ -120,7 +134,6 @@ class StorageContainer(containers.DeclarativeContainer):
         incarnation=providers.Callable(time.time_ns),
         max_bytes=config.provided.mp.kv_event_log_max_bytes,
     )
-    obs = config.provided.observability
     event_bus = providers.Selector(  # no bus when no subscriber would listen (telemetry.wants_bus)
         providers.Callable(_on_off, providers.Callable(wants_bus, obs)),
         on=providers.Singleton(EventBus, obs.event_bus_queue_size),

@@ -1,9 +1,9 @@
-"""`--trace-level storage`: the recorder, its output path and the storage configuration it records.
+"""`--trace-level storage`: the recorder's output path and the storage configuration it records.
 
-The traced storage engine itself (the subclasses of `domain/trace_hooks.py` instead of the plain `l1`,
-`eviction_loop`, `prefetch_controller`, `store_controller` and `quotas`) is chosen by the container
-(`storage_container.py`), from the same argument lists; with tracing off the plain classes run and pay
-nothing.
+The container (`storage_container.py`) builds the recorder, and chooses the traced storage engine (the
+subclasses of `domain/trace_hooks.py` instead of the plain `l1`, `eviction_loop`, `prefetch_controller`,
+`store_controller` and `quotas`) from the same argument lists; with tracing off the plain classes run
+and pay nothing.
 
 The header's storage configuration is `{"chunk_size", "l1", "l2"}` as JSON (sorted keys, secrets
 redacted), which `lmcache trace replay` rebuilds its engine from. `--trace-output` may name a file, which
@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING
 
 from lmcache import __version__
 from lmcache.adapters.http.config_view import redact_secrets
-from lmcache.adapters.trace.recorder import LctTraceRecorder
 from lmcache.app.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from lmcache.app.config import ServerConfig
 
-__all__ = ("PRODUCER", "build_trace_recorder", "storage_config_json", "trace_path")
+__all__ = ("PRODUCER", "first_trace_path", "storage_config_json", "trace_level_meta", "trace_path")
 
 PRODUCER = f"lmcache-server {__version__}"
 
@@ -62,20 +61,11 @@ def storage_config_json(config: ServerConfig) -> str:
     return json.dumps(redact_secrets(doc), sort_keys=True, separators=(",", ":"))
 
 
-def build_trace_recorder(config: ServerConfig) -> LctTraceRecorder | None:
-    """The recorder `--trace-level` asks for (not started), or None without tracing."""
-    obs = config.observability
-    if obs.trace_level is None:
-        return None
-    return LctTraceRecorder(
-        trace_path(obs.trace_output, os.getpid(), datetime.now(UTC)),
-        config_json=storage_config_json(config),
-        level_meta={
-            "producer": PRODUCER,
-            "instance_id": config.mp.instance_id,
-            "chunk_size": config.mp.chunk_size,
-        },
-        level=obs.trace_level,
-        queue_size=obs.trace_queue_size,
-        rotate_bytes=obs.trace_rotation_max_size,
-    )
+def first_trace_path(output: Path | None) -> Path:
+    """Where this process's first trace file goes, named for now (ConfigError as `trace_path`)."""
+    return trace_path(output, os.getpid(), datetime.now(UTC))
+
+
+def trace_level_meta(config: ServerConfig) -> dict[str, object]:
+    """The producer and identity a trace's header carries."""
+    return {"producer": PRODUCER, "instance_id": config.mp.instance_id, "chunk_size": config.mp.chunk_size}
