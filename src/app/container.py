@@ -49,7 +49,7 @@ from lmcache.app.telemetry import (
     wants_tracing,
 )
 from lmcache.domain.engine_driven import EngineDrivenService
-from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
+from lmcache.domain.transfer_modes import serves_lmcache_driven
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -232,7 +232,7 @@ class ServerContainer(StorageContainer):
         providers.Callable(_blend_on, _mp.engine_type), on=blend_graph.server, off=providers.Object(None)
     )
     engine_driven = providers.Selector(  # prepare/commit ops: --supported-transfer-mode engine_driven|auto
-        providers.Callable(_on_off, providers.Callable(serves_engine_driven, _mp.supported_transfer_mode)),
+        providers.Callable(_on_off, _S.engine_driven_mode),
         on=providers.Singleton(
             EngineDrivenService, _S.engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
         ),

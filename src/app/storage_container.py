@@ -20,13 +20,17 @@ from dependency_injector import containers, providers
 
 from lmcache.adapters.coordinator.client import CoordinatorClient
 from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
+from lmcache.adapters.memory.anonymous import AnonymousL1Memory
+from lmcache.adapters.memory.devdax import DevdaxL1Memory
+from lmcache.adapters.memory.gds import GdsL1Memory
+from lmcache.adapters.memory.shm import ShmL1Memory
 from lmcache.adapters.system_clock import SystemClock
 from lmcache.adapters.telemetry.event_bus import EventBus
 from lmcache.adapters.trace.recorder import LctTraceRecorder
 from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import client_metadata
-from lmcache.app.l1_medium import open_l1_memory
+from lmcache.app.l1_medium import l1_medium
 from lmcache.app.l2_factory import build_l2_adapters
 from lmcache.app.l2_wrappers import kv_dtype_resolver
 from lmcache.app.storage_loop import StorageLoop
@@ -212,15 +216,28 @@ class StorageContainer(containers.DeclarativeContainer):
         reap_timeout_s=config.provided.mp.worker_reap_timeout_seconds,
         grace_s=config.provided.mp.worker_registration_grace_seconds,
     )
-    l1_memory = providers.Singleton(
-        open_l1_memory,
-        providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
-        use_lazy=config.provided.l1.l1_use_lazy,
-        init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
+    l1_bytes = providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb)
+    engine_driven_mode = providers.Callable(serves_engine_driven, config.provided.mp.supported_transfer_mode)
+    # Decided once (a Singleton key): /dev/shm's room shrinks once the pool exists.
+    l1_medium_kind = providers.Singleton(
+        l1_medium,
+        l1_bytes,
         devdax_path=config.provided.l1.l1_devdax_path,
         shm_name=config.provided.mp.shm_name,
-        want_shm_pool=providers.Callable(serves_engine_driven, config.provided.mp.supported_transfer_mode),
+        want_shm_pool=engine_driven_mode,
         gds_path=config.provided.l1.gds_l1_path,
+    )
+    l1_memory = providers.Selector(  # the medium the L1 flags ask for; L1MemoryError when it is unusable
+        l1_medium_kind,
+        gds=providers.Singleton(GdsL1Memory, config.provided.l1.gds_l1_path, l1_bytes),
+        devdax=providers.Singleton(DevdaxL1Memory, config.provided.l1.l1_devdax_path, l1_bytes),
+        shm=providers.Singleton(ShmL1Memory, l1_bytes, config.provided.mp.shm_name),
+        anonymous=providers.Singleton(
+            AnonymousL1Memory,
+            l1_bytes,
+            use_lazy=config.provided.l1.l1_use_lazy,
+            init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
+        ),
     )
     l2_adapters = providers.Singleton(
         build_l2_adapters,
