@@ -179,3 +179,27 @@ def test_blend_is_built_only_for_a_blend_engine_and_hooked_into_the_engine(
     bus = container.event_bus()
     assert bus is not None and "blend_metrics" in {s.name for s in bus.subscribers}
     assert "--engine-type blend_legacy: the legacy CacheBlend protocol is not implemented" in caplog.text
+
+
+CALLED_WITH_RUNTIME_ARGUMENTS = {"op_handlers", "op_table", "zmq_server", "http_services", "http_server"}
+
+
+@pytest.mark.parametrize("blend_and_tracing", [False, True])
+def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> None:
+    """The wiring mypy cannot see (`.provided`, Selectors, the blend sub-container) resolves whole."""
+    argv = ["--l1-size-gb", "0.01", "--lookup-hash-log-dir", str(tmp_path / "h")]
+    if blend_and_tracing:
+        argv += ["--engine-type", "blend", "--trace-level", "storage", "--trace-output", str(tmp_path)]
+    container = ServerContainer(config=server(argv))
+    try:
+        for name, provider in container.providers.items():
+            if name not in CALLED_WITH_RUNTIME_ARGUMENTS:
+                provider()
+        handlers = container.op_handlers(on_unregister=print)
+        table = container.op_table(handlers)
+        assert (len(table) > len(handlers.table)) is blend_and_tracing  # the cb_* ops
+        services = container.http_services(engine_problem=lambda: None)
+        assert services.l2_adapters == () and services.status_extras is not None
+        assert services.status_extras()["trace"] is not None or not blend_and_tracing
+    finally:
+        container.l1_memory().close()
