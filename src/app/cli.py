@@ -99,13 +99,12 @@ def _run_server(config: Any) -> int:
     from lmcache.app.runtime import ServerRuntime
 
     container = ServerContainer(config=config)
-    container.l2_adapters()  # fails here, naming --l2-adapter #N, when a backend cannot be built
-    try:
-        container.l1_memory()  # the L1 medium the flags ask for (SHM, DAX, GDS) must be usable
+    try:  # L2 first (a ConfigError naming --l2-adapter #N), then the L1 medium (SHM, DAX, GDS) must be usable
+        graph = container.graph()
     except L1MemoryError as exc:
         raise ConfigError(str(exc)) from None
     logger.debug("Effective configuration:\n%s", dump_config(config))
-    runtime = ServerRuntime(container)
+    runtime = ServerRuntime(graph)
     try:
         runtime.start()
     except zmq.ZMQError as exc:

@@ -1,217 +1,302 @@
-"""Composition root: the only module that names concrete classes.
+"""Composition root of `lmcache server`: with `storage_container.py`, the only code naming concrete classes.
 
-`lmcache server` and `lmcache coordinator` build their container from one validated config; tests swap
-providers with `override()` instead of patching modules. Nothing is allocated or started at construction:
-providers are resolved on demand, and the runtime (the serving issue) starts the loops.
+`lmcache server` builds `ServerContainer(config=...)` from one validated config and reads one provider,
+`graph`: the `ServerGraph` the runtime drives (start order, signals, drain). Everything the runtime used to
+decide is decided here: whether the engine-driven service exists (`--supported-transfer-mode`), which
+ops the ZMQ socket thread runs inline (L1-only lookups too when no L2 adapter is configured: they lock
+in place and never wait), the op table CacheBlend extends, the HTTP frontend's services and its settings
+(copied by name from the config models). Tests swap providers with `override()` instead of patching
+modules. Nothing is allocated or started at construction: providers are resolved on demand.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dependency_injector import containers, providers
+from dependency_injector import providers
 
-from lmcache.adapters.system_clock import SystemClock
-from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
-from lmcache.app.blend_wiring import build_blend
-from lmcache.app.config import ServerConfig
-from lmcache.app.fleet_membership import build_coordinator_client, with_coordinator_sink
-from lmcache.app.l1_medium import open_l1_memory
-from lmcache.app.l2_factory import build_l2_adapters, spec_type
-from lmcache.app.l2_wrappers import kv_dtype_resolver
-from lmcache.app.plugin_wiring import build_plugin_supervisor
-from lmcache.app.storage_loop import StorageLoop
-from lmcache.app.telemetry import build_event_bus, build_metrics, build_telemetry, event_sinks
-from lmcache.app.trace_wiring import build_trace_recorder
-from lmcache.domain.arena import ArenaAllocator
-from lmcache.domain.cache_engine import CacheEngine
-from lmcache.domain.digest_cache import DigestCache
-from lmcache.domain.event_fanout import FanoutEventSink
-from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
-from lmcache.domain.eviction_loop import EvictionLoop
-from lmcache.domain.hashing import TokenHasher
-from lmcache.domain.kv_events import KVEventLog
-from lmcache.domain.l1_manager import L1Manager
-from lmcache.domain.prefetch_controller import PrefetchController
-from lmcache.domain.quotas import QuotaTable
-from lmcache.domain.sessions import SessionManager
-from lmcache.domain.store_controller import StoreController
-from lmcache.domain.supervisor import Supervisor
-from lmcache.domain.transfer_modes import serves_engine_driven
-from lmcache.domain.units import gb_to_bytes
-from lmcache.domain.workers import WorkerRegistry
+from lmcache import __version__
+from lmcache.adapters.http.app import build_http_app
+from lmcache.adapters.http.config_view import redact_secrets
+from lmcache.adapters.http.gate import HttpGate
+from lmcache.adapters.http.server import HttpServer
+from lmcache.adapters.http.services import HttpServices, HttpSettings
+from lmcache.adapters.memory.shm import ShmL1Memory
+from lmcache.adapters.plugins.supervisor import PluginSupervisor
+from lmcache.adapters.telemetry.event_log import EventLogger
+from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
+from lmcache.adapters.telemetry.server_metrics import ServerMetrics
+from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
+from lmcache.adapters.transport.blend_handlers import BlendHandlers
+from lmcache.adapters.transport.handlers import OpHandlers
+from lmcache.adapters.transport.server import ZmqServer
+from lmcache.app.blend_container import BlendContainer
+from lmcache.app.config.errors import ConfigError
+from lmcache.app.http_frontend import metrics_source, status_extras
+from lmcache.app.l2_factory import spec_type
+from lmcache.app.plain_settings import plain_settings
+from lmcache.app.plugin_wiring import discover_plugins, plugin_environment
+from lmcache.app.server_graph import ServerGraph
+from lmcache.app.storage_container import StorageContainer
+from lmcache.app.telemetry import (
+    Telemetry,
+    wants_logging,
+    wants_lookup_hash_log,
+    wants_metrics,
+    wants_tracing,
+)
+from lmcache.domain.engine_driven import EngineDrivenService
+from lmcache.domain.transfer_modes import serves_lmcache_driven
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    import torch
-
+    from lmcache.adapters.coordinator.client import CoordinatorClient
+    from lmcache.adapters.coordinator.l2_events import L2EventReporter
+    from lmcache.app.blend_wiring import BlendServer
+    from lmcache.app.config import ServerConfig
     from lmcache.app.config.l2_base import L2SpecBase
+    from lmcache.app.config.observability import ObservabilityConfig
+    from lmcache.app.config.server import HttpConfig
+    from lmcache.domain.kv_events import KVEventLog
+    from lmcache.domain.prefetch_controller import PrefetchController
     from lmcache.ports.l1_memory import L1Memory
 
 __all__ = ("ServerContainer",)
 
+_S = StorageContainer
+_mp = _S.config.provided.mp
+_obs = _S.config.provided.observability
 
-def _event_log_size(size: int, observability_off: bool) -> int:
-    return 0 if observability_off else size
-
-
-def _arena_tensor(memory: L1Memory) -> torch.Tensor:
-    return memory.tensor
+# Cheap ops the socket thread answers itself; the rest go to the affinity and CPU pools.
+INLINE_OPS = frozenset({"query_prefetch_status", "free_lookup_locks", "end_session", "ping"})
 
 
 def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:
     return [spec_type(spec) for spec in specs]
 
 
-class ServerContainer(containers.DeclarativeContainer):
-    """Object graph of `lmcache server`."""
+def _on_off(on: bool) -> str:
+    return "on" if on else "off"
 
-    config = providers.Dependency(instance_of=ServerConfig)
-    clock = providers.Singleton(SystemClock)
-    trace_recorder = providers.Singleton(build_trace_recorder, config)  # None without --trace-level
-    plugins = providers.Singleton(build_plugin_supervisor, config)  # None without runtime plugins
-    kv_events = providers.Singleton(
-        KVEventLog,
-        capacity=providers.Callable(
-            _event_log_size,
-            config.provided.mp.kv_event_log_size,
-            config.provided.observability.disable_observability,
+
+def _blend_on(engine_type: str) -> str:
+    return "off" if engine_type == "default" else "on"
+
+
+def _when(rule: Callable[[ObservabilityConfig], bool]) -> providers.Callable[str]:
+    """A Selector's key: "on" when `rule` holds for the observability flags."""
+    return providers.Callable(_on_off, providers.Callable(rule, _obs))
+
+
+def _reporter(client: CoordinatorClient | None) -> L2EventReporter | None:
+    """The coordinator event reporter whose drops the metrics export (--coordinator-l2-event-reporting)."""
+    return client.events if client is not None else None
+
+
+def _lookup_hash_log(obs: ObservabilityConfig) -> LookupHashLog:
+    directory = Path(obs.lookup_hash_log_dir).expanduser()
+    try:
+        return LookupHashLog(
+            directory,
+            obs.lookup_hash_log_rotation_interval,
+            obs.lookup_hash_log_rotation_max_size,
+            obs.lookup_hash_log_max_files,
+        )
+    except OSError as exc:
+        raise ConfigError(f"--lookup-hash-log-dir: cannot use {directory} ({exc.strerror or exc})") from None
+
+
+def _span_exporter(instance_id: str, endpoint: str) -> SpanExporterSubscriber:
+    try:
+        return SpanExporterSubscriber.for_endpoint(instance_id, endpoint)
+    except TracingUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _shm_pool_name(memory: L1Memory) -> str:
+    """The SHM pool engine-driven clients map, or "" when L1 is not one (`--shm-name ""`: bytes inline)."""
+    return memory.name if isinstance(memory, ShmL1Memory) else ""
+
+
+def _experimental_ops(kv_events: KVEventLog) -> list[str]:
+    return ["kv_event_stream"] if kv_events.enabled else []
+
+
+def _inline_ops(prefetch: PrefetchController) -> frozenset[str]:
+    if prefetch.has_adapters:
+        return INLINE_OPS
+    return INLINE_OPS | {"lookup"}  # L1-only lookups lock in place and never wait (run_job_now)
+
+
+def _zmq_url(host: str, port: int) -> str:
+    return f"tcp://{'127.0.0.1' if host == 'localhost' else host}:{port}"
+
+
+def _seconds(microseconds: int) -> float:
+    return microseconds / 1e6
+
+
+def _op_table(handlers: OpHandlers, *, blend: BlendServer | None) -> dict[str, Callable[..., Any]]:
+    """The ops the ZMQ server dispatches: the handlers', plus the cb_* ops on a blend server."""
+    table: dict[str, Callable[..., Any]] = dict(handlers.table)
+    if blend is not None:  # --engine-type blend: the cb_* ops and the blend end_session
+        table.update(BlendHandlers(blend.lookups, blend.retriever, blend.rope, handlers.end_session).table)
+    return table
+
+
+def _redacted(config: ServerConfig) -> dict[str, Any]:
+    return dict(redact_secrets(config.model_dump(mode="json")))
+
+
+def _http_settings(config: ServerConfig) -> HttpSettings:
+    return plain_settings(HttpSettings, config.mp, config.l1, config.http)
+
+
+def _http_server(
+    make_services: Callable[..., HttpServices], http: HttpConfig, engine_problem: Callable[[], str | None]
+) -> HttpServer:
+    """The (not started) uvicorn server of the HTTP frontend, behind its auth gate."""
+    app = HttpGate(build_http_app(make_services(engine_problem=engine_problem)), http.http_auth_token)
+    return HttpServer(app, http.http_host, http.http_port, http.http_ssl_certfile, http.http_ssl_keyfile)
+
+
+class ServerContainer(StorageContainer):
+    """Object graph of `lmcache server` (module docstring)."""
+
+    plugin_specs = providers.Singleton(discover_plugins, _mp.runtime_plugin_locations)  # checked here
+    plugins = providers.Selector(  # None without runtime plugins; started after the ready line
+        providers.Callable(_on_off, providers.Callable(bool, plugin_specs)),
+        on=providers.Singleton(
+            PluginSupervisor,
+            plugin_specs,
+            providers.Callable(plugin_environment, _S.config, os.environ),
+            max_restarts=_mp.runtime_plugin_max_restarts,
+            backoff_s=_mp.runtime_plugin_restart_backoff_seconds,
+            grace_s=_mp.runtime_plugin_stop_grace_seconds,
         ),
-        incarnation=providers.Callable(time.time_ns),
-        max_bytes=config.provided.mp.kv_event_log_max_bytes,
+        off=providers.Object(None),
     )
-    event_bus = providers.Singleton(build_event_bus, config.provided.observability)
-    coordinator_client = providers.Singleton(build_coordinator_client, config)  # None without a URL
-    events = providers.Singleton(
-        FanoutEventSink,
-        providers.Callable(
-            with_coordinator_sink, providers.Callable(event_sinks, kv_events, event_bus), coordinator_client
-        ),
+    adapter_types = providers.Callable(_adapter_types, _S.config.provided.l2.l2_adapter)
+    metrics = providers.Singleton(  # disabled (empty, no port) with --disable-metrics/-observability
+        ServerMetrics,
+        enabled=providers.Callable(wants_metrics, _obs),
+        sample_rate=_obs.metrics_sample_rate,
+        chunk_size=_mp.chunk_size,
+        adapter_types=adapter_types,
+        l1=_S.l1,
+        bus=_S.event_bus,
+        workers=_S.workers,
+        sessions=_S.sessions,
+        store_queue=_S.store_controller,
+        coordinator_events=providers.Callable(_reporter, _S.coordinator_client),
+        l2_adapters=_S.l2_adapters,
     )
-    quotas = providers.Singleton(QuotaTable)
-    eviction_policy = providers.Selector(
-        config.provided.l1.eviction_policy,
-        LRU=providers.Singleton(LruPolicy),
-        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
-        noop=providers.Singleton(NoopPolicy),
+    event_logger = providers.Selector(
+        _when(wants_logging), on=providers.Singleton(EventLogger), off=providers.Object(None)
     )
-    arena = providers.Singleton(
-        ArenaAllocator,
-        total_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
-        align_bytes=config.provided.l1.l1_align_bytes,
+    lookup_hash_log = providers.Selector(
+        _when(wants_lookup_hash_log),
+        on=providers.Singleton(_lookup_hash_log, _obs),
+        off=providers.Object(None),
     )
-    l1 = providers.Singleton(
-        L1Manager,
-        arena,
-        eviction_policy,
-        clock,
-        events,
-        write_ttl_s=config.provided.l1.l1_write_ttl_seconds,
-        read_ttl_s=config.provided.l1.l1_read_ttl_seconds,
+    span_exporter = providers.Selector(
+        _when(wants_tracing),
+        on=providers.Singleton(_span_exporter, _mp.instance_id, _obs.otlp_endpoint),
+        off=providers.Object(None),
     )
-    eviction_loop = providers.Singleton(
-        EvictionLoop,
-        l1,
-        trigger_watermark=config.provided.l1.eviction_trigger_watermark,
-        eviction_ratio=config.provided.l1.eviction_ratio,
-    )
-    hasher = providers.Singleton(
-        TokenHasher,
-        chunk_size=config.provided.mp.chunk_size,
-        algorithm=config.provided.mp.hash_algorithm,
-        hash_seed=providers.Callable(os.environ.get, "PYTHONHASHSEED"),  # LMCache's seed source
-    )
-    digest_cache = providers.Singleton(DigestCache)
-    sessions = providers.Singleton(
-        SessionManager, l1, hasher, clock, ttl_s=config.provided.mp.session_ttl_seconds, digests=digest_cache
-    )
-    workers = providers.Singleton(
-        WorkerRegistry,
-        clock,
-        reap_timeout_s=config.provided.mp.worker_reap_timeout_seconds,
-        grace_s=config.provided.mp.worker_registration_grace_seconds,
-    )
-    l1_memory = providers.Singleton(
-        open_l1_memory,
-        providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
-        use_lazy=config.provided.l1.l1_use_lazy,
-        init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
-        devdax_path=config.provided.l1.l1_devdax_path,
-        shm_name=config.provided.mp.shm_name,
-        want_shm_pool=providers.Callable(serves_engine_driven, config.provided.mp.supported_transfer_mode),
-        gds_path=config.provided.l1.gds_l1_path,
-    )
-    l2_adapters = providers.Singleton(
-        build_l2_adapters,
-        specs=config.provided.l2.l2_adapter,
-        quotas=quotas,  # per-adapter IsolatedLRU eviction reads the same quota table as L1
-        events=events,
-        dtype_of=providers.Callable(kv_dtype_resolver, workers),
-    )
-    store_controller = providers.Singleton(
-        StoreController,
-        l1,
-        l1_memory,
-        l2_adapters,
-        policy=config.provided.l2.l2_store_policy,
-        events=events,
-    )
-    prefetch_controller = providers.Singleton(
-        PrefetchController,
-        l1,
-        l1_memory,
-        l2_adapters,
-        policy=config.provided.l2.l2_prefetch_policy,
-        max_in_flight=config.provided.l2.l2_prefetch_max_in_flight,
-        events=events,
-    )
-    supervisor = providers.Singleton(Supervisor, clock)
-    storage_loop = providers.Singleton(StorageLoop)
-    engine = providers.Singleton(
-        CacheEngine,
-        l1,
-        sessions,
-        workers,
-        prefetch_controller,
-        store_controller,
-        submit=storage_loop.provided.submit,
-        kv_events=kv_events,
-        null_block_id=config.provided.mp.null_block_id,
-        events=events,
-    )
-    registrar = providers.Singleton(
-        CpuRegistrar,
-        workers,
-        providers.Callable(_arena_tensor, l1_memory),
-        config.provided.mp.chunk_size,
-        ensure_backed=l1_memory.provided.ensure_backed,
-    )
-    metrics = providers.Singleton(
-        build_metrics,
-        config,
-        event_bus,
-        providers.Callable(_adapter_types, config.provided.l2.l2_adapter),
-        l1,
-        workers,
-        sessions,
-        store_controller,
-        coordinator_client,
-        l2_adapters=l2_adapters,
-    )
-    telemetry = providers.Singleton(build_telemetry, config, event_bus, metrics)
-    blend = providers.Singleton(  # None unless --engine-type blend|blend_legacy
-        build_blend,
-        config,
-        engine,
-        l1_memory,
-        l2_adapters,
-        providers.Callable(_arena_tensor, l1_memory),
-        storage_loop,
-        clock,
-        events,
-        event_bus,
+    telemetry = providers.Singleton(
+        Telemetry,
+        _S.config,
+        _S.event_bus,
         metrics,
+        subscribers=providers.List(event_logger, lookup_hash_log, span_exporter),  # subscribed in order
+    )
+    blend_graph = providers.Container(
+        BlendContainer,
+        config=_S.config,
+        engine=_S.engine,
+        memory=_S.l1_memory,
+        adapters=_S.l2_adapters,
+        arena=_S.arena_tensor,
+        storage_loop=_S.storage_loop,
+        clock=_S.clock,
+        events=_S.events,
+        bus=_S.event_bus,
+        metrics=metrics,
+    )
+    blend = providers.Selector(  # None unless --engine-type blend|blend_legacy
+        providers.Callable(_blend_on, _mp.engine_type), on=blend_graph.server, off=providers.Object(None)
+    )
+    engine_driven = providers.Selector(  # prepare/commit ops: --supported-transfer-mode engine_driven|auto
+        providers.Callable(_on_off, _S.engine_driven_mode),
+        on=providers.Singleton(
+            EngineDrivenService, _S.engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
+        ),
+        off=providers.Object(None),
+    )
+    op_handlers = providers.Factory(  # the runtime passes on_unregister (it closes the ZMQ server's streams)
+        OpHandlers,
+        _S.engine,
+        _S.registrar,
+        engine_driven,
+        providers.Callable(_experimental_ops, _S.kv_events),
+        lmcache_driven=providers.Callable(serves_lmcache_driven, _mp.supported_transfer_mode),
+    )
+    op_table = providers.Factory(_op_table, blend=blend)  # called with the handlers
+    zmq_server = providers.Factory(  # called with handlers=<op table>; binds --host/--port
+        ZmqServer,
+        url=providers.Callable(_zmq_url, _mp.host, _mp.port),
+        transfer_mode=_mp.supported_transfer_mode,
+        kv_events=_S.kv_events,
+        gpu_workers=_mp.max_gpu_workers,
+        cpu_workers=_mp.max_cpu_workers,
+        inline_ops=providers.Callable(_inline_ops, _S.prefetch_controller),
+        busy_poll_s=providers.Callable(_seconds, _mp.busy_poll_us),
+    )
+    http_services = providers.Factory(  # called with engine_problem (the runtime's health of the engine)
+        HttpServices,
+        settings=providers.Callable(_http_settings, _S.config),
+        engine=_S.engine,
+        quotas=_S.quotas,
+        supervisor=_S.supervisor,
+        eviction=_S.eviction_loop,
+        hasher=_S.hasher,
+        l2_adapters=_S.l2_adapters,
+        l2_types=adapter_types,
+        run_storage=_S.storage_loop.provided.submit,
+        config=providers.Callable(_redacted, _S.config),
+        version=__version__,
+        metrics=providers.Callable(metrics_source, metrics),
+        started_at=providers.Callable(time.time),
+        events=_S.events,
+        l1_memory=_S.l1_memory,
+        status_extras=providers.Callable(status_extras, blend, plugins, _S.trace_recorder),
+    )
+    http_server = providers.Factory(_http_server, http_services.provider, _S.config.provided.http)
+    graph = providers.Singleton(
+        ServerGraph,
+        config=_S.config,
+        l2_adapters=_S.l2_adapters,  # resolved in this order: a bad --l2-adapter is reported first
+        l1_memory=_S.l1_memory,
+        l1=_S.l1,
+        sessions=_S.sessions,
+        workers=_S.workers,
+        events=_S.events,
+        supervisor=_S.supervisor,
+        eviction_loop=_S.eviction_loop,
+        storage_loop=_S.storage_loop,
+        store_controller=_S.store_controller,
+        coordinator_client=_S.coordinator_client,
+        trace_recorder=_S.trace_recorder,
+        plugins=plugins,
+        telemetry=telemetry.provider,
+        blend=blend.provider,
+        op_handlers=op_handlers.provider,
+        op_table=op_table.provider,
+        zmq_server=zmq_server.provider,
+        http_server=http_server.provider,
     )

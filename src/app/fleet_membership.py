@@ -1,4 +1,7 @@
-"""Fleet membership of `lmcache server`: the coordinator client built from the `coordinator` section.
+"""Fleet membership of `lmcache server`: starting and stopping the coordinator client.
+
+The container (`storage_container.py`) builds the client from the `coordinator` section, and its event
+forwarder; this module holds the lifecycle steps the runtime calls and the metadata the client sends.
 
 With `--coordinator-url` the server registers under its `--instance-id` with its `--http-port` (the port
 the coordinator calls back for `DELETE /l2` and `GET /l2/keys`), so the runtime starts the client only
@@ -15,50 +18,20 @@ import logging
 from typing import TYPE_CHECKING
 
 from lmcache import __version__
-from lmcache.adapters.coordinator.client import CoordinatorClient
-from lmcache.adapters.coordinator.event_forwarder import CoordinatorEventForwarder
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from lmcache.adapters.coordinator.client import CoordinatorClient
 
-    from lmcache.app.config import ServerConfig
-    from lmcache.ports.events import EventSink
-
-__all__ = (
-    "STOP_TIMEOUT_S",
-    "build_coordinator_client",
-    "start_fleet_membership",
-    "stop_fleet_membership",
-    "with_coordinator_sink",
-)
+__all__ = ("STOP_TIMEOUT_S", "client_metadata", "start_fleet_membership", "stop_fleet_membership")
 
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 3.0
 
 
-def build_coordinator_client(config: ServerConfig) -> CoordinatorClient | None:
-    """The (not yet started) client for `--coordinator-url`, or None without one."""
-    fleet = config.coordinator
-    if fleet.coordinator_url is None:
-        return None
-    return CoordinatorClient(
-        fleet.coordinator_url,
-        config.mp.instance_id,
-        config.http.http_port,
-        advertise_ip=fleet.coordinator_advertise_ip,
-        heartbeat_interval_s=fleet.coordinator_heartbeat_interval,
-        l2_event_reporting=fleet.coordinator_l2_event_reporting,
-        l2_event_flush_interval_s=fleet.coordinator_l2_event_flush_interval,
-        metadata={"lmcache_version": __version__, "zmq_port": config.mp.port},
-    )
-
-
-def with_coordinator_sink(sinks: Sequence[EventSink], client: CoordinatorClient | None) -> list[EventSink]:
-    """`sinks` plus the coordinator's event forwarder when the client reports L2 events."""
-    if client is None or client.events is None:
-        return list(sinks)
-    return [*sinks, CoordinatorEventForwarder(client.events)]
+def client_metadata(zmq_port: int) -> dict[str, object]:
+    """What the server tells the coordinator about itself when it registers."""
+    return {"lmcache_version": __version__, "zmq_port": zmq_port}
 
 
 def start_fleet_membership(client: CoordinatorClient | None) -> None:

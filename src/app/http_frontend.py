@@ -1,9 +1,11 @@
-"""Builds and starts the HTTP frontend of `lmcache server` from the container (issue 6, routes).
+"""Starting the HTTP frontend of `lmcache server`, and the two views of running parts its routes read.
 
-The frontend adapter never imports the app layer, so this module collects what its routes need into one
-`HttpServices`: the domain services, the L2 cascade and its types, the storage loop's `submit`, a redacted
-configuration dump, the metrics registry when metrics are on, the runtime's engine-health callable, and
-the domain's event fan-out (L2 deletes made through the routes reach the coordinator's reporter there).
+The frontend adapter never imports the app layer, and the container (`container.py`) builds its
+`HttpServices` and `HttpServer`. What stays here is what the container's providers call and the runtime's
+start step: `metrics_source` (the registry for `/metrics`, or None while metrics are off), `status_extras`
+(CacheBlend's fields, `runtime_plugins` and `trace` for `/status`) and `start_http_frontend`, which warns
+about an unauthenticated frontend open to the network and turns a failed bind into a `ConfigError`
+naming the flags.
 """
 
 from __future__ import annotations
@@ -11,77 +13,39 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import time
 from typing import TYPE_CHECKING
 
-from lmcache import __version__
-from lmcache.adapters.http.app import build_http_app
-from lmcache.adapters.http.config_view import redact_secrets
-from lmcache.adapters.http.gate import HttpGate
-from lmcache.adapters.http.server import HttpServer, HttpStartError
-from lmcache.adapters.http.services import HttpServices, HttpSettings, MetricsSource
+from lmcache.adapters.http.server import HttpStartError
 from lmcache.app.config.errors import ConfigError
-from lmcache.app.l2_factory import spec_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from lmcache.app.container import ServerContainer
+    from lmcache.adapters.http.server import HttpServer
+    from lmcache.adapters.http.services import MetricsSource
+    from lmcache.adapters.plugins.supervisor import PluginSupervisor
+    from lmcache.adapters.trace.recorder import LctTraceRecorder
+    from lmcache.app.blend_wiring import BlendServer
+    from lmcache.app.config.server import HttpConfig
 
-__all__ = ("build_http_services", "start_http_frontend")
+__all__ = ("metrics_source", "start_http_frontend", "status_extras")
 
 logger = logging.getLogger("lmcache.http")
 
 
-def _metrics(container: ServerContainer) -> MetricsSource | None:
-    """The metrics registry when the container has one and metrics are on, else None (`/metrics` 503)."""
-    if not hasattr(container, "metrics"):
-        return None
-    metrics = container.metrics()
+def metrics_source(metrics: Any) -> MetricsSource | None:
+    """The metrics registry when metrics are on, else None (`/metrics` answers 503)."""
     if not getattr(metrics, "enabled", True) or not callable(getattr(metrics, "render", None)):
         return None
-    return metrics
+    source: MetricsSource = metrics
+    return source
 
 
-def build_http_services(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServices:
-    """Collect the running services for the routes."""
-    cfg = container.config()
-    settings = HttpSettings(
-        instance_id=cfg.mp.instance_id,
-        chunk_size=cfg.mp.chunk_size,
-        hash_algorithm=cfg.mp.hash_algorithm,
-        eviction_policy=cfg.l1.eviction_policy,
-        transfer_mode=cfg.mp.supported_transfer_mode,
-        enable_run_script=cfg.http.enable_run_script,
-        script_allowed_imports=tuple(cfg.mp.script_allowed_imports),
-    )
-    return HttpServices(
-        settings=settings,
-        engine=container.engine(),
-        quotas=container.quotas(),
-        supervisor=container.supervisor(),
-        eviction=container.eviction_loop(),
-        hasher=container.hasher(),
-        l2_adapters=container.l2_adapters(),
-        l2_types=[spec_type(spec) for spec in cfg.l2.l2_adapter],
-        run_storage=container.storage_loop().submit,
-        engine_problem=engine_problem,
-        config=redact_secrets(cfg.model_dump(mode="json")),
-        version=__version__,
-        metrics=_metrics(container),
-        started_at=time.time(),
-        events=container.events(),
-        l1_memory=container.l1_memory(),
-        status_extras=_status_extras(container),
-    )
-
-
-def _status_extras(container: ServerContainer) -> Callable[[], Mapping[str, Any]] | None:
+def status_extras(
+    blend: BlendServer | None, plugins: PluginSupervisor | None, trace: LctTraceRecorder | None
+) -> Callable[[], Mapping[str, Any]]:
     """More `/status` fields: CacheBlend's on a blend server, `runtime_plugins` and `trace` (issue 23)."""
-    blend = container.blend() if hasattr(container, "blend") else None
-    plugins = container.plugins() if hasattr(container, "plugins") else None
-    trace = container.trace_recorder() if hasattr(container, "trace_recorder") else None
 
     def status() -> Mapping[str, Any]:
         extra: dict[str, Any] = dict(blend.status()) if blend is not None else {}
@@ -101,11 +65,8 @@ def _loopback_only(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def start_http_frontend(container: ServerContainer, engine_problem: Callable[[], str | None]) -> HttpServer:
+def start_http_frontend(server: HttpServer, cfg: HttpConfig) -> HttpServer:
     """Start uvicorn on `--http-host/--http-port`; a ConfigError naming the flags when it cannot bind."""
-    cfg = container.config().http
-    app = HttpGate(build_http_app(build_http_services(container, engine_problem)), cfg.http_auth_token)
-    server = HttpServer(app, cfg.http_host, cfg.http_port, cfg.http_ssl_certfile, cfg.http_ssl_keyfile)
     if not cfg.http_auth_token and not _loopback_only(cfg.http_host):
         logger.warning(
             "The HTTP frontend on %s:%d accepts requests from the network without authentication: anyone "

@@ -86,9 +86,9 @@ def _bus_off(c: ServerConfig, f: Facts) -> str | None:
 
 
 def _no_bus(c: ServerConfig, f: Facts) -> str | None:
-    from lmcache.app.telemetry import _wants_bus  # the decision the container makes
+    from lmcache.app.telemetry import wants_bus  # the rule the container selects by
 
-    return None if _wants_bus(c.observability) else "no subscriber needs the event bus, so none is built"
+    return None if wants_bus(c.observability) else "no subscriber needs the event bus, so none is built"
 
 
 def _hash_log_off(c: ServerConfig, f: Facts) -> str | None:

@@ -1,6 +1,7 @@
-"""Pick the L1 medium from the L1 flags (`--gds-l1-path`, `--l1-devdax-path`, `--shm-name`, lazy pinning).
+"""Which L1 medium the L1 flags ask for (`--gds-l1-path`, `--l1-devdax-path`, `--shm-name`).
 
-Part of the composition root (the container calls it): which adapter runs is the app's decision.
+The rule the container's `l1_memory` Selector (`storage_container.py`) keys on; the container builds the
+chosen adapter.
 
 Order: GDS slab when `--gds-l1-path` is set; else the DAX mapping when `--l1-devdax-path` is set; else a
 named SHM pool when the engine-driven path wants one and `--shm-name` is not `""` (falling back to
@@ -15,15 +16,11 @@ import os
 from typing import TYPE_CHECKING
 
 from lmcache.adapters.memory._mapped import L1MemoryError
-from lmcache.adapters.memory.anonymous import AnonymousL1Memory
-from lmcache.adapters.memory.devdax import DevdaxL1Memory
-from lmcache.adapters.memory.gds import GdsL1Memory
-from lmcache.adapters.memory.shm import ShmL1Memory
 
 if TYPE_CHECKING:
-    from lmcache.adapters.memory._mapped import MappedL1Memory
+    from pathlib import Path
 
-__all__ = ("L1MemoryError", "open_l1_memory", "shm_room")
+__all__ = ("L1MemoryError", "l1_medium", "shm_room")
 
 logger = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"
@@ -38,40 +35,33 @@ def shm_room(path: str = SHM_DIR) -> int:
     return info.f_bavail * info.f_frsize
 
 
-def open_l1_memory(
+def l1_medium(
     size_bytes: int,
     *,
-    use_lazy: bool = True,
-    init_size_bytes: int = 0,
-    devdax_path: str | None = None,
+    devdax_path: Path | None = None,
     shm_name: str | None = None,
     want_shm_pool: bool = False,
-    gds_path: str | None = None,
+    gds_path: Path | None = None,
     shm_dir: str = SHM_DIR,
-) -> MappedL1Memory:
-    """Build the L1 memory adapter the flags ask for.
+) -> str:
+    """The medium for L1: `gds`, `devdax`, `shm` or `anonymous` (module docstring).
 
     Args:
         size_bytes: `--l1-size-gb` in bytes.
-        use_lazy: `--l1-use-lazy` (pinning in steps on CUDA hosts).
-        init_size_bytes: `--l1-init-size-gb` in bytes.
         devdax_path: `--l1-devdax-path`.
         shm_name: `--shm-name` (None = automatic name, "" = no pool).
         want_shm_pool: True when the engine-driven transfer path is loaded.
         gds_path: `--gds-l1-path`.
         shm_dir: Where POSIX SHM lives, checked for room.
-
-    Raises:
-        L1MemoryError: When the chosen medium cannot be created (GDS without cuFile, a bad DAX path, ...).
     """
     if gds_path:
-        return GdsL1Memory(gds_path, size_bytes)
+        return "gds"
     if devdax_path:
-        return DevdaxL1Memory(devdax_path, size_bytes)
+        return "devdax"
     if want_shm_pool and shm_name != "":
         if shm_room(shm_dir) >= size_bytes:
-            return ShmL1Memory(size_bytes, shm_name)
+            return "shm"
         logger.warning(
             "%s cannot hold the %d-byte L1; engine-driven transfers fall back to pickle", shm_dir, size_bytes
         )
-    return AnonymousL1Memory(size_bytes, use_lazy=use_lazy, init_size_bytes=init_size_bytes)
+    return "anonymous"

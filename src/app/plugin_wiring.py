@@ -1,4 +1,6 @@
-"""Builds the runtime-plugin supervisor from `--runtime-plugin-locations` and `--runtime-plugin-config`.
+"""The runtime plugins `--runtime-plugin-locations` names, and the environment they run in.
+
+The container (`container.py`) builds the supervisor over them, only when there is at least one.
 
 Each location is a script or a directory. A `.py` file runs with the server's interpreter, an executable
 file runs directly, anything else is refused (exit 2, naming the file). A directory launches every such
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmcache.adapters.plugins.supervisor import PluginSpec, PluginSupervisor
+from lmcache.adapters.plugins.supervisor import PluginSpec
 from lmcache.app.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
     from lmcache.app.config import ServerConfig
 
-__all__ = ("build_plugin_supervisor", "discover_plugins", "plugin_environment")
+__all__ = ("discover_plugins", "plugin_environment")
 
 logger = logging.getLogger(__name__)
 _FLAG = "--runtime-plugin-locations"
@@ -100,18 +102,3 @@ def plugin_environment(config: ServerConfig, base: Mapping[str, str]) -> dict[st
     env["LMCACHE_RUNTIME_PLUGIN_EXTRA_CONFIG"] = json.dumps(extra, separators=(",", ":"))
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def build_plugin_supervisor(config: ServerConfig) -> PluginSupervisor | None:
-    """The supervisor of the configured plugins, or None when there are none (validated now)."""
-    mp = config.mp
-    specs = discover_plugins(mp.runtime_plugin_locations)
-    if not specs:
-        return None
-    return PluginSupervisor(
-        specs,
-        plugin_environment(config, os.environ),
-        max_restarts=mp.runtime_plugin_max_restarts,
-        backoff_s=mp.runtime_plugin_restart_backoff_seconds,
-        grace_s=mp.runtime_plugin_stop_grace_seconds,
-    )

@@ -6,6 +6,9 @@ then the HTTP frontend, then the ready line. Stop (SIGTERM/SIGINT): stop the HTT
 requests and let in-flight ones finish, stop the loops, flush L2 stores, close adapters, stop telemetry
 (delivering queued events) and free L1 (unlinking the SHM pool we created). Engines' own segments are
 only unmapped, never unlinked.
+
+The runtime decides order only: what is built, and which implementation, is the container's
+(`container.py`), which hands over one `ServerGraph`; the runtime never sees a provider.
 """
 
 from __future__ import annotations
@@ -19,30 +22,23 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmcache.adapters.memory.shm import ShmL1Memory
-from lmcache.adapters.transport.handlers import OpHandlers
-from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app import runtime_extras
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
 from lmcache.app.inert_flags import Facts, warn_ineffective_flags
 from lmcache.app.l2_memory import attach_l1_memory
-from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.events import WorkerReaped
-from lmcache.domain.transfer_modes import serves_engine_driven, serves_lmcache_driven
 
 if TYPE_CHECKING:
     from lmcache.adapters.http.server import HttpServer
+    from lmcache.adapters.transport.handlers import OpHandlers
+    from lmcache.adapters.transport.server import ZmqServer
     from lmcache.app.blend_wiring import BlendServer
-    from lmcache.app.container import ServerContainer
+    from lmcache.app.server_graph import ServerGraph
     from lmcache.app.telemetry import Telemetry
 
 __all__ = ("ServerRuntime",)
 logger = logging.getLogger("lmcache.runtime")
-
-
-def _bind_host(host: str) -> str:
-    return "127.0.0.1" if host == "localhost" else host
 
 
 def _torch_device() -> str:
@@ -54,31 +50,29 @@ def _torch_device() -> str:
 
 
 class ServerRuntime:
-    """Owns the running server built from a container."""
+    """Owns the running server built from the container's graph."""
 
-    def __init__(self, container: ServerContainer) -> None:
-        self.c = container
-        self.config = container.config()
+    def __init__(self, graph: ServerGraph) -> None:
+        self.g = graph
+        self.config = graph.config
         self.stopped = threading.Event()
         self.server: ZmqServer | None = None
         self.handlers: OpHandlers | None = None
-        self.engine_driven: EngineDrivenService | None = None
         self.http: HttpServer | None = None
         self.telemetry: Telemetry | None = None
         self.blend: BlendServer | None = None
         self._closed = False
         self._previous_handlers: dict[int, Any] = {}
-        runtime_extras.prepare(container)  # traced engine (--trace-level), plugin locations checked
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Build and start everything; raises on a start-up failure (after undoing what started)."""
-        c, cfg = self.c, self.config
+        g, cfg = self.g, self.config
         # Copies are ~512 KiB each: torch's intra-op threads only add wake-up latency, and an engine shares
         # these cores. Parallelism comes from --max-gpu-workers instead (benchmarks/data_path.py).
         torch.set_num_threads(1)
-        runtime_extras.start_trace(c)
-        memory = c.l1_memory()
+        runtime_extras.start_trace(g.trace_recorder)
+        memory = g.l1_memory
         logger.info(
             "torch_dev=%s, L1 %.2f GiB, transfer modes: %s",
             _torch_device(),
@@ -87,50 +81,20 @@ class ServerRuntime:
         )
         warn_ineffective_flags(cfg, Facts(torch.cuda.is_available(), memory.kind))  # one line per inert flag
         try:
-            attach_l1_memory(c.l2_adapters(), memory)  # native clients register the arena once
-            self.telemetry = c.telemetry()  # event bus and --prometheus-port, before any request
-            self.blend = c.blend()  # None without --engine-type blend; subscribes before the bus starts
+            attach_l1_memory(g.l2_adapters, memory)  # native clients register the arena once
+            self.telemetry = g.telemetry()  # event bus and --prometheus-port, before any request
+            self.blend = g.blend()  # None without --engine-type blend; subscribes before the bus starts
             self.telemetry.start()
-            engine = c.engine()
-            mode = cfg.mp.supported_transfer_mode
-            engine_driven = None
-            if serves_engine_driven(mode):
-                pool = memory.name if isinstance(memory, ShmL1Memory) else ""
-                engine_driven = EngineDrivenService(engine, memory, pool)
-            kv_events = c.kv_events()
-            experimental = ["kv_event_stream"] if kv_events.enabled else []
-            self.handlers = OpHandlers(
-                engine,
-                c.registrar(),
-                engine_driven,
-                experimental,
-                self._on_unregister,
-                lmcache_driven=serves_lmcache_driven(mode),
-            )
-            self.engine_driven = engine_driven
-            table = dict(self.handlers.table)
-            if self.blend is not None:  # --engine-type blend: the cb_* ops and the blend end_session
-                table.update(self.blend.handlers(self.handlers.end_session))
+            self.handlers = g.op_handlers(on_unregister=self._on_unregister)
+            table = g.op_table(self.handlers)  # with the cb_* ops on a blend server
+            if self.blend is not None:
                 self.blend.start()
             self._start_loops()
-            url = f"tcp://{_bind_host(cfg.mp.host)}:{cfg.mp.port}"
-            inline = {"query_prefetch_status", "free_lookup_locks", "end_session", "ping"}
-            if not c.prefetch_controller().has_adapters:
-                inline.add("lookup")  # L1-only lookups lock in place and never wait (run_job_now)
-            self.server = ZmqServer(
-                url,
-                table,
-                mode,
-                kv_events,
-                cfg.mp.max_gpu_workers,
-                cfg.mp.max_cpu_workers,
-                inline_ops=frozenset(inline),
-                busy_poll_s=cfg.mp.busy_poll_us / 1e6,
-            )
+            self.server = g.zmq_server(handlers=table)
             self.telemetry.watch_transport(self.server)
             self.server.start()
-            self.http = start_http_frontend(c, self._engine_problem)
-            start_fleet_membership(c.coordinator_client())  # the coordinator calls our HTTP port back
+            self.http = start_http_frontend(g.http_server(engine_problem=self._engine_problem), cfg.http)
+            start_fleet_membership(g.coordinator_client)  # the coordinator calls our HTTP port back
         except BaseException:
             self.close()
             raise
@@ -144,33 +108,33 @@ class ServerRuntime:
         )
         logger.info("LMCache cache server is running...")
         memory.start_populating()  # after readiness: backing a large L1 takes seconds
-        runtime_extras.start_plugins(c)
+        runtime_extras.start_plugins(g.plugins)
 
     def _start_loops(self) -> None:
-        c = self.c
-        sup, l1, sessions, workers = c.supervisor(), c.l1(), c.sessions(), c.workers()
-        sup.add("eviction", c.eviction_loop().step, 0.1)
+        g = self.g
+        sup, l1, sessions, workers = g.supervisor, g.l1, g.sessions, g.workers
+        sup.add("eviction", g.eviction_loop.step, 0.1)
         sup.add("l1_ttl_reaper", l1.reap_expired, 1.0)
         sup.add("session_expiry", sessions.expire, 60.0)
         if workers.reap_timeout_s > 0:
             sup.add("worker_reaper", self._reap_workers, workers.interval_s)
         if self.blend is not None:
             sup.add("blend_expiry", self.blend.expire, 60.0)
-        loop = c.storage_loop()
+        loop = g.storage_loop
         loop.start()
-        store = c.store_controller()
-        sup.add_async("l2_store", store.run, 0.0)
+        sup.add_async("l2_store", g.store_controller.run, 0.0)
         loop.submit(sup.run_async("l2_store"))
         sup.start()
 
     def _reap_workers(self) -> None:
-        for worker in self.c.workers().reap():
+        engine_driven = self.handlers.engine_driven if self.handlers is not None else None
+        for worker in self.g.workers.reap():
             logger.warning("Reaped silent worker %d (%s)", worker.instance_id, worker.model_name)
-            self.c.events().publish(WorkerReaped(worker.instance_id, worker.model_name))
+            self.g.events.publish(WorkerReaped(worker.instance_id, worker.model_name))
             if worker.transfer is not None:
                 worker.transfer.close()
-            if self.engine_driven is not None and worker.kind == "engine_driven":
-                self.engine_driven.unregister(worker.instance_id)
+            if engine_driven is not None and worker.kind == "engine_driven":
+                engine_driven.unregister(worker.instance_id)
             self._on_unregister(worker.instance_id)
 
     def _engine_problem(self) -> str | None:
@@ -186,7 +150,7 @@ class ServerRuntime:
             self.blend.on_unregister(instance_id)
         if self.server is not None:
             self.server.close_stream(instance_id)
-        ended = self.c.sessions().end_instance(instance_id)  # else they linger until the session TTL
+        ended = self.g.sessions.end_instance(instance_id)  # else they linger until the session TTL
         if ended:
             logger.info("Ended %d session(s) of instance %d", len(ended), instance_id)
 
@@ -223,28 +187,28 @@ class ServerRuntime:
         if self._closed:
             return
         self._closed = True
-        c = self.c
-        runtime_extras.stop_plugins(c)
-        stop_fleet_membership(c.coordinator_client())  # deregister while our HTTP port still answers
+        g = self.g
+        runtime_extras.stop_plugins(g.plugins)
+        stop_fleet_membership(g.coordinator_client)  # deregister while our HTTP port still answers
         if self.http is not None:  # first: no admin request races the teardown below
             self.http.stop()
             self.http = None
         if self.server is not None:
             self.server.stop()
             self.server = None
-        c.supervisor().stop()
+        g.supervisor.stop()
         self._stop_blend()
-        loop = c.storage_loop()
+        loop = g.storage_loop
         try:
             if loop.started:
-                loop.submit(c.store_controller().drain()).result(30)
+                loop.submit(g.store_controller.drain()).result(30)
         except Exception as exc:
             logger.warning("L2 stores still queued at shutdown were not flushed: %r", exc)
-        for worker in c.workers().workers():
-            c.workers().remove(worker.instance_id)
+        for worker in g.workers.workers():
+            g.workers.remove(worker.instance_id)
             if worker.transfer is not None:
                 worker.transfer.close()
-        for adapter in c.l2_adapters():
+        for adapter in g.l2_adapters:
             try:
                 if loop.started:
                     loop.submit(adapter.close()).result(30)
@@ -253,8 +217,8 @@ class ServerRuntime:
             except Exception:
                 logger.exception("closing L2 adapter %s", type(adapter).__name__)
         loop.stop()
-        runtime_extras.close_trace(c)
+        runtime_extras.close_trace(g.trace_recorder)
         if self.telemetry is not None:  # after the L2 flush, so its events are still delivered
             self.telemetry.stop()
-        c.l1_memory().close()
+        g.l1_memory.close()
         logger.info("LMCache cache server stopped")

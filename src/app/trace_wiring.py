@@ -1,11 +1,9 @@
-"""`--trace-level storage`: the recorder, and the traced storage engine swapped into the container.
+"""`--trace-level storage`: the recorder's output path and the storage configuration it records.
 
-With tracing on (`container.trace_recorder()` is not None), the container's `l1`, `eviction_loop`,
-`prefetch_controller`, `store_controller` and `quotas` providers are overridden by the traced subclasses
-of `domain/trace_hooks.py`, built from the very arguments the plain providers declare (so the container
-stays the one place that names them, and a new constructor argument reaches both). With tracing off
-nothing is overridden: the plain classes run and pay nothing. This must happen before the first of those
-providers is resolved (the runtime does it in its constructor).
+The container (`storage_container.py`) builds the recorder, and chooses the traced storage engine (the
+subclasses of `domain/trace_hooks.py` instead of the plain `l1`, `eviction_loop`, `prefetch_controller`,
+`store_controller` and `quotas`) from the same argument lists; with tracing off the plain classes run
+and pay nothing.
 
 The header's storage configuration is `{"chunk_size", "l1", "l2"}` as JSON (sorted keys, secrets
 redacted), which `lmcache trace replay` rebuilds its engine from. `--trace-output` may name a file, which
@@ -20,27 +18,16 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from dependency_injector import providers
+from typing import TYPE_CHECKING
 
 from lmcache import __version__
 from lmcache.adapters.http.config_view import redact_secrets
-from lmcache.adapters.trace.recorder import LctTraceRecorder
 from lmcache.app.config.errors import ConfigError
-from lmcache.domain.trace_hooks import (
-    TracedEvictionLoop,
-    TracedL1Manager,
-    TracedPrefetchController,
-    TracedQuotaTable,
-    TracedStoreController,
-)
 
 if TYPE_CHECKING:
     from lmcache.app.config import ServerConfig
-    from lmcache.app.container import ServerContainer
 
-__all__ = ("PRODUCER", "build_trace_recorder", "install_tracing", "storage_config_json", "trace_path")
+__all__ = ("PRODUCER", "first_trace_path", "storage_config_json", "trace_level_meta", "trace_path")
 
 PRODUCER = f"lmcache-server {__version__}"
 
@@ -74,41 +61,11 @@ def storage_config_json(config: ServerConfig) -> str:
     return json.dumps(redact_secrets(doc), sort_keys=True, separators=(",", ":"))
 
 
-def build_trace_recorder(config: ServerConfig) -> LctTraceRecorder | None:
-    """The recorder `--trace-level` asks for (not started), or None without tracing."""
-    obs = config.observability
-    if obs.trace_level is None:
-        return None
-    return LctTraceRecorder(
-        trace_path(obs.trace_output, os.getpid(), datetime.now(UTC)),
-        config_json=storage_config_json(config),
-        level_meta={
-            "producer": PRODUCER,
-            "instance_id": config.mp.instance_id,
-            "chunk_size": config.mp.chunk_size,
-        },
-        level=obs.trace_level,
-        queue_size=obs.trace_queue_size,
-        rotate_bytes=obs.trace_rotation_max_size,
-    )
+def first_trace_path(output: Path | None) -> Path:
+    """Where this process's first trace file goes, named for now (ConfigError as `trace_path`)."""
+    return trace_path(output, os.getpid(), datetime.now(UTC))
 
 
-def _traced(provider: Any, cls: type, tracer: Any) -> Any:
-    return providers.Singleton(cls, *provider.args, tracer=tracer, **provider.kwargs)
-
-
-def install_tracing(container: ServerContainer) -> LctTraceRecorder | None:
-    """Swap the traced storage engine into `container` when tracing is on; returns the recorder."""
-    recorder = container.trace_recorder()
-    if recorder is None:
-        return None
-    tracer = providers.Object(recorder)
-    for provider, cls in (
-        (container.quotas, TracedQuotaTable),
-        (container.l1, TracedL1Manager),
-        (container.eviction_loop, TracedEvictionLoop),
-        (container.prefetch_controller, TracedPrefetchController),
-        (container.store_controller, TracedStoreController),
-    ):
-        provider.override(_traced(provider, cls, tracer))
-    return recorder
+def trace_level_meta(config: ServerConfig) -> dict[str, object]:
+    """The producer and identity a trace's header carries."""
+    return {"producer": PRODUCER, "instance_id": config.mp.instance_id, "chunk_size": config.mp.chunk_size}

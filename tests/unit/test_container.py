@@ -118,3 +118,88 @@ def test_the_hasher_gets_pythonhashseed_from_the_environment(monkeypatch: pytest
     monkeypatch.setenv("PYTHONHASHSEED", "4242")
     container = ServerContainer(config=server(["--hash-algorithm", "sha256_cbor"]))
     assert container.hasher().none_hash == TokenHasher(256, "sha256_cbor", hash_seed="4242").none_hash
+
+
+def _with_fake_memory(*argv: str) -> ServerContainer:
+    from tests.fakes.l1_memory import FakeL1Memory
+
+    container = ServerContainer(config=server(list(argv)))
+    container.l1_memory.override(providers.Object(FakeL1Memory(1 << 20)))
+    return container
+
+
+@pytest.mark.parametrize(("mode", "engine_driven", "lmcache_driven"), [
+    ("auto", True, True), ("engine_driven", True, False), ("lmcache_driven", False, True),
+])  # fmt: skip
+def test_the_transfer_mode_decides_which_services_the_handlers_get(
+    mode: str, engine_driven: bool, lmcache_driven: bool
+) -> None:
+    container = ServerContainer(config=server(["--supported-transfer-mode", mode, "--l1-size-gb", "0.01"]))
+    memory = container.l1_memory()
+    try:
+        service = container.engine_driven()
+        assert (service is not None) is engine_driven
+        if service is not None:  # the clients map the SHM pool L1 lives in
+            assert service.engine is container.engine() and service.pool_name == memory.name
+        handlers = container.op_handlers(on_unregister=print)
+        assert handlers.engine_driven is service and handlers.lmcache_driven is lmcache_driven
+        assert handlers._on_unregister is print
+        assert container.op_table(handlers) == handlers.table  # no cb_* ops without --engine-type blend
+    finally:
+        memory.close()
+
+
+def test_lookups_run_on_the_socket_thread_only_without_l2_adapters() -> None:
+    container = _with_fake_memory()
+    inline = container.zmq_server.kwargs["inline_ops"]()
+    assert inline == {"query_prefetch_status", "free_lookup_locks", "end_session", "ping", "lookup"}
+    mock = '{"type": "mock", "max_size_gb": 0.01, "mock_bandwidth_gb": 10}'
+    container = _with_fake_memory("--l2-adapter", mock)
+    assert "lookup" not in container.zmq_server.kwargs["inline_ops"]()
+
+
+def test_the_graph_shares_the_containers_single_instances() -> None:
+    container = _with_fake_memory("--instance-id", "node-9")
+    graph = container.graph()
+    assert graph.l1 is container.l1() and graph.sessions is container.sessions()
+    assert graph.telemetry() is container.telemetry() and graph.blend() is None
+    services = container.http_services(engine_problem=lambda: None)
+    assert services.engine is container.engine() and services.settings.instance_id == "node-9"
+
+
+def test_blend_is_built_only_for_a_blend_engine_and_hooked_into_the_engine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert _with_fake_memory().blend() is None
+    container = _with_fake_memory("--engine-type", "blend_legacy")
+    blend = container.blend()
+    assert blend is not None and blend is container.blend_graph.server()
+    assert container.engine().store_listener is container.blend_graph.registrar()
+    assert blend.lookups is container.blend_graph.lookups() and blend.fleet is None  # no --coordinator-url
+    bus = container.event_bus()
+    assert bus is not None and "blend_metrics" in {s.name for s in bus.subscribers}
+    assert "--engine-type blend_legacy: the legacy CacheBlend protocol is not implemented" in caplog.text
+
+
+CALLED_WITH_RUNTIME_ARGUMENTS = {"op_handlers", "op_table", "zmq_server", "http_services", "http_server"}
+
+
+@pytest.mark.parametrize("blend_and_tracing", [False, True])
+def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> None:
+    """The wiring mypy cannot see (`.provided`, Selectors, the blend sub-container) resolves whole."""
+    argv = ["--l1-size-gb", "0.01", "--lookup-hash-log-dir", str(tmp_path / "h")]
+    if blend_and_tracing:
+        argv += ["--engine-type", "blend", "--trace-level", "storage", "--trace-output", str(tmp_path)]
+    container = ServerContainer(config=server(argv))
+    try:
+        for name, provider in container.providers.items():
+            if name not in CALLED_WITH_RUNTIME_ARGUMENTS:
+                provider()
+        handlers = container.op_handlers(on_unregister=print)
+        table = container.op_table(handlers)
+        assert (len(table) > len(handlers.table)) is blend_and_tracing  # the cb_* ops
+        services = container.http_services(engine_problem=lambda: None)
+        assert services.l2_adapters == () and services.status_extras is not None
+        assert services.status_extras()["trace"] is not None or not blend_and_tracing
+    finally:
+        container.l1_memory().close()

@@ -12,7 +12,6 @@ from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.app.cli import build_parser
 from lmcache.app.config import CoordinatorConfig, load_config
 from lmcache.app.coordinator_container import CoordinatorContainer
-from lmcache.app.coordinator_main import build_server
 from tests.fakes.clock import FakeClock
 
 
@@ -49,7 +48,7 @@ def _uvicorn_keep_alive(argv: list[str], env: dict[str, str] | None = None) -> f
     args = vars(build_parser().parse_args(["coordinator", *argv]))
     del args["command"], args["_model"]
     config = load_config(CoordinatorConfig, env=env or {}, flags=args)
-    server = build_server(config, CoordinatorContainer(config=config))
+    server = CoordinatorContainer(config=config).server()
     assert isinstance(server.config, uvicorn.Config)
     return float(server.config.timeout_keep_alive)
 
@@ -75,3 +74,23 @@ def test_coordinator_settings_are_config_fields_of_the_same_name() -> None:
     config = CoordinatorConfig(eviction_ratio=0.35, resync_page_size=77)
     settings = settings_from_config(config)
     assert all(getattr(settings, n) == getattr(config, n) for n in names - {"server_timeout"})
+
+
+def test_the_graph_is_built_once_and_shared(tmp_path: Path) -> None:
+    """One instance of each part; the checkpoint file only with --checkpoint-path."""
+    from lmcache.adapters.coordinator.checkpoint import JsonCheckpointFile
+
+    assert CoordinatorContainer(config=CoordinatorConfig()).checkpoint() is None
+    container = CoordinatorContainer(config=CoordinatorConfig(checkpoint_path=tmp_path / "c.json"))
+    runtime = container.runtime()
+    checkpoint = container.checkpoint()
+    assert isinstance(checkpoint, JsonCheckpointFile) and runtime.loops._checkpoint is checkpoint
+    assert runtime.state is container.state() and runtime.loops._state is runtime.state
+    assert runtime.metrics is container.metrics() and runtime.servers is container.servers()
+
+
+def test_the_entry_point_gets_the_service_and_a_server_over_its_app() -> None:
+    container = CoordinatorContainer(config=load_config(CoordinatorConfig))
+    graph = container.graph()
+    assert graph.runtime is container.runtime() and graph.server is container.server()
+    assert graph.server.config.app is container.app()

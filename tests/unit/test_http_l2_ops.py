@@ -121,7 +121,7 @@ def _services(adapters: list[FakeL2Adapter], events: RecordingEventSink) -> Http
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     return HttpServices(
-        settings=HttpSettings("id", 256, "blake3", "LRU", "auto"),
+        settings=HttpSettings("id", 256, "blake3", "LRU", "auto", False, ()),
         engine=None,  # type: ignore[arg-type]
         quotas=None,  # type: ignore[arg-type]
         supervisor=None,  # type: ignore[arg-type]

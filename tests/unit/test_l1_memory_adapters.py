@@ -11,7 +11,9 @@ from lmcache.adapters.memory.anonymous import AnonymousL1Memory
 from lmcache.adapters.memory.devdax import DevdaxL1Memory
 from lmcache.adapters.memory.gds import GdsL1Memory, cufile_problem
 from lmcache.adapters.memory.shm import SHM_PREFIX, ShmL1Memory, shm_pool_name
-from lmcache.app.l1_medium import open_l1_memory
+from lmcache.app.container import ServerContainer
+from lmcache.app.l1_medium import l1_medium
+from tests.unit.config_helpers import server
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -105,33 +107,39 @@ def test_shm_names() -> None:
         shm_pool_name("")
 
 
-def test_factory_chooses_the_medium(tmp_path: Path) -> None:
-    picks = [
-        open_l1_memory(SIZE),
-        open_l1_memory(SIZE, want_shm_pool=True, shm_name="factory_test"),
-        open_l1_memory(SIZE, want_shm_pool=True, shm_name=""),
-        open_l1_memory(SIZE, want_shm_pool=True, shm_name="x", shm_dir=str(tmp_path / "nope")),
-        open_l1_memory(SIZE, devdax_path=str(tmp_path / "d.bin"), want_shm_pool=True),
-    ]
-    try:
-        assert [type(m).__name__ for m in picks] == [
-            "AnonymousL1Memory",
-            "ShmL1Memory",
-            "AnonymousL1Memory",
-            "AnonymousL1Memory",
-            "DevdaxL1Memory",
-        ]
-    finally:
-        for m in picks:
-            m.close()
+def test_the_medium_follows_the_flags(tmp_path: Path) -> None:
+    assert l1_medium(SIZE) == "anonymous"
+    assert l1_medium(SIZE, want_shm_pool=True, shm_name="factory_test") == "shm"
+    assert l1_medium(SIZE, want_shm_pool=True, shm_name="") == "anonymous"
+    assert l1_medium(SIZE, want_shm_pool=True, shm_name="x", shm_dir=str(tmp_path / "nope")) == "anonymous"
+    assert l1_medium(SIZE, devdax_path=tmp_path / "d.bin", want_shm_pool=True) == "devdax"
+    assert l1_medium(SIZE, gds_path=tmp_path, devdax_path=tmp_path / "d.bin") == "gds"
+
+
+def test_the_container_builds_the_chosen_medium(tmp_path: Path) -> None:
+    cases = {
+        ("--supported-transfer-mode", "lmcache_driven"): "AnonymousL1Memory",
+        ("--shm-name", "factory_test"): "ShmL1Memory",
+        ("--shm-name", ""): "AnonymousL1Memory",
+        ("--l1-devdax-path", str(tmp_path / "d.bin"), "--shm-name", "", "--no-l1-use-lazy"): "DevdaxL1Memory",
+    }
+    for argv, cls in cases.items():
+        container = ServerContainer(config=server(["--l1-size-gb", "0.001", *argv]))
+        memory = container.l1_memory()
+        try:
+            assert type(memory).__name__ == cls
+            assert container.l1_memory() is memory  # one medium, however often it is asked for
+        finally:
+            memory.close()
 
 
 @pytest.mark.skipif(cufile_problem() is None, reason="cuFile stack present: the error path cannot run")
 def test_gds_without_cufile_fails_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(L1MemoryError, match=r"--gds-l1-path .*GDS L1 cannot start"):
         GdsL1Memory(tmp_path, SIZE)
+    container = ServerContainer(config=server(["--gds-l1-path", str(tmp_path)]))
     with pytest.raises(L1MemoryError, match="--gds-l1-path"):
-        open_l1_memory(SIZE, gds_path=str(tmp_path))
+        container.l1_memory()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

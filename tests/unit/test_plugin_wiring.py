@@ -10,7 +10,7 @@ import pytest
 
 from lmcache.app.config import ConfigError
 from lmcache.app.container import ServerContainer
-from lmcache.app.plugin_wiring import build_plugin_supervisor, discover_plugins, plugin_environment
+from lmcache.app.plugin_wiring import discover_plugins, plugin_environment
 from tests.unit.config_helpers import server
 
 if TYPE_CHECKING:
@@ -88,14 +88,14 @@ def test_the_environment_carries_the_config_and_the_extra_config(tmp_path: Path)
 
 
 def test_no_locations_no_supervisor_and_the_container_checks_at_start_up(tmp_path: Path) -> None:
-    assert build_plugin_supervisor(server()) is None
+    assert ServerContainer(config=server()).plugins() is None
     f = _files(tmp_path)
     container = ServerContainer(config=server(["--runtime-plugin-locations", str(f["py"]), str(f["txt"])]))
     with pytest.raises(ConfigError, match=r"README\.md"):
         container.plugins()
-    supervisor = build_plugin_supervisor(
-        server(["--runtime-plugin-locations", str(f["py"]), "--runtime-plugin-max-restarts", "2"])
-    )
+    supervisor = ServerContainer(
+        config=server(["--runtime-plugin-locations", str(f["py"]), "--runtime-plugin-max-restarts", "2"])
+    ).plugins()
     assert supervisor is not None and supervisor.max_restarts == 2
     assert supervisor.status() == [
         {

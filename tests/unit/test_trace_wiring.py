@@ -37,7 +37,6 @@ NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 def test_without_tracing_the_plain_engine_is_built() -> None:
     container = ServerContainer(config=server())
-    runtime_extras.prepare(container)
     assert container.trace_recorder() is None and container.plugins() is None
     assert type(container.l1()) is L1Manager
     assert type(container.eviction_loop()) is EvictionLoop
@@ -54,7 +53,6 @@ def test_tracing_swaps_in_the_traced_engine_with_the_same_dependencies(tmp_path:
             ["--trace-level", "storage", "--trace-output", str(out), "--eviction-policy", "IsolatedLRU"]
         )
     )
-    runtime_extras.prepare(container)
     l1 = container.l1()
     assert isinstance(l1, TracedL1Manager) and l1.arena is container.arena()
     assert l1.write_ttl_s == 600 and l1.read_ttl_s == 300
@@ -70,9 +68,9 @@ def test_tracing_swaps_in_the_traced_engine_with_the_same_dependencies(tmp_path:
     assert isinstance(quotas, TracedQuotaTable) and container.eviction_policy()._quotas is quotas
     recorder = container.trace_recorder()
     assert recorder is not None and recorder.base == out and not out.exists()  # created by start_trace
-    runtime_extras.start_trace(container)
+    runtime_extras.start_trace(container.trace_recorder())
     l1.reserve([], 1)
-    runtime_extras.close_trace(container)
+    runtime_extras.close_trace(container.trace_recorder())
     assert out.exists()
     container.l1_memory().close()
 
@@ -92,10 +90,10 @@ def test_trace_output_rules(tmp_path: Path) -> None:
 def test_a_trace_file_that_appears_before_start_fails_start_up_naming_the_flag(tmp_path: Path) -> None:
     out = tmp_path / "t.lct"
     container = ServerContainer(config=server(["--trace-level", "storage", "--trace-output", str(out)]))
-    runtime_extras.prepare(container)
+    container.trace_recorder()  # built (its path checked) before the server starts
     out.write_bytes(b"someone else's")  # created between the check and the start: never overwritten
     with pytest.raises(ConfigError, match=r"--trace-output: cannot create .*t.lct"):
-        runtime_extras.start_trace(container)
+        runtime_extras.start_trace(container.trace_recorder())
     assert out.read_bytes() == b"someone else's"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from dependency_injector import providers
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -12,12 +13,18 @@ from lmcache.adapters.telemetry.event_bus import EventBus
 from lmcache.adapters.telemetry.server_metrics import ServerMetrics
 from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
 from lmcache.app.config import ConfigError
-from lmcache.app.telemetry import build_event_bus, build_telemetry
+from lmcache.app.container import ServerContainer
 from lmcache.domain.events import L1Read, LookupPerformed, TransferCompleted, TransferKind
 from tests.unit.config_helpers import server
 
 TRACING = ["--enable-tracing", "--otlp-endpoint", "http://127.0.0.1:4317", "--instance-id", "node-9"]
 OFF = ServerMetrics(False, 0.0, 256)
+
+
+def _container(argv: list[str]) -> ServerContainer:
+    container = ServerContainer(config=server(argv))
+    container.metrics.override(providers.Object(OFF))
+    return container
 
 
 def test_spans_for_store_retrieve_and_lookup() -> None:
@@ -51,16 +58,15 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
     with pytest.raises(TracingUnavailable, match=r"pip install 'lmcache\[otel\]'"):
         SpanExporterSubscriber.for_endpoint("x", "http://127.0.0.1:4317")
-    config = server(TRACING)
     with pytest.raises(ConfigError, match=r"--enable-tracing needs the optional package .*lmcache\[otel\]"):
-        build_telemetry(config, build_event_bus(config.observability), OFF)
+        _container(TRACING).telemetry()
 
 
 def test_tracing_subscriber_is_wired_from_the_flags() -> None:
-    config = server(TRACING)
-    bus = build_event_bus(config.observability)
+    container = _container(TRACING)
+    bus = container.event_bus()
     assert bus is not None
-    telemetry = build_telemetry(config, bus, OFF)
+    telemetry = container.telemetry()
     assert [s.name for s in bus.subscribers] == ["logging", "tracing"]
     tracer = bus.subscribers[1]
     assert isinstance(tracer, SpanExporterSubscriber)

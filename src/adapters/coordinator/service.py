@@ -1,6 +1,7 @@
 """The running coordinator: fleet state, metrics, server client and supervised loops.
 
-The Litestar app's start-up and shutdown hooks call `start` and `stop`.
+The Litestar app's start-up and shutdown hooks call `start` and `stop`. The parts are built by the
+coordinator's composition root (`app/coordinator_container.py`) and handed in: this class only runs them.
 
 Start-up order: load the checkpoint (a corrupt one fails the start), then start the loops (health,
 eviction, checkpoint on their intervals; resync once). Shutdown: stop the loops, write a last checkpoint,
@@ -14,18 +15,15 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.coordinator.checkpoint import JsonCheckpointFile
-from lmcache.adapters.coordinator.loops import FleetLoops
-from lmcache.adapters.coordinator.metrics import CoordinatorMetrics
-from lmcache.adapters.coordinator.servers import HttpFleetServers
-from lmcache.domain.fleet_state import FleetState
-from lmcache.domain.supervisor import Supervisor
-
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from lmcache.adapters.coordinator.loops import FleetLoops
+    from lmcache.adapters.coordinator.metrics import CoordinatorMetrics
+    from lmcache.adapters.coordinator.servers import HttpFleetServers
     from lmcache.adapters.coordinator.settings import CoordinatorSettings
-    from lmcache.ports.clock import Clock
+    from lmcache.domain.fleet_state import FleetState
+    from lmcache.domain.supervisor import Supervisor
 
 __all__ = ("CoordinatorService",)
 
@@ -36,20 +34,30 @@ class CoordinatorService:
     """Everything one coordinator process runs.
 
     Args:
-        settings: Plain configuration values.
-        clock: Monotonic clock for heartbeat expiry and loop health.
+        settings: Plain configuration values (the loops' intervals, the checkpoint path).
+        state: The fleet's registry, directory and quotas.
+        metrics: The coordinator's metrics over `state`.
+        servers: The client that calls the fleet's servers back.
+        loops: The health, eviction, checkpoint and resync steps.
+        supervisor: Runs the loops and reports their health.
     """
 
-    def __init__(self, settings: CoordinatorSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        *,
+        state: FleetState,
+        metrics: CoordinatorMetrics,
+        servers: HttpFleetServers,
+        loops: FleetLoops,
+        supervisor: Supervisor,
+    ) -> None:
         self.settings = settings
-        self.state = FleetState(
-            clock, settings.instance_timeout, settings.blend_chunk_size, settings.blend_probe_stride
-        )
-        self.metrics = CoordinatorMetrics(self.state)
-        self.servers = HttpFleetServers(settings.server_timeout, settings.server_auth_token)
-        checkpoint = JsonCheckpointFile(settings.checkpoint_path) if settings.checkpoint_path else None
-        self.loops = FleetLoops(self.state, self.servers, self.metrics, settings, checkpoint)
-        self.supervisor = Supervisor(clock)
+        self.state = state
+        self.metrics = metrics
+        self.servers = servers
+        self.loops = loops
+        self.supervisor = supervisor
         self.prefetches: dict[tuple[str, str], dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False

@@ -25,7 +25,7 @@ _NO_BLOCK_AXIS = (KVFormat.FUSED_NHD, KVFormat.FUSED_HND)
 
 
 def _registered(services: HttpServices, instance_id: int) -> tuple[RegisteredLayout, Sequence[Any]]:
-    if services.settings.transfer_mode == "engine_driven":
+    if services.settings.supported_transfer_mode == "engine_driven":
         raise http_error(
             501, "checksums need the lmcache-driven path (--supported-transfer-mode lmcache_driven or auto)"
         )

@@ -53,25 +53,20 @@ class L1MemoryInfo(Protocol):
 class HttpSettings:
     """The configuration values the routes report or obey.
 
-    Attributes:
-        instance_id: `--instance-id`.
-        chunk_size: `--chunk-size`.
-        hash_algorithm: `--hash-algorithm`.
-        eviction_policy: `--eviction-policy`.
-        transfer_mode: `--supported-transfer-mode`.
-        enable_run_script: Whether `POST /run_script` runs scripts (`--enable-run-script`).
-        script_allowed_imports: Modules scripts may import (`--script-allowed-imports`).
-        run_script_timeout_s: How long a script may run.
+    Every field but `run_script_timeout_s` is the server config field of the same name (`--instance-id`,
+    `--chunk-size`, `--hash-algorithm`, `--eviction-policy`, `--supported-transfer-mode`,
+    `--enable-run-script`, `--script-allowed-imports`): its default, bounds and help live on the config
+    model only, and the composition root copies the values over by name (`app/plain_settings.py`).
     """
 
     instance_id: str
     chunk_size: int
     hash_algorithm: str
     eviction_policy: str
-    transfer_mode: str
-    enable_run_script: bool = False
-    script_allowed_imports: tuple[str, ...] = ()
-    run_script_timeout_s: float = 10.0
+    supported_transfer_mode: str
+    enable_run_script: bool
+    script_allowed_imports: tuple[str, ...]
+    run_script_timeout_s: float = 10.0  # how long a posted script may run; not a flag
 
 
 class HttpServices:

@@ -173,7 +173,7 @@ def _document(services: HttpServices, usages: list[Any]) -> dict[str, Any]:
         "version": services.version,
         "chunk_size": settings.chunk_size,
         "hash_algorithm": settings.hash_algorithm,
-        "supported_transfer_mode": settings.transfer_mode,
+        "supported_transfer_mode": settings.supported_transfer_mode,
         "active_sessions": len(engine.sessions),
         "registered_gpu_ids": [int(i) for i in meta],
         "failed_registrations": {str(k): v for k, v in engine.workers.failed.items()},

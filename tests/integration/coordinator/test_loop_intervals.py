@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from dependency_injector import providers
 
-from lmcache.adapters.coordinator.service import CoordinatorService
 from lmcache.app.config import CoordinatorConfig
-from lmcache.app.coordinator_container import settings_from_config
+from lmcache.app.coordinator_container import CoordinatorContainer, settings_from_config
 from tests.fakes.clock import FakeClock
 from tests.integration.coordinator.conftest import encode, free_port, make_key, wait_until
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from lmcache.adapters.coordinator.service import CoordinatorService
     from lmcache.adapters.coordinator.settings import CoordinatorSettings
     from tests.integration.coordinator.conftest import CoordinatorProcess
 
@@ -51,6 +52,15 @@ async def run_until_witnessed(runtime: CoordinatorService, done: Callable[[], bo
         await runtime.stop()
 
 
+def service(settings: CoordinatorSettings, clock: FakeClock) -> CoordinatorService:
+    """The real service, built by the composition root over these settings and clock."""
+    container = CoordinatorContainer(config=CoordinatorConfig())
+    container.settings.override(providers.Object(settings))
+    container.clock.override(providers.Object(clock))
+    runtime: CoordinatorService = container.runtime()
+    return runtime
+
+
 def settings(tmp_path: Path, health: float, eviction: float) -> CoordinatorSettings:
     config = CoordinatorConfig(
         instance_timeout=1.0,
@@ -68,7 +78,7 @@ async def test_a_health_check_interval_of_0_disables_the_health_sweep(
     tmp_path: Path, interval: float
 ) -> None:
     clock = FakeClock()
-    runtime = CoordinatorService(settings(tmp_path, health=interval, eviction=0), clock)
+    runtime = service(settings(tmp_path, health=interval, eviction=0), clock)
     runtime.state.register("stale", "127.0.0.1", free_port())
     clock.advance(60)  # far past --instance-timeout: any sweep drops it
 
@@ -89,7 +99,7 @@ async def test_a_health_check_interval_of_0_disables_the_health_sweep(
 async def test_an_eviction_check_interval_of_0_disables_fleet_eviction(
     tmp_path: Path, interval: float
 ) -> None:
-    runtime = CoordinatorService(settings(tmp_path, health=0, eviction=interval), FakeClock())
+    runtime = service(settings(tmp_path, health=0, eviction=interval), FakeClock())
     # A live server that refuses connections: every eviction attempt is a counted failure.
     runtime.state.register("srv", "127.0.0.1", free_port())
     keys = [make_key(i, "t") for i in range(10)]

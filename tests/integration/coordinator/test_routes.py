@@ -12,11 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from litestar.testing import TestClient
 
-from lmcache.adapters.coordinator.app import build_coordinator_app
-from lmcache.adapters.coordinator.service import CoordinatorService
-from lmcache.adapters.system_clock import SystemClock
 from lmcache.app.config import CoordinatorConfig
-from lmcache.app.coordinator_container import settings_from_config
+from lmcache.app.coordinator_container import CoordinatorContainer
 from tests.integration.coordinator.conftest import encode, make_key
 
 if TYPE_CHECKING:
@@ -27,15 +24,13 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def client() -> Iterator[TestClient[Any]]:
-    settings = settings_from_config(
-        CoordinatorConfig(
-            enable_startup_resync=False,
-            health_check_interval=0,
-            eviction_check_interval=0,
-            blend_chunk_size=4,
-        )
+    config = CoordinatorConfig(
+        enable_startup_resync=False,
+        health_check_interval=0,
+        eviction_check_interval=0,
+        blend_chunk_size=4,
     )
-    with TestClient(build_coordinator_app(CoordinatorService(settings, SystemClock()))) as c:
+    with TestClient(CoordinatorContainer(config=config).app()) as c:
         yield c
 
 

@@ -39,7 +39,7 @@ def served() -> Iterator[tuple[str, Supervisor, Flaky, dict[str, Any]]]:
     supervisor.add("eviction", flaky.step, 1.0)
     engine_state: dict[str, Any] = {"problem": None}
     services = HttpServices(
-        settings=HttpSettings("id", 256, "blake3", "LRU", "auto"),
+        settings=HttpSettings("id", 256, "blake3", "LRU", "auto", False, ()),
         engine=None,  # type: ignore[arg-type]
         quotas=None,  # type: ignore[arg-type]
         supervisor=supervisor,
@@ -96,7 +96,7 @@ def test_a_second_frontend_on_a_taken_port_fails_to_start(
 
 def _bare_services() -> HttpServices:
     return HttpServices(
-        settings=HttpSettings("id", 256, "blake3", "LRU", "auto"),
+        settings=HttpSettings("id", 256, "blake3", "LRU", "auto", False, ()),
         engine=None,  # type: ignore[arg-type]
         quotas=None,  # type: ignore[arg-type]
         supervisor=Supervisor(FakeClock()),

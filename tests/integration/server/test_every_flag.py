@@ -102,9 +102,7 @@ def started(argv: list[str]) -> Iterator[Probe]:
     error = None
     try:
         try:
-            container.l2_adapters()
-            container.l1_memory()  # as `lmcache server` does before the runtime
-            runtime = ServerRuntime(container)
+            runtime = ServerRuntime(container.graph())  # as `lmcache server` builds it
             runtime.start()
         except (ConfigError, L1MemoryError) as exc:
             error, runtime = str(exc), None
