@@ -3,7 +3,8 @@
 `PinnedReads`: `is_locked` and `unlock` over the adapter's local read pins (`_locks`, a LockTable taken by
 `lookup_and_lock`). `CountedLoads`: `load` and `load_sized` over the adapter's one `_load(keys, buffers,
 exact)`, which returns per-key outcomes (see _load_outcomes.py); they are counted here once, and damage
-is logged under the adapter's `kind`.
+is logged under the adapter's `kind`. `SizedLoads`: the same pair over a `_load` that counts its own
+outcomes and returns payload sizes (None for a miss).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from lmcache.adapters.storage._load_outcomes import Outcome
     from lmcache.domain.keys import ObjectKey
 
-__all__ = ("CountedLoads", "PinnedReads")
+__all__ = ("CountedLoads", "PinnedReads", "SizedLoads")
 
 
 class PinnedReads:
@@ -61,3 +62,21 @@ class CountedLoads:
 
     def _tally(self, keys: Sequence[ObjectKey], outcomes: Sequence[Outcome]) -> list[bool]:
         return tally_loads(self.counters, keys, outcomes, logging.getLogger(type(self).__module__), self.kind)
+
+
+class SizedLoads:
+    """`load` and `load_sized` of an adapter whose `_load(keys, buffers, exact)` returns payload sizes."""
+
+    if TYPE_CHECKING:
+
+        async def _load(
+            self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
+        ) -> list[int | None]: ...
+
+    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
+        """Copy each object's verified payload into its buffer (exact sizes); a damaged object is a miss."""
+        return [size is not None for size in await self._load(keys, buffers, True)]
+
+    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
+        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
+        return await self._load(keys, buffers, False)

@@ -112,3 +112,18 @@ def usage_by_salt(sizes: Iterable[tuple[ObjectKey, int]]) -> tuple[int, int, dic
 def empty_page() -> KeyPage:
     """A page with no keys and no continuation."""
     return KeyPage((), None)
+
+
+def record_stores(
+    counters: AdapterCounters, keys: Sequence[ObjectKey], out: list[bool], stored: set[ObjectKey] | None
+) -> list[bool]:
+    """Count a batch's stores and failures; returns `out`.
+
+    `stored`, when given, collects the stored keys: this run's objects, deleted at close by an adapter
+    that does not persist them.
+    """
+    counters.stores += sum(out)
+    counters.store_failures += len(out) - sum(out)
+    if stored is not None:
+        stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
+    return out

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import SizedLoads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ("SlotL2Base",)
 
 
-class SlotL2Base:
+class SlotL2Base(SizedLoads):
     """The port over fixed slots; see the module docstring."""
 
     kind = "slot"
@@ -151,17 +152,10 @@ class SlotL2Base:
         """Answer from the index; pin the hits."""
         return self._locks.lock(keys, [key in self._index for key in keys])
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Read and verify each object into its buffer; a damaged slot is dropped and freed."""
-        return [size is not None for size in await self._load(keys, buffers, True)]
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload read to the start of a buffer at least as large; returns the sizes."""
-        return await self._load(keys, buffers, False)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
+        """Read and verify each object into its buffer; a damaged slot is dropped and freed."""
         if self._inflight.closing:
             return [None] * len(keys)
         async with self._inflight.track():

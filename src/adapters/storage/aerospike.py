@@ -26,6 +26,7 @@ from lmcache.adapters.storage._adapter_state import (
     InFlight,
     LockTable,
     page_of,
+    record_stores,
     usage_by_salt,
 )
 from lmcache.adapters.storage._load_outcomes import (
@@ -194,11 +195,7 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
                 if isinstance(result, BaseException):
                     self._error("store", result)
                 out.append(result is True)
-            self.counters.stores += sum(out)
-            self.counters.store_failures += len(out) - sum(out)
-            if not self.persist:
-                self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
-            return out
+            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """exists() of each first record; pin the hits."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from lmcache.adapters.storage import _fs_io
-from lmcache.adapters.storage._adapter_mixins import PinnedReads
+from lmcache.adapters.storage._adapter_mixins import PinnedReads, SizedLoads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -82,7 +82,7 @@ class _Quarantined(Exception):
         self.where = where
 
 
-class FsL2Adapter(PinnedReads):
+class FsL2Adapter(PinnedReads, SizedLoads):
     """File-system L2 tier; see the module docstring for layout and recovery."""
 
     def __init__(
@@ -237,17 +237,10 @@ class FsL2Adapter(PinnedReads):
         for key in keys:
             self._absent[key] = until
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
-        return [size is not None for size in await self._load(keys, buffers, True)]
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload read to the start of a buffer at least as large; returns the sizes."""
-        return await self._load(keys, buffers, False)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
+        """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
         if self._inflight.closing:
             return [None] * len(keys)
         async with self._inflight.track():

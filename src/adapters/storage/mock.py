@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import PinnedReads
+from lmcache.adapters.storage._adapter_mixins import PinnedReads, SizedLoads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _BURST_SECONDS = 0.01  # the bucket holds 10 ms worth of bandwidth
 
 
-class MockL2Adapter(PinnedReads):
+class MockL2Adapter(PinnedReads, SizedLoads):
     """In-memory L2 tier with simulated bandwidth.
 
     `objects` maps each key to its stored bytes (header + payload); tests may tamper with it.
@@ -100,17 +100,10 @@ class MockL2Adapter(PinnedReads):
         """Report and pin present keys."""
         return self._locks.lock(keys, [key in self.objects for key in keys])
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Copy verified payloads into the buffers after the simulated transfer time."""
-        return [size is not None for size in await self._load(keys, buffers, True)]
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
-        return await self._load(keys, buffers, False)
-
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
+        """Copy verified payloads into the buffers after the simulated transfer time."""
         if self._inflight.closing:
             return [None] * len(keys)
         async with self._inflight.track():

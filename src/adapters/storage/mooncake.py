@@ -50,6 +50,7 @@ from lmcache.adapters.storage._adapter_state import (
     InFlight,
     LockTable,
     page_of,
+    record_stores,
     usage_by_salt,
 )
 from lmcache.adapters.storage._load_outcomes import Outcome, loaded, sizes_of
@@ -206,11 +207,7 @@ class MooncakeL2Adapter(PinnedReads):
             out = [code == 0 for code in codes]
             if any(code not in (0, -1) and code < 0 for code in codes):
                 self._error("store", f"codes {sorted(set(codes))}")
-            self.counters.stores += sum(out)
-            self.counters.store_failures += len(out) - sum(out)
-            if not self.persist:
-                self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
-            return out
+            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_is_exist; keys deleted but not yet removed (leased) are misses; pin the hits."""

@@ -14,7 +14,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_state import AdapterCounters
+from lmcache.adapters.storage._adapter_state import AdapterCounters, record_stores
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 
@@ -91,9 +91,7 @@ class PluginL2Adapter:
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Delegate; a raising plugin is a failed store."""
         out = await self._per_key("store", keys, buffers)
-        self.counters.stores += sum(out)
-        self.counters.store_failures += len(out) - sum(out)
-        return out
+        return record_stores(self.counters, keys, out, None)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Delegate; a raising plugin is an all-miss."""

@@ -29,7 +29,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
+from lmcache.adapters.storage._adapter_state import (
+    AdapterCounters,
+    InFlight,
+    LockTable,
+    record_stores,
+    usage_by_salt,
+)
 from lmcache.adapters.storage._load_outcomes import (
     Outcome,
     damaged_keys,
@@ -180,11 +186,7 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
                         out[i] = ok
             except _ERRORS as exc:
                 self._error("store", exc)
-            self.counters.stores += sum(out)
-            self.counters.store_failures += len(out) - sum(out)
-            if not self.persist:
-                self._stored.update(k for k, ok in zip(keys, out, strict=True) if ok)
-            return out
+            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
 
     @staticmethod
     async def _set_all(
