@@ -193,18 +193,18 @@ class L1Index:
         removed: list[tuple[ObjectKey, int]] = []
         freed: list[tuple[int, int]] = []
         salts = self._salt_bytes
-        entries, policy = self._entries, self.policy
+        entries, forget = self._entries, self.policy.remove
         for key in keys:
-            entry = entries[key]
-            if retire_held and self._held(key, entry):
-                removed.append((key, self._retire(key, entry)))
+            if retire_held and self._held(key, entries[key]):
+                removed.append((key, self._retire(key, entries[key])))
                 continue
-            del entries[key]
+            entry = entries.pop(key)
             if entry.state & 1:
-                policy.remove(key)
-            freed.append((entry.offset, entry.size))
-            salts[key.cache_salt] -= entry.size
-            removed.append((key, entry.size))
+                forget(key)
+            size = entry.size
+            freed.append((entry.offset, size))
+            salts[key.cache_salt] -= size
+            removed.append((key, size))
         if freed:
             self.arena.free_many(freed)
             for salt in {key.cache_salt for key, _ in removed}:
