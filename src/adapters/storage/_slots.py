@@ -11,6 +11,7 @@ a reader pinned returns to the free stack only at `unlock`, so it is not rewritt
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ("SlotL2Base",)
 
 
-class SlotL2Base(SizedLoads):
+class SlotL2Base(SizedLoads, ABC):
     """The port over fixed slots; see the module docstring."""
 
     kind = "slot"
@@ -70,15 +71,17 @@ class SlotL2Base(SizedLoads):
         self._write_object(slot, header, payload)
         return len(header) + payload.nbytes
 
+    @abstractmethod
     def _write_object(self, slot: int, header: bytes, payload: memoryview) -> None:
-        raise NotImplementedError  # pragma: no cover - every subclass implements it or _write_slot
+        """Write an encoded header and its payload at the start of `slot`, durably (the medium's way)."""
 
+    @abstractmethod
     def _read_slot(self, slot: int, size: int, key: ObjectKey, dest: memoryview, exact: bool) -> int:
         """Read and verify a slot's object into (the start of) `dest`; returns the payload size."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abstractmethod
     def _invalidate_slot(self, slot: int) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Make `slot` read as empty, so a restart does not index it again."""
 
     # -- index ---------------------------------------------------------------------------------------
     def adopt(self, entries: Sequence[tuple[ObjectKey, int, int]]) -> None:
