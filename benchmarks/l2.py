@@ -42,92 +42,19 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from lmcache.adapters.storage.fs import IO_THREADS
-from lmcache.app.bench_l2 import OpStats, bench, run_phase
-from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration.l2.servers import S3_CREDS, MooncakeCluster, RedisClusterServers, RedisServer, S3Server
+from tests.integration.l2.servers import S3_CREDS, RedisServer, S3Server
 
-
-def _mbps(stats: OpStats) -> float:
-    return stats.nbytes / stats.wall_s / 1e6 if stats.wall_s else 0.0
-
-
-def drop_cache(directory: Path) -> None:
-    """Evict a directory's files from the page cache, so the next reads come from the disk."""
-    for path in directory.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
-
-
-async def _adapter_round(adapter: Any, args: argparse.Namespace) -> tuple[float, float]:
-    ns = argparse.Namespace(
-        num_keys=args.num_keys, data_size_kb=args.size_mb * 1024, in_flight=args.in_flight, rounds=1
-    )
-    base = getattr(adapter, "base", None)
-    cold = (lambda: drop_cache(base)) if args.cold and base is not None else None
-    stats = await bench(adapter, ns, cold)
-    return _mbps(stats["store"]), _mbps(stats["load"])
-
-
-async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """Alternate adapter and raw rounds (disks and shared servers drift); medians of the per-round rates."""
-    adapter = build_l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)[0]
-    ours, raw = [], []
-    try:
-        for i in range(args.rounds):
-            if i % 2:
-                raw.append(await raw_round())
-                ours.append(await _adapter_round(adapter, args))
-            else:
-                ours.append(await _adapter_round(adapter, args))
-                raw.append(await raw_round())
-    finally:
-        await adapter.close()
-
-    def med(rows: list[tuple[float, float]]) -> tuple[float, float]:
-        return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-
-    def paired(op: int) -> float:
-        return statistics.median(o[op] / r[op] for o, r in zip(ours, raw, strict=True) if r[op])
-
-    return med(ours), med(raw), (paired(0), paired(1))
-
-
-async def _raw(args: argparse.Namespace, put: Any, get: Any, cold: Path | None = None) -> tuple[float, float]:
-    size = args.size_mb << 20
-    store, load = OpStats(), OpStats()
-    for _ in range(1):
-        names = [uuid.uuid4().hex for _ in range(args.num_keys)]
-        data = [os.urandom(size) for _ in names]
-        puts = [_bind(put, n, d) for n, d in zip(names, data, strict=True)]
-        await run_phase(puts, args.in_flight, size, store)
-        if cold is not None:
-            drop_cache(cold)
-        await run_phase([_bind(get, n, size, i) for i, n in enumerate(names)], args.in_flight, size, load)
-    return _mbps(store), _mbps(load)
-
-
-def _bind(fn: Any, *a: Any) -> Any:
-    async def call() -> bool:
-        await fn(*a)
-        return True
-
-    return call
+from l2_backends import NEW_BACKENDS
+from l2_rounds import compare, print_row, raw_phases
 
 
 async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
@@ -155,7 +82,7 @@ async def raw_fs(directory: Path, args: argparse.Namespace, spec: dict[str, Any]
         await loop.run_in_executor(pool, read, name, size, index)
 
     try:
-        return await compare(spec, lambda: _raw(args, put, get, directory if args.cold else None), args)
+        return await compare(spec, lambda: raw_phases(args, put, get, directory if args.cold else None), args)
     finally:
         pool.shutdown()
 
@@ -172,7 +99,7 @@ async def raw_resp(host: str, port: int, args: argparse.Namespace, spec: dict[st
         assert len(await client.get("raw:" + name)) == size
 
     async def raw_round() -> tuple[float, float]:
-        result = await _raw(args, put, get)
+        result = await raw_phases(args, put, get)
         await client.delete(*[k async for k in client.scan_iter("raw:*")])
         return result
 
@@ -198,254 +125,7 @@ async def raw_s3(endpoint_url: str, bucket: str, args: argparse.Namespace, spec:
             async with reply["Body"] as stream:
                 assert len(await stream.read()) == size
 
-        return await compare(spec, lambda: _raw(args, put, get), args)
-
-
-async def raw_mooncake(cluster: MooncakeCluster, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    import numpy as np
-    from mooncake.store import MooncakeDistributedStore
-
-    client = MooncakeDistributedStore()
-    assert client.setup("127.0.0.1", cluster.metadata, 0, 16 << 20, "tcp", "", cluster.master) == 0
-    size = args.size_mb << 20
-    outs = [np.zeros(size, np.uint8) for _ in range(args.num_keys)]
-    for out in outs:
-        client.register_buffer(out.ctypes.data, size)
-    pool = ThreadPoolExecutor(4)
-    loop = asyncio.get_running_loop()
-    keep: dict[str, Any] = {}
-
-    async def put(name: str, data: bytes) -> None:
-        arr = keep[name] = np.frombuffer(data, np.uint8)
-        client.register_buffer(arr.ctypes.data, size)
-        assert await loop.run_in_executor(pool, client.put_from, "raw:" + name, arr.ctypes.data, size) == 0
-
-    async def get(name: str, size: int, index: int) -> None:
-        got = await loop.run_in_executor(pool, client.get_into, "raw:" + name, outs[index].ctypes.data, size)
-        assert got == size
-
-    async def raw_round() -> tuple[float, float]:
-        result = await _raw(args, put, get)
-        for name, arr in keep.items():
-            client.unregister_buffer(arr.ctypes.data)
-            client.remove("raw:" + name, True)
-        keep.clear()
-        return result
-
-    try:
-        return await compare(spec, raw_round, args)
-    finally:
-        pool.shutdown()
-        client.close()
-
-
-async def raw_cluster(port: int, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    from redis.asyncio.cluster import RedisCluster
-
-    client = RedisCluster(host="127.0.0.1", port=port)
-
-    async def put(name: str, data: bytes) -> None:
-        await client.set("raw:" + name, data)
-
-    async def get(name: str, size: int, _index: int) -> None:
-        assert len(await client.get("raw:" + name)) == size
-
-    try:
-        return await compare(spec, lambda: _raw(args, put, get), args)
-    finally:
-        await client.aclose()
-
-
-async def raw_block(path: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    import mmap
-
-    size = args.size_mb << 20
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
-    os.ftruncate(fd, (args.num_keys + 1) * (size + 4096))
-    pool = ThreadPoolExecutor(4)
-    loop = asyncio.get_running_loop()
-    slots: dict[str, int] = {}
-    outs = [mmap.mmap(-1, size) for _ in range(args.num_keys)]
-
-    local = threading.local()
-
-    def write(name: str, data: bytes) -> None:
-        if not hasattr(local, "buf"):
-            local.buf = mmap.mmap(-1, size)  # per thread, reused: no page faults per write
-        buf = local.buf
-        buf[:] = data  # O_DIRECT needs an aligned buffer: one copy, as in the adapter
-        os.pwrite(fd, buf, slots.setdefault(name, len(slots)) * (size + 4096))
-
-    async def put(name: str, data: bytes) -> None:
-        await loop.run_in_executor(pool, write, name, data)
-
-    async def get(name: str, size: int, index: int) -> None:
-        assert (
-            await loop.run_in_executor(pool, os.preadv, fd, [outs[index]], slots[name] * (size + 4096))
-            == size
-        )
-
-    async def raw_round() -> tuple[float, float]:
-        slots.clear()
-        return await _raw(args, put, get)
-
-    try:
-        return await compare(spec, raw_round, args)
-    finally:
-        pool.shutdown()
-        os.close(fd)
-
-
-async def raw_dax(path: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    import mmap
-
-    import numpy as np
-
-    size = args.size_mb << 20
-    total = args.num_keys * size
-    with path.open("wb") as f:
-        f.truncate(total)
-    fd = os.open(path, os.O_RDWR)
-    region = mmap.mmap(fd, total, flags=mmap.MAP_SHARED)
-    arena = np.frombuffer(region, np.uint8)
-    outs = [np.zeros(size, np.uint8) for _ in range(args.num_keys)]
-    slots: dict[str, int] = {}
-    pool = ThreadPoolExecutor(4)
-    loop = asyncio.get_running_loop()
-
-    def write(name: str, data: bytes) -> None:
-        start = slots.setdefault(name, len(slots)) * size
-        np.copyto(arena[start : start + size], np.frombuffer(data, np.uint8))
-        region.flush(start, size)
-
-    def read(name: str, index: int) -> None:
-        start = slots[name] * size
-        np.copyto(outs[index], arena[start : start + size])
-
-    async def put(name: str, data: bytes) -> None:
-        await loop.run_in_executor(pool, write, name, data)
-
-    async def get(name: str, _size: int, index: int) -> None:
-        await loop.run_in_executor(pool, read, name, index)
-
-    async def raw_round() -> tuple[float, float]:
-        slots.clear()
-        return await _raw(args, put, get)
-
-    try:
-        return await compare(spec, raw_round, args)
-    finally:
-        pool.shutdown()
-        os.close(fd)
-
-
-async def raw_direct(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    """fs_native's baseline: one file per object written and read with O_DIRECT, aligned buffers."""
-    import mmap
-
-    size = args.size_mb << 20
-    pool = ThreadPoolExecutor(IO_THREADS)
-    loop = asyncio.get_running_loop()
-    local = threading.local()
-    outs = [mmap.mmap(-1, size) for _ in range(args.num_keys)]
-
-    def write(name: str, data: bytes) -> None:
-        if not hasattr(local, "buf"):
-            local.buf = mmap.mmap(-1, size)
-        local.buf[:] = data  # O_DIRECT needs an aligned buffer: one copy, as in the adapter
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
-        try:
-            os.pwrite(fd, local.buf, 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def read(name: str, index: int) -> None:
-        fd = os.open(directory / name, os.O_RDONLY | os.O_DIRECT)
-        try:
-            assert os.preadv(fd, [outs[index]], 0) == size
-        finally:
-            os.close(fd)
-
-    async def put(name: str, data: bytes) -> None:
-        await loop.run_in_executor(pool, write, name, data)
-
-    async def get(name: str, _size: int, index: int) -> None:
-        await loop.run_in_executor(pool, read, name, index)
-
-    try:
-        return await compare(spec, lambda: _raw(args, put, get), args)
-    finally:
-        pool.shutdown()
-
-
-async def raw_nixl(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
-    import numpy as np
-
-    from lmcache.adapters.storage.nixl_store import nixl_api
-
-    api = nixl_api()
-    agent = api.nixl_agent("bench-raw", api.nixl_agent_config(False, False, backends=[]))
-    agent.create_backend("POSIX", {})
-    size = args.size_mb << 20
-    outs = [np.zeros(size, np.uint8) for _ in range(args.num_keys)]
-    regs = [agent.register_memory([(o.ctypes.data, size, 0, "")], "DRAM") for o in outs]
-    pool = ThreadPoolExecutor(IO_THREADS)
-    loop = asyncio.get_running_loop()
-    lock = threading.Lock()
-
-    def xfer(op: str, array: Any, path: Path, flags: int) -> None:
-        fd = os.open(path, flags, 0o600)
-        try:
-            if op == "WRITE":
-                os.ftruncate(fd, size)
-            with lock:
-                mem = (
-                    agent.register_memory([(array.ctypes.data, size, 0, "")], "DRAM")
-                    if op == "WRITE"
-                    else None
-                )
-                file = agent.register_memory([(0, size, fd, "")], "FILE")
-                handle = agent.initialize_xfer(
-                    op,
-                    agent.get_xfer_descs([(array.ctypes.data, size, 0)], "DRAM"),
-                    agent.get_xfer_descs([(0, size, fd)], "FILE"),
-                    "bench-raw",
-                )
-                state = agent.transfer(handle)
-            while state not in ("DONE", "ERR"):
-                with lock:
-                    state = agent.check_xfer_state(handle)
-            assert state == "DONE"
-            with lock:
-                agent.release_xfer_handle(handle)
-                agent.deregister_memory(file)
-                if mem is not None:
-                    agent.deregister_memory(mem)
-            if op == "WRITE":
-                os.fsync(fd)  # as the adapter (and the fs baseline) does
-        finally:
-            os.close(fd)
-
-    async def put(name: str, data: bytes) -> None:
-        array = np.frombuffer(data, np.uint8)
-        await loop.run_in_executor(pool, xfer, "WRITE", array, directory / name, os.O_RDWR | os.O_CREAT)
-
-    async def get(name: str, _size: int, index: int) -> None:
-        await loop.run_in_executor(pool, xfer, "READ", outs[index], directory / name, os.O_RDONLY)
-
-    try:
-        return await compare(spec, lambda: _raw(args, put, get), args)
-    finally:
-        pool.shutdown()
-        for reg in regs:
-            agent.deregister_memory(reg)
-
-
-def _row(name: str, rates: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]) -> None:
-    adapter, raw, ratio = rates
-    for i, op in enumerate(("store", "load")):
-        print(f"| {name:<7} | {op:<5} | {adapter[i]:10.1f} | {raw[i]:10.1f} | {ratio[i]:5.2f}x |")
+        return await compare(spec, lambda: raw_phases(args, put, get), args)
 
 
 ALL_SERDES: list[Any] = [
@@ -517,81 +197,6 @@ def _serde_spec(backend: str, args: argparse.Namespace, work: Path, servers: lis
     raise SystemExit(f"unknown backend {backend!r}")
 
 
-async def bench_fs_native(args: argparse.Namespace) -> None:
-    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-fsn-"))
-    raw_dir = base / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"type": "fs_native", "base_path": str(base / "l2"), "num_workers": IO_THREADS}
-    _row("fsn-cold" if args.cold else "fs_nativ", await raw_direct(raw_dir, args, spec))
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def bench_nixl(args: argparse.Namespace) -> None:
-    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-nixl-"))
-    (base / "raw").mkdir(parents=True, exist_ok=True)
-    params = {"file_path": str(base / "l2"), "use_direct_io": "false", "max_capacity_gb": "64"}
-    spec = {"type": "nixl_store_dynamic", "backend": "POSIX", "backend_params": params}
-    _row("nixl", await raw_nixl(base / "raw", args, spec))
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def bench_mooncake(args: argparse.Namespace) -> None:
-    cluster = MooncakeCluster(Path(tempfile.mkdtemp(prefix="lmcache-bench-mc-")), segment="2GB").start()
-    try:
-        spec = {**cluster.spec("bench:"), "num_workers": 4}
-        _row("mooncake", await raw_mooncake(cluster, args, spec))
-    finally:
-        cluster.stop()
-
-
-async def bench_resp_cluster(args: argparse.Namespace) -> None:
-    servers = RedisClusterServers(Path(tempfile.mkdtemp(prefix="lmcache-bench-rc-"))).start()
-    try:
-        spec = {"type": "resp", "host": "127.0.0.1", "port": servers.port, "num_workers": 8}
-        _row("cluster", await raw_cluster(servers.port, args, spec))
-    finally:
-        servers.stop()
-
-
-async def bench_raw_block(args: argparse.Namespace) -> None:
-    base = Path(args.fs_dir or tempfile.mkdtemp(prefix="lmcache-bench-rb-"))
-    slot = (args.size_mb << 20) + 4096
-    spec = {
-        "type": "raw_block",
-        "device_path": str(base / "adapter.img"),
-        "slot_bytes": slot,
-        "capacity_bytes": (1 << 20) + 2 * args.num_keys * slot,
-        "meta_total_bytes": 1 << 20,
-    }
-    _row("raw_blk", await raw_block(base / "raw.img", args, spec))
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def bench_dax(args: argparse.Namespace) -> None:
-    base = Path(tempfile.mkdtemp(prefix="lmcache-bench-dax-", dir="/dev/shm"))
-    slot = (args.size_mb << 20) + 4096
-    spec = {
-        "type": "dax",
-        "device_path": str(base / "pmem"),
-        "slot_bytes": slot,
-        "max_dax_size_gb": 2 * args.num_keys * slot / 2**30,
-    }
-    try:
-        _row("dax", await raw_dax(base / "raw", args, spec))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-NEW_BACKENDS = {
-    "fs_native": bench_fs_native,
-    "nixl": bench_nixl,
-    "mooncake": bench_mooncake,
-    "resp_cluster": bench_resp_cluster,
-    "raw_block": bench_raw_block,
-    "dax": bench_dax,
-}
-
-
 async def main(args: argparse.Namespace) -> None:
     if args.serde:
         await serde_main(args)
@@ -604,7 +209,7 @@ async def main(args: argparse.Namespace) -> None:
         raw_dir = base / "raw"
         raw_dir.mkdir(parents=True, exist_ok=True)
         spec = {"type": "fs", "base_path": str(base / "l2")}
-        _row("fs-cold" if args.cold else "fs", await raw_fs(raw_dir, args, spec))
+        print_row("fs-cold" if args.cold else "fs", await raw_fs(raw_dir, args, spec))
         shutil.rmtree(base, ignore_errors=True)
     if "resp" in backends:
         server = None
@@ -614,7 +219,7 @@ async def main(args: argparse.Namespace) -> None:
             host, port = "127.0.0.1", server.port
         try:
             spec = {"type": "resp", "host": host, "port": port, "num_workers": 8}
-            _row("resp", await raw_resp(host, port, args, spec))
+            print_row("resp", await raw_resp(host, port, args, spec))
         finally:
             if server:
                 server.stop()
@@ -635,7 +240,7 @@ async def main(args: argparse.Namespace) -> None:
                 "endpoint_url": url,
                 **S3_CREDS,
             }
-            _row("s3", await raw_s3(url, bucket, args, spec))
+            print_row("s3", await raw_s3(url, bucket, args, spec))
         finally:
             if s3_server:
                 s3_server.stop()
