@@ -313,7 +313,8 @@ def judge(run: Run, requests: int, bench_log: Path) -> None:
 def server_cmd(name: str, venv: Path, args: argparse.Namespace) -> list[str]:
     """The `lmcache server` command of "peer" or "ours" (ports and eviction policy are added by Spawned)."""
     binary = venv / "bin" / "lmcache" if name == "peer" else args.ours_bin
-    return [str(binary), "server", "--l1-size-gb", str(args.l1_size_gb)]
+    extra = list(args.ours_arg) if name == "ours" else []
+    return [str(binary), "server", "--l1-size-gb", str(args.l1_size_gb), *extra]
 
 
 def run_one(name: str, rnd: int, venv: Path, driver: Path, args: argparse.Namespace) -> Run:
@@ -513,6 +514,13 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         default=REPO / ".venv" / "bin" / "lmcache",
         help="our `lmcache` (default %(default)s)",
+    )
+    add(
+        "--ours-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra flag for our server, e.g. --ours-arg=--kv-copy-threads=1 (repeatable)",
     )
     add("--rounds", type=int, default=3, help="fresh-server rounds (default 3)")
     add("--requests", type=int, default=12, help="bench requests per run, `--end` (default 12)")

@@ -203,3 +203,21 @@ def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> Non
         assert services.status_extras()["trace"] is not None or not blend_and_tracing
     finally:
         container.l1_memory().close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "threads"), [((), 2), (("--kv-copy-threads", "1"), 1), (("--kv-copy-threads", "4"), 4)]
+)
+def test_the_registrar_splits_copies_over_threads_beside_the_populator(argv: tuple[str, ...], threads: int) -> None:
+    container = ServerContainer(config=server(list(argv)))
+    try:
+        registrar = container.registrar()
+        assert registrar.copy_threads == threads
+        assert registrar.copying == container.l1_memory().copying  # the populator stands aside for copies
+    finally:
+        container.l1_memory().close()
+
+
+def test_kv_copy_threads_is_bounded() -> None:
+    with pytest.raises(ConfigError, match="kv.copy.threads"):
+        server(["--kv-copy-threads", "0"])

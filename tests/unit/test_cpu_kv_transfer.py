@@ -191,3 +191,36 @@ def test_gather_backs_each_extent_before_copying() -> None:
     transfer = CpuKVTransfer(layout, layers, arena, ensure_backed=lambda o, s: backed.append((o, s)))
     transfer.gather([_block_ids(3, "ascending", 0)], [0, 1, 2], extents)
     assert backed == [(e.offset, e.size) for e in extents]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_copy_runs_inside_the_copying_context(threads: int) -> None:
+    layers = _layers(SHAPES["kv_first_nhd"][0], 2, torch.float16, seed=5)
+    layout = _layout(layers, "NHD")
+    extents = _extents(layout, 3, "packed")
+    arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
+    inside = {"depth": 0, "entered": 0}
+    seen: list[int] = []
+
+    class Copying:
+        def __enter__(self) -> None:
+            inside["depth"] += 1
+            inside["entered"] += 1
+
+        def __exit__(self, *exc: object) -> None:
+            inside["depth"] -= 1
+
+    transfer = CpuKVTransfer(layout, layers, arena, copying=Copying, threads=threads)
+    original = transfer._copy_layers
+
+    def spy(*args: object) -> None:
+        seen.append(inside["depth"])
+        original(*args)  # type: ignore[arg-type]
+
+    transfer._copy_layers = spy  # type: ignore[method-assign]
+    ids = [_block_ids(3, "ascending", 0)]
+    transfer.gather(ids, [0, 1, 2], extents)
+    transfer.scatter(ids, [0, 1, 2], extents)
+    transfer.close()
+    assert inside == {"depth": 0, "entered": 2}  # once per request, left on the way out
+    assert seen and all(depth == 1 for depth in seen)

@@ -71,3 +71,46 @@ def test_a_range_that_cannot_be_backed_is_given_up_quietly() -> None:
     assert not populator.supported
     populator.run_now()
     assert populator.done and populator.populated_bytes == 0
+
+
+def _wait_done(populator: PagePopulator, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not populator.done and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_the_walk_takes_no_step_while_a_copy_holds_it(mapping: mmap.mmap) -> None:
+    populator = PagePopulator(mapping_address(mapping), len(mapping), "test", step=PAGE, max_wait_s=30.0)
+    with populator.hold():
+        populator.start()
+        time.sleep(0.2)
+        assert populator.populated_bytes <= PAGE  # at most the step that raced the hold
+    _wait_done(populator)
+    assert populator.done and populator.populated_bytes == len(mapping)
+    populator.stop()
+
+
+def test_a_held_walk_still_advances_after_max_wait(mapping: mmap.mmap) -> None:
+    populator = PagePopulator(mapping_address(mapping), len(mapping), "test", step=8 * PAGE, max_wait_s=0.01)
+    with populator.hold():  # a request stream that never pauses must not stop the walk for good
+        populator.start()
+        _wait_done(populator)
+        assert populator.done
+    populator.stop()
+
+
+def test_stop_wakes_a_walk_that_waits_for_holders(mapping: mmap.mmap) -> None:
+    populator = PagePopulator(mapping_address(mapping), len(mapping), "test", step=PAGE, max_wait_s=60.0)
+    with populator.hold():
+        populator.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        populator.stop()
+        assert time.monotonic() - started < 5.0
+    assert not populator.done
+
+
+def test_hold_is_free_once_the_walk_is_done(mapping: mmap.mmap) -> None:
+    populator = PagePopulator(mapping_address(mapping), len(mapping), "test")
+    populator.run_now()
+    assert populator.hold() is not populator  # a shared no-op context

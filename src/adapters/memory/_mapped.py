@@ -9,6 +9,7 @@ reached it, so no copy into L1 takes page faults one page at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+_NO_HOLD = contextlib.nullcontext()
 
 
 class L1MemoryError(RuntimeError):
@@ -96,6 +98,10 @@ class MappedL1Memory:
         """Back `[offset, offset + size)` now unless already backed (before a copy into fresh extents)."""
         if self._populator is not None:
             self._populator.ensure(offset, size)
+
+    def copying(self) -> contextlib.AbstractContextManager[None]:
+        """A context around a request's copy: the background walk takes no step inside it."""
+        return _NO_HOLD if self._populator is None else self._populator.hold()
 
     def _check(self, offset: int, size: int) -> None:
         if offset < 0 or size < 0 or offset + size > self._size:

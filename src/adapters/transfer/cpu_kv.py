@@ -10,13 +10,14 @@ loop in torch, 1.5x slower than the gather). Chunks with scattered blocks fall b
 each direction on the development VM (torch's `index_copy_` was 1.2-1.5x slower); heads-major (HND)
 layers transpose on the copy, since token-major objects need `[token][head]` order.
 
-The copies of one request are split by layer over `threads` workers (`--l1-copy-threads`): torch
+The copies of one request are split by layer over `threads` workers (`--kv-copy-threads`): torch
 releases the GIL inside `copy_`, so on hosts with memory bandwidth to spare two threads move more than one.
 No Python loop runs over blocks or bytes; the loops are over runs, layers and planes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from lmcache.domain.kv_layout import KVFormat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from contextlib import AbstractContextManager
 
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_layout import KernelGroup, RegisteredLayout
@@ -113,6 +115,7 @@ class CpuKVTransfer:
         arena: The whole L1 arena as a uint8 tensor.
         closers: Called by `close` (unmapping the segments).
         ensure_backed: Backs an arena range before a gather writes it (the L1 memory's populator).
+        copying: A context entered around each request's copies (the L1 memory's populator stands aside).
         threads: Worker threads a request's copies are split over (1 = the calling thread only).
     """
 
@@ -124,6 +127,7 @@ class CpuKVTransfer:
         closers: Sequence[object] = (),
         *,
         ensure_backed: Callable[[int, int], None] | None = None,
+        copying: Callable[[], AbstractContextManager[object]] | None = None,
         threads: int = 1,
     ) -> None:
         self._layout = layout
@@ -133,6 +137,7 @@ class CpuKVTransfer:
         self._planes = [[_planes(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
         self._ensure_backed = ensure_backed
+        self._copying = copying or contextlib.nullcontext
         self._threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self._threads - 1) if self._threads > 1 else None
 
@@ -203,6 +208,12 @@ class CpuKVTransfer:
                 None if r.block >= 0 else ids[r.chunk * bpc + r.skip : (r.chunk + 1) * bpc] for r in runs
             ]
             work.append((group, runs, picks))
+        with self._copying():
+            self._copy_planned(work, store)
+
+    def _copy_planned(
+        self, work: list[tuple[KernelGroup, list[Run], list[np.ndarray | None]]], store: bool
+    ) -> None:
         layers = [len(g.layers) for g in self._layout.groups]
         total = sum(layers)
         if self._pool is None or total < 2:

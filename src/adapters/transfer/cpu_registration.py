@@ -17,6 +17,7 @@ from lmcache.domain.workers import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from contextlib import AbstractContextManager
 
     import torch
 
@@ -52,6 +53,7 @@ class CpuRegistrar:
         chunk_size: `--chunk-size`.
         shm_dir: Where POSIX SHM lives.
         ensure_backed: Backs an L1 range before a store copies into it (the L1 memory's populator).
+        copying: A context around each request's copies (the L1 memory's populator stands aside).
         copy_threads: Threads one request's copies are split over.
     """
 
@@ -63,6 +65,7 @@ class CpuRegistrar:
         shm_dir: str = "/dev/shm",
         *,
         ensure_backed: Callable[[int, int], None] | None = None,
+        copying: Callable[[], AbstractContextManager[object]] | None = None,
         copy_threads: int = 1,
     ) -> None:
         self.workers = workers
@@ -70,6 +73,7 @@ class CpuRegistrar:
         self.chunk_size = chunk_size
         self.shm_dir = shm_dir
         self.ensure_backed = ensure_backed
+        self.copying = copying
         self.copy_threads = copy_threads
 
     def replaces(self, instance_id: int, descriptors: Sequence[Descriptor], model_name: str) -> bool:
@@ -140,6 +144,7 @@ class CpuRegistrar:
                 self.arena,
                 list(segments.values()),
                 ensure_backed=self.ensure_backed,
+                copying=self.copying,
                 threads=self.copy_threads,
             )
         except Exception as exc:

@@ -55,6 +55,15 @@ class MpServerConfig(Section):
         default_help="inherits --max-workers",
         description="Threads of the normal pool (lookup and other blocking ops).",
     )
+    kv_copy_threads: int = flag(
+        2,
+        ge=1,
+        le=64,
+        metavar="N",
+        description="Threads one store or retrieve splits its CPU copies over (by layer). Two threads move "
+        "about 1.5x the bytes of one on a 2-core VM (benchmarks/data_path.py); 1 keeps the copy on the "
+        "affinity thread alone, leaving the other cores to a CPU engine.",
+    )
     hash_algorithm: HashAlgorithm = flag("blake3", description="Hash algorithm for token chunks.")
     engine_type: EngineType = flag(
         "default",
