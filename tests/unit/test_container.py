@@ -208,7 +208,9 @@ def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> Non
 @pytest.mark.parametrize(
     ("argv", "threads"), [((), 2), (("--kv-copy-threads", "1"), 1), (("--kv-copy-threads", "4"), 4)]
 )
-def test_the_registrar_splits_copies_over_threads_beside_the_populator(argv: tuple[str, ...], threads: int) -> None:
+def test_the_registrar_splits_copies_over_threads_beside_the_populator(
+    argv: tuple[str, ...], threads: int
+) -> None:
     container = ServerContainer(config=server(list(argv)))
     try:
         registrar = container.registrar()
@@ -219,5 +221,5 @@ def test_the_registrar_splits_copies_over_threads_beside_the_populator(argv: tup
 
 
 def test_kv_copy_threads_is_bounded() -> None:
-    with pytest.raises(ConfigError, match="kv.copy.threads"):
+    with pytest.raises(ConfigError, match="--kv-copy-threads"):
         server(["--kv-copy-threads", "0"])

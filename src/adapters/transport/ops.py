@@ -77,6 +77,14 @@ class Op:
     mode: Mode = "all"
     max_bytes: int = 64 << 20
     defaults: tuple[Any, ...] = ()  # values of trailing payloads an older client may leave out
+    # Answered with the bare acknowledgement whatever happens (success and failure both reply None): run
+    # on the socket thread, it is acknowledged before its handler runs, so the client's next step
+    # overlaps the work, and every later request, read by the same thread, still sees its effects.
+    void: bool = False
+
+    def __post_init__(self) -> None:
+        if self.void and self.failure is not None:
+            raise ValueError(f"op {self.name}: a void op answers None on failure too")
 
 
 _OPS = (
@@ -84,11 +92,11 @@ _OPS = (
     Op("unregister_kv_cache", 2, (INT,), None, "sync", "L"),
     Op("store", 6, (KEY, INT, BLOCK_IDS, BYTES), FAIL_TRANSFER, "aff", "L"),
     Op("retrieve", 7, (KEY, INT, BLOCK_IDS, BYTES, INT), FAIL_TRANSFER, "aff", "L"),
-    Op("lookup", 8, (KEY, INT), None, "cpu"),
+    Op("lookup", 8, (KEY, INT), None, "cpu", void=True),
     Op("query_prefetch_status", 9, (STR,), 0, "cpu"),
     Op("wait_prefetch_status", 10, (STR, FLOAT), 0, "cpu"),
-    Op("free_lookup_locks", 12, (KEY, INT), None, "cpu"),
-    Op("end_session", 13, (STR,), None, "cpu"),
+    Op("free_lookup_locks", 12, (KEY, INT), None, "cpu", void=True),
+    Op("end_session", 13, (STR,), None, "cpu", void=True),
     Op(
         "register_kv_cache_engine_driven_context",
         14,

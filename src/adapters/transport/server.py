@@ -1,6 +1,7 @@
 """The ZMQ ROUTER server (wire-protocol.md §1-2): one socket thread, an affinity pool and a CPU pool.
 
-The socket thread reads frames, resolves the op, decodes its payloads and runs SYNC ops inline; AFF and
+The socket thread reads frames, resolves the op, decodes its payloads and runs SYNC ops inline (a void
+op, whose reply is the bare acknowledgement either way, is acknowledged before its handler runs); AFF and
 CPU ops go to the pools, which encode their reply and hand it back through a queue plus an eventfd that
 the socket thread polls beside the socket. Only the socket thread touches the socket. Every request is
 answered: an unknown op gets the 2-frame None reply, a known op that cannot be decoded, is disabled, is
@@ -235,7 +236,7 @@ class ZmqServer:
             self._reply(identity, uid, op_frame, op.failure)
             return
         if op.pool == "sync" or op.name in self._inline:
-            self._reply(identity, uid, op_frame, self._run(op, args))
+            self._run_inline(identity, uid, op_frame, op, args)
         elif op.pool == "stream":
             try:
                 self._streams.subscribe(identity, uid, op_frame, *args)
@@ -246,6 +247,13 @@ class ZmqServer:
                 self._send([identity, uid, op_frame])
         else:
             self._dispatch(identity, uid, op_frame, op, args)
+
+    def _run_inline(self, identity: bytes, uid: bytes, op_frame: bytes, op: Op, args: list[Any]) -> None:
+        if op.void:  # acknowledged first: see Op.void
+            self._send([identity, uid, op_frame])
+            self._run(op, args)
+        else:
+            self._reply(identity, uid, op_frame, self._run(op, args))
 
     def _resolve(self, op_value: object) -> tuple[Op | None, Any, bool]:
         """`resolve`, except that a known op without a handler here is unsupported: answered `[uid, op]`.
