@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from lmcache.adapters.storage._adapter_state import AdapterCounters
+    from lmcache.adapters.storage.object_format import Buffer
     from lmcache.domain.keys import ObjectKey
 
 __all__ = (
@@ -52,7 +53,7 @@ Outcome = CorruptObjectError | bool | int
 
 def decode_all(
     keys: Sequence[ObjectKey],
-    blobs: Sequence[bytes | None],
+    blobs: Sequence[Buffer | None],
     buffers: Sequence[memoryview],
     exact: bool = True,
 ) -> list[Outcome]:
