@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_on
-from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
+from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all, too_large
 from lmcache.adapters.storage._remote_tier import RemoteTier, parse_names
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import header_len_for, key_name, parse_key_name
@@ -129,18 +129,38 @@ class NativePluginL2Adapter(RemoteTier, CountedLoads):
             for n, b in zip(names, buffers, strict=True)
         ]
         try:
-            sizes = list(await self._call("batch_get", names, staging))
-            retry = [i for i, size in enumerate(sizes) if size > len(staging[i])]
-            if retry:  # another size than expected: read it whole so the format check classifies it
-                bigger = [bytearray(sizes[i]) for i in retry]
-                again = await self._call("batch_get", [names[i] for i in retry], bigger)
-                for i, buf, size in zip(retry, bigger, again, strict=True):
-                    staging[i], sizes[i] = buf, size
+            sizes, refused = await self._get(names, staging)
         except Exception as exc:
             self._error("load", exc)
             return [False] * len(keys)
         blobs = [memoryview(b)[:size] if size >= 0 else None for b, size in zip(staging, sizes, strict=True)]
-        return await self._quarantine(keys, decode_all(keys, blobs, buffers, exact))
+        outcomes = decode_all(keys, blobs, buffers, exact)
+        for i, why in refused.items():
+            outcomes[i] = why
+        return await self._quarantine(keys, outcomes)
+
+    async def _get(self, names: list[str], staging: list[bytearray]) -> tuple[list[int], dict[int, Outcome]]:
+        """batch_get; returns the sizes (-1: absent) and the outcomes of objects refused as far too large.
+
+        An object of another size than its staging buffer is read again whole, so the format check
+        classifies it, unless it is far larger (`too_large`): the connector's size is not trusted for an
+        allocation.
+        """
+        sizes = [int(size) for size in await self._call("batch_get", names, staging)]
+        refused: dict[int, Outcome] = {}
+        retry = []
+        for i, size in enumerate(sizes):
+            why = too_large(size, len(staging[i]))
+            if why is not None:
+                refused[i] = why
+            elif size > len(staging[i]):
+                retry.append(i)
+        if retry:
+            bigger = [bytearray(sizes[i]) for i in retry]
+            again = await self._call("batch_get", [names[i] for i in retry], bigger)
+            for i, buf, size in zip(retry, bigger, again, strict=True):
+                staging[i], sizes[i] = buf, int(size)
+        return sizes, refused
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_delete (at once); a connector without it deletes nothing."""
