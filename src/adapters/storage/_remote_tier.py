@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
-from lmcache.adapters.storage._adapter_mixins import PinnedReads
+from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
 from lmcache.adapters.storage._adapter_state import (
     AdapterCounters,
     InFlight,
@@ -26,7 +26,7 @@ from lmcache.domain.units import gb_to_bytes
 from lmcache.ports.l2_adapter import L2Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from lmcache.adapters.storage._load_outcomes import Outcome
     from lmcache.domain.keys import ObjectKey
@@ -50,10 +50,9 @@ def parse_names(names: Iterable[str]) -> list[ObjectKey]:
     return [key for key, _ in named_keys(names)]
 
 
-class RemoteTier(PinnedReads):
+class RemoteTier(PinnedReads, CountedLoads):
     """State and answers shared by the remote adapters; subclasses call `_init_tier` and talk to a client."""
 
-    kind: ClassVar[str]  # the adapter type, in log lines
     where: str  # the store in log lines: a bucket, a URL, hosts
 
     def _init_tier(self, where: str, max_capacity_gb: float, persist_enabled: bool) -> None:
@@ -75,6 +74,24 @@ class RemoteTier(PinnedReads):
         self.counters.backend_errors += 1
         detail = exc if isinstance(exc, str) else repr(exc)
         self._log.warning("%s L2 %s: %s failed: %s", self.kind, self.where, op, detail)
+
+    async def _answers(
+        self, op: str, keys: Sequence[ObjectKey], call: Callable[[], Awaitable[Sequence[object]]]
+    ) -> list[bool]:
+        """The per-key answers of one client call for a whole batch (none for no keys).
+
+        A call that raises, or answers for another number of keys, is a backend error: all False.
+        """
+        if not keys:
+            return []
+        try:
+            out = [bool(x) for x in await call()]
+            if len(out) != len(keys):
+                raise ValueError(f"{len(out)} answers for {len(keys)} keys")
+        except Exception as exc:
+            self._error(op, exc)
+            return [False] * len(keys)
+        return out
 
     def _stores_done(self, keys: Sequence[ObjectKey], out: list[bool]) -> list[bool]:
         """Count a batch's stores; this run's objects are remembered for close unless persisted."""

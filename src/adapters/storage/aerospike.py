@@ -20,7 +20,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_jobs, run_on
 from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
@@ -50,7 +49,7 @@ def parse_hosts(hosts: str) -> list[tuple[str, int]]:
     return out
 
 
-class AerospikeL2Adapter(RemoteTier, CountedLoads):
+class AerospikeL2Adapter(RemoteTier):
     """Aerospike L2 tier; see the module docstring."""
 
     kind = "aerospike"

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_on
 from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ("HfBucketL2Adapter",)
 
 
-class HfBucketL2Adapter(RemoteTier, CountedLoads):
+class HfBucketL2Adapter(RemoteTier):
     """Hugging Face bucket L2 tier; see the module docstring."""
 
     kind = "hfbucket"
@@ -84,26 +83,17 @@ class HfBucketL2Adapter(RemoteTier, CountedLoads):
     @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """One batch upload of whole objects."""
-        blobs = encode_all(keys, buffers)
-        try:
-            add = [(blob, self._path(k)) for k, blob in zip(keys, blobs, strict=True)]
+        add = [(blob, self._path(k)) for k, blob in zip(keys, encode_all(keys, buffers), strict=True)]
+
+        async def upload() -> list[bool]:
             await self._call(self.api.batch_bucket_files, self.bucket, add=add)
-            out = [True] * len(keys)
-        except Exception as exc:
-            self._error("store", exc)
-            out = [False] * len(keys)
-        return self._stores_done(keys, out)
+            return [True] * len(keys)
+
+        return self._stores_done(keys, await self._answers("store", keys, upload))
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """One paths-info call; pin the hits."""
-        if not keys:
-            return []
-        try:
-            present = await self._present(keys)
-        except Exception as exc:
-            self._error("lookup", exc)
-            present = [False] * len(keys)
-        return self._locks.lock(keys, present)
+        return self._locks.lock(keys, await self._answers("lookup", keys, lambda: self._present(keys)))
 
     def _download(self, keys: Sequence[ObjectKey]) -> list[bytes | None]:
         scratch = Path(tempfile.mkdtemp(prefix="lmcache-hfbucket-"))  # 0700 by mkdtemp

@@ -43,7 +43,6 @@ except ImportError as exc:  # the wheel is there, a system library it links is n
 else:
     _LOAD_ERROR = None
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_on
 from lmcache.adapters.storage._load_outcomes import Outcome, damaged_keys
@@ -78,7 +77,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-class MooncakeL2Adapter(RemoteTier, CountedLoads):
+class MooncakeL2Adapter(RemoteTier):
     """Mooncake Store L2 tier; see the module docstring."""
 
     kind = "mooncake_store"

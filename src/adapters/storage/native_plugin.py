@@ -25,7 +25,6 @@ import importlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_on
 from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all, too_large
@@ -66,7 +65,7 @@ def load_connector(module_path: str, class_name: str, params: dict[str, Any]) ->
         raise L2ConfigError(f"{where}: adapter_params do not fit its constructor ({exc})") from exc
 
 
-class NativePluginL2Adapter(RemoteTier, CountedLoads):
+class NativePluginL2Adapter(RemoteTier):
     """Runs a native connector's batched calls on threads; see the module docstring."""
 
     kind = "native_plugin"
@@ -98,24 +97,12 @@ class NativePluginL2Adapter(RemoteTier, CountedLoads):
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """batch_set of whole objects (header + payload joined: one copy)."""
         blobs = encode_all(keys, buffers)
-        try:
-            out = [bool(ok) for ok in await self._call("batch_set", self._names(keys), blobs)]
-            if len(out) != len(keys):
-                raise ValueError(f"batch_set returned {len(out)} results for {len(keys)} keys")
-        except Exception as exc:
-            self._error("store", exc)
-            out = [False] * len(keys)
+        out = await self._answers("store", keys, lambda: self._call("batch_set", self._names(keys), blobs))
         return self._stores_done(keys, out)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_exists; pin the hits."""
-        if not keys:
-            return []
-        try:
-            present = [bool(x) for x in await self._call("batch_exists", self._names(keys))]
-        except Exception as exc:
-            self._error("lookup", exc)
-            present = [False] * len(keys)
+        present = await self._answers("lookup", keys, lambda: self._call("batch_exists", self._names(keys)))
         return self._locks.lock(keys, present)
 
     @tracked(False)

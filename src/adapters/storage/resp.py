@@ -28,7 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, tracked
 from lmcache.adapters.storage._load_outcomes import Outcome, encode_headers
 from lmcache.adapters.storage._remote_tier import RemoteTier, parse_names
@@ -60,7 +59,7 @@ def _url(host: str, port: int) -> str:
     return urlunsplit(parts)
 
 
-class RedisL2Adapter(RemoteTier, CountedLoads):
+class RedisL2Adapter(RemoteTier):
     """Redis/Valkey L2 tier; see the module docstring."""
 
     kind = "resp"

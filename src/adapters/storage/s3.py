@@ -21,7 +21,6 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads
 from lmcache.adapters.storage._adapter_state import empty_page, tracked
 from lmcache.adapters.storage._blocking import offload
 from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
@@ -39,6 +38,7 @@ __all__ = ("S3L2Adapter",)
 
 _ERRORS = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
 _PART_BYTES = 8 << 20
+_ABSENT = ("404", "NoSuchKey", "NotFound")  # error codes of a missing object (HEAD, GET)
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str]:
@@ -51,7 +51,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
     return (host.split(".s3.")[0] if ".s3." in host else host), ""
 
 
-class S3L2Adapter(RemoteTier, CountedLoads):
+class S3L2Adapter(RemoteTier):
     """S3 L2 tier; see the module docstring."""
 
     kind = "s3"
@@ -146,17 +146,19 @@ class S3L2Adapter(RemoteTier, CountedLoads):
                 await s3.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
             raise
 
+    def _unless_absent(self, op: str, exc: BaseException) -> None:
+        """A failed request is a backend error, unless S3 answered that the object is not there."""
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code not in _ABSENT:
+            self._error(op, exc)
+
     async def _head(self, key: ObjectKey) -> bool:
         async with self._sem:
             try:
                 await (await self._s3()).head_object(Bucket=self.bucket, Key=self._name(key))
                 return True
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    self._error("lookup", exc)
-                return False
             except _ERRORS as exc:
-                self._error("lookup", exc)
+                self._unless_absent("lookup", exc)
                 return False
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
@@ -181,12 +183,8 @@ class S3L2Adapter(RemoteTier, CountedLoads):
                 async with reply["Body"] as stream:
                     data: bytes = await stream.read()
                 return data
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
-                    self._error("load", exc)
-                return None
             except _ERRORS as exc:
-                self._error("load", exc)
+                self._unless_absent("load", exc)
                 return None
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
