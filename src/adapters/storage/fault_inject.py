@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
+from lmcache.adapters.storage._adapter_mixins import Forwarding
 from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.storage.object_format import key_name
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
-    from lmcache.ports.l2_adapter import KeyPage, L2Adapter, L2Usage
+    from lmcache.ports.l2_adapter import L2Adapter
 
 __all__ = ("FaultInjectL2Adapter",)
 
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 _MAX_POSITIONS = 65_536
 
 
-class FaultInjectL2Adapter:
+class FaultInjectL2Adapter(Forwarding):
     """Fault-injecting wrapper around `adapter` (already built by the factory)."""
 
     def __init__(
@@ -161,22 +162,6 @@ class FaultInjectL2Adapter:
             self.faults["load"] += len(keys) - len(keep)
             logger.info("fault_inject: dropped %d of %d loads", len(keys) - len(keep), len(keys))
         return keep
-
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Forwarded unchanged."""
-        await self.inner.unlock(keys)
-
-    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
-        """Forwarded unchanged."""
-        return await self.inner.delete(keys)
-
-    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
-        """Forwarded unchanged."""
-        return await self.inner.list_keys(cursor, limit)
-
-    async def usage(self) -> L2Usage:
-        """Forwarded unchanged."""
-        return await self.inner.usage()
 
     async def close(self) -> None:
         """Close the inner adapter."""
