@@ -21,7 +21,6 @@ or method fails start-up naming it; a connector call that raises is a backend er
 
 from __future__ import annotations
 
-import importlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
 from lmcache.adapters.storage._blocking import run_on
 from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all, too_large
 from lmcache.adapters.storage._remote_tier import RemoteTier, parse_names
-from lmcache.adapters.storage.errors import L2ConfigError
+from lmcache.adapters.storage._user_class import build_user_class
 from lmcache.adapters.storage.object_format import header_len_for, key_name, parse_key_name
 from lmcache.ports.l2_adapter import KeyPage
 
@@ -48,21 +47,12 @@ _WORKERS = 4
 
 def load_connector(module_path: str, class_name: str, params: dict[str, Any]) -> Any:
     """Import and instantiate the connector; L2ConfigError names what is missing."""
-    where = f"native_plugin {module_path}:{class_name}"
-    try:
-        module = importlib.import_module(module_path)
-    except ImportError as exc:
-        raise L2ConfigError(f"{where}: cannot import module {module_path!r} ({exc})") from exc
-    cls = getattr(module, class_name, None)
-    if not callable(cls):
-        raise L2ConfigError(f"{where}: module {module_path!r} has no class {class_name!r}")
-    missing = [name for name in REQUIRED if not callable(getattr(cls, name, None))]
-    if missing:
-        raise L2ConfigError(f"{where} lacks the connector methods {', '.join(missing)}")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise L2ConfigError(f"{where}: adapter_params do not fit its constructor ({exc})") from exc
+
+    def lacking(cls: Any) -> str | None:
+        missing = [name for name in REQUIRED if not callable(getattr(cls, name, None))]
+        return f"lacks the connector methods {', '.join(missing)}" if missing else None
+
+    return build_user_class("native_plugin", module_path, class_name, params, callable, lacking)
 
 
 class NativePluginL2Adapter(RemoteTier):
