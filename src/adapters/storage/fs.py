@@ -195,11 +195,17 @@ class FsL2Adapter(PinnedReads, SizedLoads):
         def job() -> int | bool:
             if cancelled.is_set():
                 return False
-            header = encode_header(key, buf, align=_fs_io.ALIGN if self.odirect else 64)
-            ok = _fs_io.write_object(tmp, final, header, buf, self.odirect, cancelled)
-            return len(header) + buf.nbytes if ok else False
+            return self._write_file(key, buf, tmp, final, cancelled)
 
         return job
+
+    def _write_file(
+        self, key: ObjectKey, buf: memoryview, tmp: str, final: str, cancelled: threading.Event
+    ) -> int | bool:
+        """Write the object to `tmp`, fsync, rename to `final` (on a pool thread); its size, or False."""
+        header = encode_header(key, buf, align=_fs_io.ALIGN if self.odirect else 64)
+        ok = _fs_io.write_object(tmp, final, header, buf, self.odirect, cancelled)
+        return len(header) + buf.nbytes if ok else False
 
     def _store_failed(self, key: ObjectKey, outcome: Any) -> None:
         self.counters.store_failures += 1
