@@ -4,7 +4,8 @@
 `lookup_and_lock`). `CountedLoads`: `load` and `load_sized` over the adapter's one `_load(keys, buffers,
 exact)`, which returns per-key outcomes (see _load_outcomes.py); they are counted here once, and damage
 is logged under the adapter's `kind`. `SizedLoads`: the same pair over a `_load` that counts its own
-outcomes and returns payload sizes (None for a miss).
+outcomes and returns payload sizes (None for a miss). `Forwarding`: the calls a wrapper around another
+adapter (fault_inject, serde) passes on unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from lmcache.adapters.storage._adapter_state import AdapterCounters, LockTable
     from lmcache.adapters.storage._load_outcomes import Outcome
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import KeyPage, L2Adapter, L2Usage
 
-__all__ = ("CountedLoads", "PinnedReads", "SizedLoads")
+__all__ = ("CountedLoads", "Forwarding", "PinnedReads", "SizedLoads")
 
 
 class PinnedReads:
@@ -80,3 +82,25 @@ class SizedLoads:
     async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
         """As `load`, each payload copied to the start of a buffer at least as large; returns the sizes."""
         return await self._load(keys, buffers, False)
+
+
+class Forwarding:
+    """`unlock`, `delete`, `list_keys` and `usage` of a wrapper, passed to the adapter it wraps (`inner`)."""
+
+    inner: L2Adapter
+
+    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
+        """Forwarded unchanged."""
+        await self.inner.unlock(keys)
+
+    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """Forwarded unchanged."""
+        return await self.inner.delete(keys)
+
+    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
+        """Forwarded unchanged."""
+        return await self.inner.list_keys(cursor, limit)
+
+    async def usage(self) -> L2Usage:
+        """Forwarded unchanged (a serde's stored bytes: after the serde)."""
+        return await self.inner.usage()

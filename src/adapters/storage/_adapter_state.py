@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
     from lmcache.domain.keys import ObjectKey
 
-__all__ = ("AdapterCounters", "InFlight", "LockTable", "empty_page", "page_of", "usage_by_salt")
+__all__ = (
+    "AdapterCounters",
+    "InFlight",
+    "LockTable",
+    "empty_page",
+    "page_of",
+    "record_stores",
+    "tracked",
+    "usage_by_salt",
+)
 
 
 @dataclass
@@ -87,6 +97,30 @@ class InFlight:
         """Refuse new operations and wait until the running ones finish."""
         self.closing = True
         await self._idle.wait()
+
+
+_Batch = TypeVar("_Batch", bound="Callable[..., Awaitable[list[Any]]]")
+
+
+def tracked(miss: object) -> Callable[[_Batch], _Batch]:
+    """Wrap a batch method `(self, keys, ...)` in `self._inflight.track()`, so `close()` waits for it.
+
+    Once the adapter is closing a batch is refused (`miss` per key) without touching the backend, and an
+    empty batch is answered at once, so no backend sees an empty call.
+    """
+
+    def wrap(method: _Batch) -> _Batch:
+        @functools.wraps(method)
+        async def run(self: Any, keys: Sequence[ObjectKey], *args: Any) -> list[Any]:
+            inflight: InFlight = self._inflight
+            if inflight.closing or not keys:
+                return [miss] * len(keys)
+            async with inflight.track():
+                return await method(self, keys, *args)
+
+        return cast("_Batch", run)
+
+    return wrap
 
 
 def page_of(names: Sequence[str], cursor: str | None, limit: int) -> tuple[list[str], str | None]:

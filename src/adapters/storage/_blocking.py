@@ -1,6 +1,6 @@
 """Blocking work (file I/O, hashing, copies) run off the event loop without losing a caller's buffers.
 
-Both helpers wait for running threads on cancellation before re-raising: a job may still be writing
+Each helper waits for running threads on cancellation before re-raising: a job may still be writing
 into a buffer the caller owns, which it must not reuse until that stops.
 """
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
 
-__all__ = ("offload", "run_jobs")
+__all__ = ("offload", "run_jobs", "run_on")
 
 _OFFLOAD_BYTES = 1 << 20  # hashing and copying less than this stays on the event loop
 
@@ -31,7 +31,16 @@ async def offload(nbytes: int, fn: Callable[..., T], *args: object) -> T:
     """
     if nbytes < _OFFLOAD_BYTES:
         return fn(*args)
-    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    return await run_on(None, fn, *args)
+
+
+async def run_on(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:
+    """Run blocking `fn` on `pool` (None: the loop's default executor) and return its result.
+
+    On cancellation it waits for the thread before re-raising: a client call may still be writing into
+    a caller's buffer, which the caller must not reuse until that stops.
+    """
+    future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lmcache.adapters.storage.object_format import (
+    BufferMismatchError,
     CorruptObjectError,
     UnusableObjectError,
     decode_into,
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from lmcache.adapters.storage._adapter_state import AdapterCounters
+    from lmcache.adapters.storage.object_format import Buffer
     from lmcache.domain.keys import ObjectKey
 
 __all__ = (
+    "REREAD_SLACK",
     "Outcome",
     "damaged_keys",
     "decode_all",
@@ -33,6 +36,7 @@ __all__ = (
     "quarantine_remote",
     "sizes_of",
     "tally_loads",
+    "too_large",
 )
 
 
@@ -46,13 +50,28 @@ def encode_headers(keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> 
     return [encode_header(k, b) for k, b in zip(keys, buffers, strict=True)]
 
 
+# A stored object at most this much larger than expected is read whole to classify it; a larger one is not.
+REREAD_SLACK = 1 << 20
+
+
+def too_large(size: int, expected: int) -> BufferMismatchError | None:
+    """Refuse to read whole an object the backend says is far larger than expected.
+
+    The size comes from the backend: trusting it would let a faulty store make us allocate any amount.
+    Such an object is a miss (counted as unusable, never quarantined: it may be another layout's).
+    """
+    if size > expected + REREAD_SLACK:
+        return BufferMismatchError(f"stored object of {size} bytes, far larger than the {expected} expected")
+    return None
+
+
 # A load's outcome per key: True (the payload size, for `load_sized`), False for a miss, or the failed check.
 Outcome = CorruptObjectError | bool | int
 
 
 def decode_all(
     keys: Sequence[ObjectKey],
-    blobs: Sequence[bytes | None],
+    blobs: Sequence[Buffer | None],
     buffers: Sequence[memoryview],
     exact: bool = True,
 ) -> list[Outcome]:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmcache.adapters.storage._load_outcomes import too_large
 from lmcache.adapters.storage._native_mem import address_of
 from lmcache.adapters.storage.object_format import (
-    BufferMismatchError,
     CorruptObjectError,
     decode_into,
     encode_header,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ("NOT_FOUND", "get_all", "get_all_sized", "put_all")
 
 NOT_FOUND = -704
-_SLACK = 1 << 20  # a stored object this much larger than the buffer is not read whole
 
 
 def put_all(
@@ -116,8 +115,9 @@ def _slow_get(
     size = int(client.get_size(name))
     if size <= 0:
         return False  # gone (NOT_FOUND) or unreadable: a plain miss
-    if size > buf.nbytes + _SLACK:
-        return BufferMismatchError(f"stored object of {size} bytes, far larger than the buffer")
+    refused = too_large(size, buf.nbytes)
+    if refused is not None:
+        return refused
     whole = np.zeros(size, np.uint8)
     with memory.hold([(address_of(whole), size)]):
         got = int(client.batch_get_into([name], [address_of(whole)], [size])[0])

@@ -21,6 +21,7 @@ from lmcache.adapters.storage._adapter_state import (
     InFlight,
     LockTable,
     page_of,
+    tracked,
     usage_by_salt,
 )
 from lmcache.adapters.storage._blocking import run_jobs
@@ -107,84 +108,80 @@ class SlotL2Base(SizedLoads, ABC):
         return entry[0]
 
     # -- port ----------------------------------------------------------------------------------------
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Write new objects into free slots; keys already indexed count as stored."""
-        if self._inflight.closing:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            cancelled = threading.Event()
-            plan: list[tuple[ObjectKey, int, memoryview]] = []
-            seen = set()
-            for key, buf in zip(keys, buffers, strict=True):
-                if key in self._index or key in seen:
-                    continue
-                hlen = header_len_for(key_name(key).encode(), self.header_align)
-                if hlen + buf.nbytes > self.slot_bytes or not self._free:
-                    self.counters.capacity_rejections += 1
+        cancelled = threading.Event()
+        plan: list[tuple[ObjectKey, int, memoryview]] = []
+        seen = set()
+        for key, buf in zip(keys, buffers, strict=True):
+            if key in self._index or key in seen:
+                continue
+            hlen = header_len_for(key_name(key).encode(), self.header_align)
+            if hlen + buf.nbytes > self.slot_bytes or not self._free:
+                self.counters.capacity_rejections += 1
+                self.counters.store_failures += 1
+                continue
+            seen.add(key)
+            plan.append((key, self._free.pop(), buf))
+
+        def job(key: ObjectKey, slot: int, buf: memoryview) -> Any:
+            def run() -> int | bool:
+                if cancelled.is_set():
+                    return False
+                return self._write_slot(slot, key, buf)
+
+            return run
+
+        def settle(results: list[Any]) -> None:
+            for (key, slot, _), outcome in zip(plan, results, strict=True):
+                if isinstance(outcome, int) and not isinstance(outcome, bool):
+                    self._index[key] = (slot, outcome)
+                    self._names = None
+                    self.dirty = True
+                    self.counters.stores += 1
+                else:
+                    self._free.append(slot)
                     self.counters.store_failures += 1
-                    continue
-                seen.add(key)
-                plan.append((key, self._free.pop(), buf))
+                    if isinstance(outcome, BaseException):
+                        self.counters.backend_errors += 1
+                        self.log.warning("%s L2: store of %s failed: %r", self.kind, key.short(), outcome)
 
-            def job(key: ObjectKey, slot: int, buf: memoryview) -> Any:
-                def run() -> int | bool:
-                    if cancelled.is_set():
-                        return False
-                    return self._write_slot(slot, key, buf)
-
-                return run
-
-            def settle(results: list[Any]) -> None:
-                for (key, slot, _), outcome in zip(plan, results, strict=True):
-                    if isinstance(outcome, int) and not isinstance(outcome, bool):
-                        self._index[key] = (slot, outcome)
-                        self._names = None
-                        self.dirty = True
-                        self.counters.stores += 1
-                    else:
-                        self._free.append(slot)
-                        self.counters.store_failures += 1
-                        if isinstance(outcome, BaseException):
-                            self.counters.backend_errors += 1
-                            self.log.warning("%s L2: store of %s failed: %r", self.kind, key.short(), outcome)
-
-            await run_jobs(self._pool, [job(k, s, b) for k, s, b in plan], cancelled, settle)
-            return [key in self._index for key in keys]
+        await run_jobs(self._pool, [job(k, s, b) for k, s, b in plan], cancelled, settle)
+        return [key in self._index for key in keys]
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Answer from the index; pin the hits."""
         return self._locks.lock(keys, [key in self._index for key in keys])
 
+    @tracked(None)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
         """Read and verify each object into its buffer; a damaged slot is dropped and freed."""
-        if self._inflight.closing:
-            return [None] * len(keys)
-        async with self._inflight.track():
-            cancelled = threading.Event()
-            wanted = [(k, b, self._index[k]) for k, b in zip(keys, buffers, strict=True) if k in self._index]
+        cancelled = threading.Event()
+        wanted = [(k, b, self._index[k]) for k, b in zip(keys, buffers, strict=True) if k in self._index]
 
-            def job(key: ObjectKey, buf: memoryview, entry: tuple[int, int]) -> Any:
-                def run() -> int | bool:
-                    if cancelled.is_set():
-                        return False
-                    return self._read_slot(entry[0], entry[1], key, buf, exact)
+        def job(key: ObjectKey, buf: memoryview, entry: tuple[int, int]) -> Any:
+            def run() -> int | bool:
+                if cancelled.is_set():
+                    return False
+                return self._read_slot(entry[0], entry[1], key, buf, exact)
 
-                return run
+            return run
 
-            results = await run_jobs(self._pool, [job(k, b, e) for k, b, e in wanted], cancelled)
-            outcomes = {k: (e, r) for (k, _, e), r in zip(wanted, results, strict=True)}
-            out: list[int | None] = []
-            for key in keys:
-                entry, outcome = outcomes.get(key, (None, False))
-                self.counters.loads += 1
-                loaded = isinstance(outcome, int) and not isinstance(outcome, bool)
-                if not loaded:
-                    self.counters.load_misses += 1
-                    self._load_failed(key, entry, outcome)
-                out.append(outcome if loaded else None)
-            return out
+        results = await run_jobs(self._pool, [job(k, b, e) for k, b, e in wanted], cancelled)
+        outcomes = {k: (e, r) for (k, _, e), r in zip(wanted, results, strict=True)}
+        out: list[int | None] = []
+        for key in keys:
+            entry, outcome = outcomes.get(key, (None, False))
+            self.counters.loads += 1
+            loaded = isinstance(outcome, int) and not isinstance(outcome, bool)
+            if not loaded:
+                self.counters.load_misses += 1
+                self._load_failed(key, entry, outcome)
+            out.append(outcome if loaded else None)
+        return out
 
     def _load_failed(self, key: ObjectKey, entry: tuple[int, int] | None, outcome: Any) -> None:
         if isinstance(outcome, BufferMismatchError) or not isinstance(outcome, BaseException):

@@ -14,41 +14,28 @@ real client's refusal to connect is checked. Connection failures at start-up fai
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import importlib
-import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
-    page_of,
-    record_stores,
-    usage_by_salt,
-)
-from lmcache.adapters.storage._load_outcomes import (
-    Outcome,
-    damaged_keys,
-    decode_all,
-    encode_all,
-    quarantine_remote,
-)
+from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
+from lmcache.adapters.storage._blocking import run_jobs, run_on
+from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
+from lmcache.adapters.storage._remote_tier import RemoteTier
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("AerospikeL2Adapter", "parse_hosts")
 
-logger = logging.getLogger(__name__)
 _RECORD_OVERHEAD = 4096
 _DEFAULT_RECORD = 1 << 20
 
@@ -62,7 +49,7 @@ def parse_hosts(hosts: str) -> list[tuple[str, int]]:
     return out
 
 
-class AerospikeL2Adapter(PinnedReads, CountedLoads):
+class AerospikeL2Adapter(RemoteTier):
     """Aerospike L2 tier; see the module docstring."""
 
     kind = "aerospike"
@@ -93,12 +80,7 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
         self.ns, self.set = namespace, set_name
         self.ttl = default_ttl_seconds
         self.segment = target_segment_bytes or (max_record_bytes or _DEFAULT_RECORD) - _RECORD_OVERHEAD
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._locks = LockTable()
-        self._inflight = InFlight()
-        self._stored: set[ObjectKey] = set()
+        self._init_tier(f"{namespace}/{set_name}", max_capacity_gb, persist_enabled)
         self._read = {"total_timeout": read_timeout_ms}
         self._write = {"total_timeout": write_timeout_ms}
         config = {"hosts": parse_hosts(hosts), "policies": {"read": self._read, "write": self._write}}
@@ -108,26 +90,18 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
         except self.errors.AerospikeError as exc:
             raise L2ConfigError(f"aerospike: cannot connect to {hosts}: {exc}") from exc
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-aerospike-l2")
-        self._closed = False
 
     def _key(self, name: str, part: int) -> tuple[str, str, str]:
         return (self.ns, self.set, f"{name}#{part}")
 
-    def _error(self, op: str, exc: BaseException) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("aerospike L2 %s/%s: %s failed: %r", self.ns, self.set, op, exc)
-
-    async def _each(self, fn: Any, items: Sequence[Any]) -> list[Any]:
-        """`fn(item)` for every item on the pool: results or exceptions, in order (awaited if cancelled)."""
-        loop = asyncio.get_running_loop()
-        gathered = asyncio.gather(
-            *(loop.run_in_executor(self._pool, fn, i) for i in items), return_exceptions=True
-        )
-        try:
-            return list(await asyncio.shield(gathered))
-        except asyncio.CancelledError:
-            await gathered
-            raise
+    async def _each(self, op: str, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """`fn(item)` for every item on the pool, in order; one that raised is None (counted, logged)."""
+        jobs: list[Callable[[], Any]] = [functools.partial(fn, item) for item in items]
+        results = await run_jobs(self._pool, jobs, threading.Event())
+        for result in results:
+            if isinstance(result, BaseException):
+                self._error(op, result)
+        return [None if isinstance(result, BaseException) else result for result in results]
 
     # -- blocking record I/O (pool threads) -------------------------------------------------------------
     def _put(self, item: tuple[str, bytes]) -> bool:
@@ -181,65 +155,35 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
         return out
 
     # -- port ------------------------------------------------------------------------------------------
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Put each object's records (first record last)."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            blobs = encode_all(keys, buffers)  # copied now: the caller's views are not kept
-            results = await self._each(
-                self._put, [(key_name(k), b) for k, b in zip(keys, blobs, strict=True)]
-            )
-            out = []
-            for result in results:
-                if isinstance(result, BaseException):
-                    self._error("store", result)
-                out.append(result is True)
-            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
+        blobs = encode_all(keys, buffers)  # copied now: the caller's views are not kept
+        items = [(key_name(k), b) for k, b in zip(keys, blobs, strict=True)]
+        results = await self._each("store", self._put, items)
+        return self._stores_done(keys, [result is True for result in results])
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """exists() of each first record; pin the hits."""
-        results = await self._each(self._exists, [key_name(k) for k in keys])
-        present = []
-        for result in results:
-            if isinstance(result, BaseException):
-                self._error("lookup", result)
-            present.append(result is True)
-        return self._locks.lock(keys, present)
+        results = await self._each("lookup", self._exists, [key_name(k) for k in keys])
+        return self._locks.lock(keys, [result is True for result in results])
 
+    @tracked(False)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
         """Get every record of each object, verify, copy into the buffers; damage is deleted."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            results = await self._each(self._get, [key_name(k) for k in keys])
-            blobs: list[bytes | None] = []
-            for result in results:
-                if isinstance(result, BaseException):
-                    self._error("load", result)
-                    result = None
-                blobs.append(result)
-            outcomes = decode_all(keys, blobs, buffers, exact)
-            await quarantine_remote(
-                self.delete, self.counters, damaged_keys(keys, outcomes), logger, "aerospike"
-            )
-            return outcomes
+        blobs = await self._each("load", self._get, [key_name(k) for k in keys])
+        return await self._quarantine(keys, decode_all(keys, blobs, buffers, exact))
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Remove each object's records (at once)."""
-        results = await self._each(self._remove, [key_name(k) for k in keys])
-        out = []
-        for result in results:
-            if isinstance(result, BaseException):
-                self._error("delete", result)
-            out.append(result is True)
+        results = await self._each("delete", self._remove, [key_name(k) for k in keys])
         self._stored.difference_update(keys)
-        return out
+        return [result is True for result in results]
 
     async def _listing(self) -> list[tuple[str, int]]:
-        return list(await asyncio.get_running_loop().run_in_executor(self._pool, self._sizes))
+        return await run_on(self._pool, self._sizes)
 
     async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
         """A primary-index query of the set (first records), ordered by name."""
@@ -247,7 +191,7 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
             names = sorted(name for name, _ in await self._listing())
         except Exception as exc:
             self._error("list", exc)
-            return KeyPage((), None)
+            return empty_page()
         page, nxt = page_of(names, cursor, limit)
         return KeyPage(tuple(parse_key_name(n) for n in page), nxt)
 
@@ -258,16 +202,8 @@ class AerospikeL2Adapter(PinnedReads, CountedLoads):
         except Exception as exc:
             self._error("usage", exc)
             pairs = []
-        used, count, by_salt = usage_by_salt(pairs)
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of(pairs)
 
-    async def close(self) -> None:
-        """Finish requests, delete this run's objects unless `persist_enabled`, close the client."""
-        if self._closed:
-            return
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
+    async def _release(self) -> None:
         self._pool.shutdown(wait=True)
         self.client.close()
-        self._closed = True

@@ -25,26 +25,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 
+from lmcache.adapters.storage._adapter_mixins import Forwarding
 from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.storage.object_format import key_name
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from lmcache.domain.keys import ObjectKey
-    from lmcache.ports.l2_adapter import KeyPage, L2Adapter, L2Usage
+    from lmcache.ports.l2_adapter import L2Adapter
 
 __all__ = ("FaultInjectL2Adapter",)
 
 logger = logging.getLogger(__name__)
 _MAX_POSITIONS = 65_536
+_T = TypeVar("_T")
 
 
-class FaultInjectL2Adapter:
+class FaultInjectL2Adapter(Forwarding):
     """Fault-injecting wrapper around `adapter` (already built by the factory)."""
 
     def __init__(
@@ -119,12 +121,7 @@ class FaultInjectL2Adapter:
         """Forward the keys not chosen to fail."""
         keep = [i for i, key in enumerate(keys) if not self.fails_store(key)]
         self.faults["store"] += len(keys) - len(keep)
-        out = [False] * len(keys)
-        if keep:
-            results = await self.inner.store([keys[i] for i in keep], [buffers[i] for i in keep])
-            for i, ok in zip(keep, results, strict=True):
-                out[i] = ok
-        return out
+        return await _forward_kept(self.inner.store, keys, buffers, keep, False)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Forwarded; with gap positions configured, the batch positions of the hits are remembered."""
@@ -134,24 +131,12 @@ class FaultInjectL2Adapter:
 
     async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Forward the keys not chosen to be dropped."""
-        keep = self._kept_loads(keys)
-        out = [False] * len(keys)
-        if keep:
-            results = await self.inner.load([keys[i] for i in keep], [buffers[i] for i in keep])
-            for i, ok in zip(keep, results, strict=True):
-                out[i] = ok
-        return out
+        return await _forward_kept(self.inner.load, keys, buffers, self._kept_loads(keys), False)
 
     async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
         """As `load`, for an inner adapter that loads objects of varying size (serde underneath)."""
-        keep = self._kept_loads(keys)
-        out: list[int | None] = [None] * len(keys)
-        if keep:
-            sized = self.inner.load_sized  # type: ignore[attr-defined]
-            results = await sized([keys[i] for i in keep], [buffers[i] for i in keep])
-            for i, size in zip(keep, results, strict=True):
-                out[i] = size
-        return out
+        sized = self.inner.load_sized  # type: ignore[attr-defined]
+        return await _forward_kept(sized, keys, buffers, self._kept_loads(keys), None)
 
     def _kept_loads(self, keys: Sequence[ObjectKey]) -> list[int]:
         first = self._loads_seen
@@ -162,22 +147,22 @@ class FaultInjectL2Adapter:
             logger.info("fault_inject: dropped %d of %d loads", len(keys) - len(keep), len(keys))
         return keep
 
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Forwarded unchanged."""
-        await self.inner.unlock(keys)
-
-    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
-        """Forwarded unchanged."""
-        return await self.inner.delete(keys)
-
-    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
-        """Forwarded unchanged."""
-        return await self.inner.list_keys(cursor, limit)
-
-    async def usage(self) -> L2Usage:
-        """Forwarded unchanged."""
-        return await self.inner.usage()
-
     async def close(self) -> None:
         """Close the inner adapter."""
         await self.inner.close()
+
+
+async def _forward_kept(
+    call: Callable[[list[ObjectKey], list[memoryview]], Awaitable[list[_T]]],
+    keys: Sequence[ObjectKey],
+    buffers: Sequence[memoryview],
+    keep: list[int],
+    miss: _T,
+) -> list[_T]:
+    """`call` on the batch positions in `keep` only; the others (the injected faults) answer `miss`."""
+    out = [miss] * len(keys)
+    if keep:
+        results = await call([keys[i] for i in keep], [buffers[i] for i in keep])
+        for i, result in zip(keep, results, strict=True):
+            out[i] = result
+    return out

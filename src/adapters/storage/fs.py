@@ -41,6 +41,7 @@ from lmcache.adapters.storage._adapter_state import (
     InFlight,
     LockTable,
     page_of,
+    tracked,
     usage_by_salt,
 )
 from lmcache.adapters.storage._blocking import run_jobs
@@ -154,29 +155,27 @@ class FsL2Adapter(PinnedReads, SizedLoads):
         self._names = None
 
     # -- port ------------------------------------------------------------------------------------------
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Write new objects atomically; keys already indexed count as stored."""
-        if self._inflight.closing:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            cancelled = threading.Event()
-            todo = [(k, b) for k, b in zip(keys, buffers, strict=True) if k not in self._index]
-            sizes = {k: self._admit(k, b.nbytes) for k, b in todo}
-            jobs = [self._store_job(k, b, cancelled) for k, b in todo if sizes[k]]
-            written = [k for k, _ in todo if sizes[k]]
+        cancelled = threading.Event()
+        todo = [(k, b) for k, b in zip(keys, buffers, strict=True) if k not in self._index]
+        sizes = {k: self._admit(k, b.nbytes) for k, b in todo}
+        jobs = [self._store_job(k, b, cancelled) for k, b in todo if sizes[k]]
+        written = [k for k, _ in todo if sizes[k]]
 
-            def settle(results: list[Any]) -> None:
-                self._reserved -= sum(sizes.values())
-                for key, outcome in zip(written, results, strict=True):
-                    if isinstance(outcome, int) and not isinstance(outcome, bool):
-                        self._set(key, outcome)
-                        self._absent.pop(key, None)
-                        self.counters.stores += 1
-                    else:
-                        self._store_failed(key, outcome)
+        def settle(results: list[Any]) -> None:
+            self._reserved -= sum(sizes.values())
+            for key, outcome in zip(written, results, strict=True):
+                if isinstance(outcome, int) and not isinstance(outcome, bool):
+                    self._set(key, outcome)
+                    self._absent.pop(key, None)
+                    self.counters.stores += 1
+                else:
+                    self._store_failed(key, outcome)
 
-            await run_jobs(self._pool, jobs, cancelled, settle)
-            return [key in self._index for key in keys]
+        await run_jobs(self._pool, jobs, cancelled, settle)
+        return [key in self._index for key in keys]
 
     def _admit(self, key: ObjectKey, nbytes: int) -> int:
         size = _fs_io.ALIGN + nbytes  # upper bound of header + payload, exact after the write
@@ -196,11 +195,17 @@ class FsL2Adapter(PinnedReads, SizedLoads):
         def job() -> int | bool:
             if cancelled.is_set():
                 return False
-            header = encode_header(key, buf, align=_fs_io.ALIGN if self.odirect else 64)
-            ok = _fs_io.write_object(tmp, final, header, buf, self.odirect, cancelled)
-            return len(header) + buf.nbytes if ok else False
+            return self._write_file(key, buf, tmp, final, cancelled)
 
         return job
+
+    def _write_file(
+        self, key: ObjectKey, buf: memoryview, tmp: str, final: str, cancelled: threading.Event
+    ) -> int | bool:
+        """Write the object to `tmp`, fsync, rename to `final` (on a pool thread); its size, or False."""
+        header = encode_header(key, buf, align=_fs_io.ALIGN if self.odirect else 64)
+        ok = _fs_io.write_object(tmp, final, header, buf, self.odirect, cancelled)
+        return len(header) + buf.nbytes if ok else False
 
     def _store_failed(self, key: ObjectKey, outcome: Any) -> None:
         self.counters.store_failures += 1
@@ -237,27 +242,25 @@ class FsL2Adapter(PinnedReads, SizedLoads):
         for key in keys:
             self._absent[key] = until
 
+    @tracked(None)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
         """Read and verify objects into the buffers; a failed check is a miss, counted in `corrupt`."""
-        if self._inflight.closing:
-            return [None] * len(keys)
-        async with self._inflight.track():
-            cancelled = threading.Event()
-            wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if k in self._index]
-            jobs = [self._load_job(k, b, cancelled, exact) for k, b in wanted]
-            answers = await run_jobs(self._pool, jobs, cancelled)
-            results = dict(zip([k for k, _ in wanted], answers, strict=True))
-            out: list[int | None] = []
-            for key in keys:
-                outcome = results.get(key, False)
-                self.counters.loads += 1
-                ok = isinstance(outcome, int) and not isinstance(outcome, bool)
-                if not ok:
-                    self._load_failed(key, outcome)
-                out.append(outcome if ok else None)
-            return out
+        cancelled = threading.Event()
+        wanted = [(k, b) for k, b in zip(keys, buffers, strict=True) if k in self._index]
+        jobs = [self._load_job(k, b, cancelled, exact) for k, b in wanted]
+        answers = await run_jobs(self._pool, jobs, cancelled)
+        results = dict(zip([k for k, _ in wanted], answers, strict=True))
+        out: list[int | None] = []
+        for key in keys:
+            outcome = results.get(key, False)
+            self.counters.loads += 1
+            ok = isinstance(outcome, int) and not isinstance(outcome, bool)
+            if not ok:
+                self._load_failed(key, outcome)
+            out.append(outcome if ok else None)
+        return out
 
     def _load_job(
         self, key: ObjectKey, buf: memoryview, cancelled: threading.Event, exact: bool

@@ -14,47 +14,31 @@ else HF_TOKEN or the stored login.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import logging
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
-    page_of,
-    record_stores,
-    usage_by_salt,
-)
-from lmcache.adapters.storage._load_outcomes import (
-    Outcome,
-    damaged_keys,
-    decode_all,
-    encode_all,
-    quarantine_remote,
-)
+from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
+from lmcache.adapters.storage._blocking import run_on
+from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
+from lmcache.adapters.storage._remote_tier import RemoteTier
 from lmcache.adapters.storage.errors import L2ConfigError
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("HfBucketL2Adapter",)
 
-logger = logging.getLogger(__name__)
 
-
-class HfBucketL2Adapter(PinnedReads, CountedLoads):
+class HfBucketL2Adapter(RemoteTier):
     """Hugging Face bucket L2 tier; see the module docstring."""
 
     kind = "hfbucket"
@@ -80,29 +64,14 @@ class HfBucketL2Adapter(PinnedReads, CountedLoads):
         self.bucket = bucket
         self.prefix = prefix
         self.api = hub.HfApi(endpoint=endpoint, token=token)
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._locks = LockTable()
-        self._inflight = InFlight()
-        self._stored: set[ObjectKey] = set()
+        self._init_tier(bucket, max_capacity_gb, persist_enabled)
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-hfbucket-l2")
-        self._closed = False
 
     def _path(self, key: ObjectKey) -> str:
         return self.prefix + key_name(key)
 
-    def _error(self, op: str, exc: BaseException) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("hfbucket L2 %s: %s failed: %r", self.bucket, op, exc)
-
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        future = asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.gather(future, return_exceptions=True)
-            raise
+        return await run_on(self._pool, lambda: fn(*args, **kwargs))
 
     async def _present(self, keys: Sequence[ObjectKey]) -> list[bool]:
         infos = await self._call(
@@ -111,31 +80,20 @@ class HfBucketL2Adapter(PinnedReads, CountedLoads):
         found = {info.path for info in infos}
         return [self._path(k) in found for k in keys]
 
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """One batch upload of whole objects."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            blobs = encode_all(keys, buffers)
-            try:
-                add = [(blob, self._path(k)) for k, blob in zip(keys, blobs, strict=True)]
-                await self._call(self.api.batch_bucket_files, self.bucket, add=add)
-                out = [True] * len(keys)
-            except Exception as exc:
-                self._error("store", exc)
-                out = [False] * len(keys)
-            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
+        add = [(blob, self._path(k)) for k, blob in zip(keys, encode_all(keys, buffers), strict=True)]
+
+        async def upload() -> list[bool]:
+            await self._call(self.api.batch_bucket_files, self.bucket, add=add)
+            return [True] * len(keys)
+
+        return self._stores_done(keys, await self._answers("store", keys, upload))
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """One paths-info call; pin the hits."""
-        if not keys:
-            return []
-        try:
-            present = await self._present(keys)
-        except Exception as exc:
-            self._error("lookup", exc)
-            present = [False] * len(keys)
-        return self._locks.lock(keys, present)
+        return self._locks.lock(keys, await self._answers("lookup", keys, lambda: self._present(keys)))
 
     def _download(self, keys: Sequence[ObjectKey]) -> list[bytes | None]:
         scratch = Path(tempfile.mkdtemp(prefix="lmcache-hfbucket-"))  # 0700 by mkdtemp
@@ -147,23 +105,17 @@ class HfBucketL2Adapter(PinnedReads, CountedLoads):
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    @tracked(False)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
         """One download call into a private scratch directory; verify and copy; damage is deleted."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            try:
-                blobs = await self._call(self._download, keys)
-            except Exception as exc:
-                self._error("load", exc)
-                blobs = [None] * len(keys)
-            outcomes = decode_all(keys, blobs, buffers, exact)
-            await quarantine_remote(
-                self.delete, self.counters, damaged_keys(keys, outcomes), logger, "hfbucket"
-            )
-            return outcomes
+        try:
+            blobs = await self._call(self._download, keys)
+        except Exception as exc:
+            self._error("load", exc)
+            blobs = [None] * len(keys)
+        return await self._quarantine(keys, decode_all(keys, blobs, buffers, exact))
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """Presence, then one batch delete of the present files."""
@@ -199,7 +151,7 @@ class HfBucketL2Adapter(PinnedReads, CountedLoads):
             by_name = {key_name(k): k for k, _ in await self._tree()}
         except Exception as exc:
             self._error("list", exc)
-            return KeyPage((), None)
+            return empty_page()
         names, nxt = page_of(sorted(by_name), cursor, limit)
         return KeyPage(tuple(by_name[n] for n in names), nxt)
 
@@ -210,15 +162,7 @@ class HfBucketL2Adapter(PinnedReads, CountedLoads):
         except Exception as exc:
             self._error("usage", exc)
             pairs = []
-        used, count, by_salt = usage_by_salt(pairs)
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of(pairs)
 
-    async def close(self) -> None:
-        """Finish transfers, delete this run's objects unless `persist_enabled`, stop the threads."""
-        if self._closed:
-            return
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
+    async def _release(self) -> None:
         self._pool.shutdown(wait=True)
-        self._closed = True

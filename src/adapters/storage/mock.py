@@ -18,6 +18,7 @@ from lmcache.adapters.storage._adapter_state import (
     InFlight,
     LockTable,
     page_of,
+    tracked,
     usage_by_salt,
 )
 from lmcache.adapters.storage.object_format import (
@@ -73,14 +74,12 @@ class MockL2Adapter(PinnedReads, SizedLoads):
         if delay > 0:
             await asyncio.sleep(delay)
 
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Store objects (copies the bytes once the simulated transfer time has passed)."""
-        if self._inflight.closing:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            await self._transfer(sum(buf.nbytes for buf in buffers))
-            # No await below: the caller's buffers are read only while it still holds them.
-            return [self._put(key, buf) for key, buf in zip(keys, buffers, strict=True)]
+        await self._transfer(sum(buf.nbytes for buf in buffers))
+        # No await below: the caller's buffers are read only while it still holds them.
+        return [self._put(key, buf) for key, buf in zip(keys, buffers, strict=True)]
 
     def _put(self, key: ObjectKey, buf: memoryview) -> bool:
         if key in self.objects:
@@ -100,15 +99,13 @@ class MockL2Adapter(PinnedReads, SizedLoads):
         """Report and pin present keys."""
         return self._locks.lock(keys, [key in self.objects for key in keys])
 
+    @tracked(None)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[int | None]:
         """Copy verified payloads into the buffers after the simulated transfer time."""
-        if self._inflight.closing:
-            return [None] * len(keys)
-        async with self._inflight.track():
-            await self._transfer(sum(buf.nbytes for buf in buffers))
-            return [self._get(key, buf, exact) for key, buf in zip(keys, buffers, strict=True)]
+        await self._transfer(sum(buf.nbytes for buf in buffers))
+        return [self._get(key, buf, exact) for key, buf in zip(keys, buffers, strict=True)]
 
     def _get(self, key: ObjectKey, buf: memoryview, exact: bool) -> int | None:
         self.counters.loads += 1

@@ -27,7 +27,6 @@ client (this one included) has RPC listeners on all interfaces: firewall them.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,36 +43,24 @@ except ImportError as exc:  # the wheel is there, a system library it links is n
 else:
     _LOAD_ERROR = None
 
-from lmcache.adapters.storage._adapter_mixins import PinnedReads
-from lmcache.adapters.storage._adapter_state import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
-    page_of,
-    record_stores,
-    usage_by_salt,
-)
-from lmcache.adapters.storage._load_outcomes import Outcome, loaded, sizes_of
+from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
+from lmcache.adapters.storage._blocking import run_on
+from lmcache.adapters.storage._load_outcomes import Outcome, damaged_keys
 from lmcache.adapters.storage._mooncake_io import NOT_FOUND, get_all, get_all_sized, put_all
 from lmcache.adapters.storage._native_mem import RegisteredRanges
+from lmcache.adapters.storage._remote_tier import RemoteTier, named_keys, parse_names
 from lmcache.adapters.storage.errors import L2ConfigError
-from lmcache.adapters.storage.object_format import (
-    CorruptObjectError,
-    UnusableObjectError,
-    key_name,
-    parse_key_name,
-)
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.adapters.storage.object_format import key_name
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("MooncakeL2Adapter",)
 
-logger = logging.getLogger(__name__)
 LEASED = -706
 _RETRY_REMOVE_S = 0.5
 FORCE_REMOVE_AFTER_S = 12.0  # past Mooncake's default 10 s lease: the object is being re-read
@@ -90,8 +77,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-class MooncakeL2Adapter(PinnedReads):
+class MooncakeL2Adapter(RemoteTier):
     """Mooncake Store L2 tier; see the module docstring."""
+
+    kind = "mooncake_store"
 
     def __init__(
         self,
@@ -119,12 +108,7 @@ class MooncakeL2Adapter(PinnedReads):
         self.prefix = key_prefix
         self.master = master_server_address
         self.metrics_url = master_metrics_url.rstrip("/") if master_metrics_url else None
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._locks = LockTable()
-        self._inflight = InFlight()
-        self._stored: set[ObjectKey] = set()
+        self._init_tier(master_server_address, max_capacity_gb, persist_enabled)
         self._doomed: dict[ObjectKey, float] = {}  # deleted, refused while leased -> monotonic deadline
         self._retry_task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lmcache-mooncake")
@@ -148,7 +132,6 @@ class MooncakeL2Adapter(PinnedReads):
                 f"metadata {metadata_server}); is mooncake_master running there?"
             )
         self._memory = RegisteredRanges(self._register, self._unregister)
-        self._closed = False
 
     # -- registration --------------------------------------------------------------------------------
     def _register(self, address: int, size: int) -> int:
@@ -178,36 +161,25 @@ class MooncakeL2Adapter(PinnedReads):
     def _get_all_sized(self, keys: list[ObjectKey], buffers: list[memoryview]) -> list[Outcome]:
         return get_all_sized(self.client, self._memory, [self._name(k) for k in keys], keys, buffers)
 
-    def _error(self, op: str, exc: BaseException | str) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("mooncake_store L2 %s: %s failed: %s", self.master, op, exc)
-
     async def _run(self, fn: Any, *args: Any) -> Any:
         """Run a blocking client call on the pool; on cancellation wait for it (it may touch buffers)."""
-        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.gather(future, return_exceptions=True)
-            raise
+        return await run_on(self._pool, fn, *args)
 
     # -- port ----------------------------------------------------------------------------------------
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """Put header + payload of each object from registered memory (payloads not copied)."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            for key in keys:
-                self._doomed.pop(key, None)  # a store cancels a pending removal
-            try:
-                codes = await self._run(self._put_all, list(keys), list(buffers))
-            except Exception as exc:
-                self._error("store", repr(exc))
-                codes = [-1] * len(keys)
-            out = [code == 0 for code in codes]
-            if any(code not in (0, -1) and code < 0 for code in codes):
-                self._error("store", f"codes {sorted(set(codes))}")
-            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
+        for key in keys:
+            self._doomed.pop(key, None)  # a store cancels a pending removal
+        try:
+            codes = await self._run(self._put_all, list(keys), list(buffers))
+        except Exception as exc:
+            self._error("store", exc)
+            codes = [-1] * len(keys)
+        out = [code == 0 for code in codes]
+        if any(code not in (0, -1) and code < 0 for code in codes):
+            self._error("store", f"codes {sorted(set(codes))}")
+        return self._stores_done(keys, out)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_is_exist; keys deleted but not yet removed (leased) are misses; pin the hits."""
@@ -216,53 +188,37 @@ class MooncakeL2Adapter(PinnedReads):
         try:
             codes = await self._run(self.client.batch_is_exist, [self._name(k) for k in keys])
         except Exception as exc:
-            self._error("lookup", repr(exc))
+            self._error("lookup", exc)
             return [False] * len(keys)
         if any(code < 0 for code in codes):
             self._error("lookup", f"codes {sorted(set(codes))}")
         present = [code == 1 and key not in self._doomed for key, code in zip(keys, codes, strict=True)]
         return self._locks.lock(keys, present)
 
-    async def load(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
-        """Header into a staging buffer, payload straight into each buffer; verified; odd sizes re-read."""
-        return [loaded(outcome) for outcome in await self._load(keys, buffers, self._get_all)]
-
-    async def load_sized(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[int | None]:
-        """As `load`, each object read whole at its stored size into the start of a larger buffer."""
-        return sizes_of(await self._load(keys, buffers, self._get_all_sized))
-
+    @tracked(False)
     async def _load(
-        self,
-        keys: Sequence[ObjectKey],
-        buffers: Sequence[memoryview],
-        get: Callable[[list[ObjectKey], list[memoryview]], list[Outcome]],
+        self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            wanted = [i for i, k in enumerate(keys) if k not in self._doomed]
-            try:
-                outcomes = await self._run(get, [keys[i] for i in wanted], [buffers[i] for i in wanted])
-            except Exception as exc:
-                self._error("load", repr(exc))
-                outcomes = [False] * len(wanted)
-            results: list[Outcome] = [False] * len(keys)
-            for i, outcome in zip(wanted, outcomes, strict=True):
-                results[i] = outcome
-            damaged = []
-            for key, outcome in zip(keys, results, strict=True):
-                self.counters.loads += 1
-                if not loaded(outcome):
-                    self.counters.load_misses += 1
-                if isinstance(outcome, CorruptObjectError):
-                    self.counters.corrupt += 1
-                    logger.warning("mooncake_store L2: corrupt object %s: %s", key.short(), outcome)
-                    if not isinstance(outcome, UnusableObjectError):
-                        damaged.append(key)
-            if damaged:
-                removed = await self._run(self._remove, damaged, True)
-                self.counters.quarantined += sum(1 for code in removed if code == 0)
-            return results
+        """Header into a staging buffer, payload straight into each buffer; verified; odd sizes re-read.
+
+        Not `exact` (`load_sized`): each object read whole at its stored size into the start of a larger
+        buffer. Damage is force-removed (a reader's lease must not keep it readable).
+        """
+        get = self._get_all if exact else self._get_all_sized
+        wanted = [i for i, k in enumerate(keys) if k not in self._doomed]
+        try:
+            outcomes = await self._run(get, [keys[i] for i in wanted], [buffers[i] for i in wanted])
+        except Exception as exc:
+            self._error("load", exc)
+            outcomes = [False] * len(wanted)
+        results: list[Outcome] = [False] * len(keys)
+        for i, outcome in zip(wanted, outcomes, strict=True):
+            results[i] = outcome
+        damaged = damaged_keys(keys, results)
+        if damaged:
+            removed = await self._run(self._remove, damaged, True)
+            self.counters.quarantined += sum(1 for code in removed if code == 0)
+        return results
 
     def _remove(self, keys: list[ObjectKey], force: bool = False) -> list[int]:
         return [int(c) for c in self.client.batch_remove([self._name(k) for k in keys], force)]
@@ -274,7 +230,7 @@ class MooncakeL2Adapter(PinnedReads):
         try:
             codes = await self._run(self._remove, list(keys))
         except Exception as exc:
-            self._error("delete", repr(exc))
+            self._error("delete", exc)
             return [False] * len(keys)
         out = []
         for key, code in zip(keys, codes, strict=True):
@@ -299,7 +255,7 @@ class MooncakeL2Adapter(PinnedReads):
                 try:
                     codes = await self._run(self._remove, keys, force)
                 except Exception as exc:
-                    self._error("delete", repr(exc))
+                    self._error("delete", exc)
                     continue
                 for key, code in zip(keys, codes, strict=True):
                     if code in (0, NOT_FOUND):
@@ -320,45 +276,24 @@ class MooncakeL2Adapter(PinnedReads):
         try:
             names = await self._names()
         except (httpx.HTTPError, OSError) as exc:
-            self._error("list", repr(exc))
-            return KeyPage((), None)
-        keys = []
+            self._error("list", exc)
+            return empty_page()
         page, nxt = page_of(names, cursor, limit)
-        for name in page:
-            try:
-                key = parse_key_name(name)
-            except ValueError:
-                continue
-            if key not in self._doomed:
-                keys.append(key)
-        return KeyPage(tuple(keys), nxt)
+        return KeyPage(tuple(key for key in parse_names(page) if key not in self._doomed), nxt)
 
     async def usage(self) -> L2Usage:
         """Sizes of this prefix's objects (one get_size each); zero without `master_metrics_url`."""
         try:
             names = await self._names()
         except (httpx.HTTPError, OSError) as exc:
-            self._error("usage", repr(exc))
+            self._error("usage", exc)
             names = []
-        pairs = []
-        for name in names:
-            try:
-                pairs.append((parse_key_name(name), name))
-            except ValueError:
-                continue
+        pairs = named_keys(names)
         sizes = await self._run(lambda: [int(self.client.get_size(self.prefix + n)) for _, n in pairs])
-        used, count, by_salt = usage_by_salt(
-            (key, size) for (key, _), size in zip(pairs, sizes, strict=True) if size > 0
-        )
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of((key, size) for (key, _), size in zip(pairs, sizes, strict=True) if size > 0)
 
-    async def close(self) -> None:
-        """Finish transfers, remove this run's objects unless `persist_enabled`, leave the store."""
-        if self._closed:
-            return
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
+    async def _release(self) -> None:
+        """Remove the objects still leased (by force: no waiting at shutdown), leave the store."""
         if self._doomed:  # shutting down: cannot wait for the leases
             await self._run(self._remove, list(self._doomed), True)
             self._doomed.clear()

@@ -21,46 +21,25 @@ or method fails start-up naming it; a connector call that raises is a backend er
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
-    page_of,
-    record_stores,
-    usage_by_salt,
-)
-from lmcache.adapters.storage._load_outcomes import (
-    Outcome,
-    damaged_keys,
-    encode_all,
-    quarantine_remote,
-)
-from lmcache.adapters.storage.errors import L2ConfigError
-from lmcache.adapters.storage.object_format import (
-    CorruptObjectError,
-    decode_into,
-    header_len_for,
-    key_name,
-    parse_key_name,
-)
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.adapters.storage._adapter_state import empty_page, page_of, tracked
+from lmcache.adapters.storage._blocking import run_on
+from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all, too_large
+from lmcache.adapters.storage._remote_tier import RemoteTier, parse_names
+from lmcache.adapters.storage._user_class import build_user_class
+from lmcache.adapters.storage.object_format import header_len_for, key_name, parse_key_name
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("REQUIRED", "NativePluginL2Adapter")
 
-logger = logging.getLogger(__name__)
 REQUIRED = ("batch_set", "batch_get", "batch_exists")
 PREFIX = "lmcache:"
 _WORKERS = 4
@@ -68,24 +47,15 @@ _WORKERS = 4
 
 def load_connector(module_path: str, class_name: str, params: dict[str, Any]) -> Any:
     """Import and instantiate the connector; L2ConfigError names what is missing."""
-    where = f"native_plugin {module_path}:{class_name}"
-    try:
-        module = importlib.import_module(module_path)
-    except ImportError as exc:
-        raise L2ConfigError(f"{where}: cannot import module {module_path!r} ({exc})") from exc
-    cls = getattr(module, class_name, None)
-    if not callable(cls):
-        raise L2ConfigError(f"{where}: module {module_path!r} has no class {class_name!r}")
-    missing = [name for name in REQUIRED if not callable(getattr(cls, name, None))]
-    if missing:
-        raise L2ConfigError(f"{where} lacks the connector methods {', '.join(missing)}")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise L2ConfigError(f"{where}: adapter_params do not fit its constructor ({exc})") from exc
+
+    def lacking(cls: Any) -> str | None:
+        missing = [name for name in REQUIRED if not callable(getattr(cls, name, None))]
+        return f"lacks the connector methods {', '.join(missing)}" if missing else None
+
+    return build_user_class("native_plugin", module_path, class_name, params, callable, lacking)
 
 
-class NativePluginL2Adapter(PinnedReads, CountedLoads):
+class NativePluginL2Adapter(RemoteTier):
     """Runs a native connector's batched calls on threads; see the module docstring."""
 
     kind = "native_plugin"
@@ -102,95 +72,72 @@ class NativePluginL2Adapter(PinnedReads, CountedLoads):
     ) -> None:
         self.name = f"{module_path}:{class_name}"
         self.connector = load_connector(module_path, class_name, dict(adapter_params or {}))
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._locks = LockTable()
-        self._inflight = InFlight()
-        self._stored: set[ObjectKey] = set()
+        self._init_tier(self.name, max_capacity_gb, persist_enabled)
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="lmcache-native-l2")
-        self._closed = False
-
-    def _error(self, op: str, exc: BaseException) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("native_plugin L2 %s: %s failed: %r", self.name, op, exc)
 
     async def _call(self, op: str, *args: Any) -> Any:
         """A connector call on a worker thread (waited for even when cancelled: it may touch buffers)."""
-        future = asyncio.get_running_loop().run_in_executor(self._pool, getattr(self.connector, op), *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.gather(future, return_exceptions=True)
-            raise
+        return await run_on(self._pool, getattr(self.connector, op), *args)
 
     @staticmethod
     def _names(keys: Sequence[ObjectKey]) -> list[str]:
         return [PREFIX + key_name(k) for k in keys]
 
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """batch_set of whole objects (header + payload joined: one copy)."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            blobs = encode_all(keys, buffers)
-            try:
-                out = [bool(ok) for ok in await self._call("batch_set", self._names(keys), blobs)]
-                if len(out) != len(keys):
-                    raise ValueError(f"batch_set returned {len(out)} results for {len(keys)} keys")
-            except Exception as exc:
-                self._error("store", exc)
-                out = [False] * len(keys)
-            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
+        blobs = encode_all(keys, buffers)
+        out = await self._answers("store", keys, lambda: self._call("batch_set", self._names(keys), blobs))
+        return self._stores_done(keys, out)
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_exists; pin the hits."""
-        if not keys:
-            return []
-        try:
-            present = [bool(x) for x in await self._call("batch_exists", self._names(keys))]
-        except Exception as exc:
-            self._error("lookup", exc)
-            present = [False] * len(keys)
+        present = await self._answers("lookup", keys, lambda: self._call("batch_exists", self._names(keys)))
         return self._locks.lock(keys, present)
 
+    @tracked(False)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
         """batch_get into staging buffers of the expected object size, then verify and copy."""
-        if self._inflight.closing or not keys:
+        names = self._names(keys)
+        staging = [
+            bytearray(header_len_for(n[len(PREFIX) :].encode()) + b.nbytes)
+            for n, b in zip(names, buffers, strict=True)
+        ]
+        try:
+            sizes, refused = await self._get(names, staging)
+        except Exception as exc:
+            self._error("load", exc)
             return [False] * len(keys)
-        async with self._inflight.track():
-            names = self._names(keys)
-            staging = [
-                bytearray(header_len_for(n[len(PREFIX) :].encode()) + b.nbytes)
-                for n, b in zip(names, buffers, strict=True)
-            ]
-            try:
-                sizes = list(await self._call("batch_get", names, staging))
-                retry = [i for i, size in enumerate(sizes) if size > len(staging[i])]
-                if retry:  # another size than expected: read it whole so the format check classifies it
-                    bigger = [bytearray(sizes[i]) for i in retry]
-                    again = await self._call("batch_get", [names[i] for i in retry], bigger)
-                    for i, buf, size in zip(retry, bigger, again, strict=True):
-                        staging[i], sizes[i] = buf, size
-            except Exception as exc:
-                self._error("load", exc)
-                return [False] * len(keys)
-            outcomes: list[Outcome] = []
-            for key, blob, size, dest in zip(keys, staging, sizes, buffers, strict=True):
-                if size < 0:
-                    outcomes.append(False)
-                    continue
-                try:
-                    got = decode_into(key, memoryview(blob)[:size], dest, exact)
-                    outcomes.append(True if exact else got)
-                except CorruptObjectError as exc:
-                    outcomes.append(exc)
-            await quarantine_remote(
-                self.delete, self.counters, damaged_keys(keys, outcomes), logger, "native_plugin"
-            )
-            return outcomes
+        blobs = [memoryview(b)[:size] if size >= 0 else None for b, size in zip(staging, sizes, strict=True)]
+        outcomes = decode_all(keys, blobs, buffers, exact)
+        for i, why in refused.items():
+            outcomes[i] = why
+        return await self._quarantine(keys, outcomes)
+
+    async def _get(self, names: list[str], staging: list[bytearray]) -> tuple[list[int], dict[int, Outcome]]:
+        """batch_get; returns the sizes (-1: absent) and the outcomes of objects refused as far too large.
+
+        An object of another size than its staging buffer is read again whole, so the format check
+        classifies it, unless it is far larger (`too_large`): the connector's size is not trusted for an
+        allocation.
+        """
+        sizes = [int(size) for size in await self._call("batch_get", names, staging)]
+        refused: dict[int, Outcome] = {}
+        retry = []
+        for i, size in enumerate(sizes):
+            why = too_large(size, len(staging[i]))
+            if why is not None:
+                refused[i] = why
+            elif size > len(staging[i]):
+                retry.append(i)
+        if retry:
+            bigger = [bytearray(sizes[i]) for i in retry]
+            again = await self._call("batch_get", [names[i] for i in retry], bigger)
+            for i, buf, size in zip(retry, bigger, again, strict=True):
+                staging[i], sizes[i] = buf, int(size)
+        return sizes, refused
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """batch_delete (at once); a connector without it deletes nothing."""
@@ -216,14 +163,8 @@ class NativePluginL2Adapter(PinnedReads, CountedLoads):
             names, nxt = page_of(await self._all_names(), cursor, limit)
         except Exception as exc:
             self._error("list", exc)
-            return KeyPage((), None)
-        keys = []
-        for name in names:
-            try:
-                keys.append(parse_key_name(name))
-            except ValueError:
-                continue
-        return KeyPage(tuple(keys), nxt)
+            return empty_page()
+        return KeyPage(tuple(parse_names(names)), nxt)
 
     async def usage(self) -> L2Usage:
         """Sizes of the listed objects, from a batch_get into empty buffers (each answers its size)."""
@@ -239,18 +180,9 @@ class NativePluginL2Adapter(PinnedReads, CountedLoads):
                 pairs.append((parse_key_name(name), int(size)))
             except ValueError:
                 continue
-        used, count, by_salt = usage_by_salt(p for p in pairs if p[1] >= 0)
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of(p for p in pairs if p[1] >= 0)
 
-    async def close(self) -> None:
-        """Finish calls in flight, delete this run's objects unless `persist_enabled`, close the connector."""
-        if self._closed:
-            return
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
-        closer = getattr(self.connector, "close", None)
-        if callable(closer):
+    async def _release(self) -> None:
+        if callable(getattr(self.connector, "close", None)):
             await self._call("close")
         self._pool.shutdown(wait=True)
-        self._closed = True

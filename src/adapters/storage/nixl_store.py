@@ -163,37 +163,30 @@ class NixlL2Adapter(FsL2Adapter):
                     self.agent.release_xfer_handle(handle)
                     self.agent.deregister_memory(file_reg)
 
-    def _store_job(
-        self, key: ObjectKey, buf: memoryview, cancelled: threading.Event
-    ) -> Callable[[], int | bool]:
-        final = self._path(key)
-        tmp = str(self.tmp / f"{Path(final).stem}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-
-        def job() -> int | bool:
-            if cancelled.is_set():
-                return False
-            header = np.frombuffer(encode_header(key, buf), np.uint8).copy()
-            total = header.nbytes + buf.nbytes
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, _fs_io.FILE_MODE)
-            try:
-                os.ftruncate(fd, total)
-                self._transfer(
-                    "WRITE", [(address_of(header), header.nbytes), (address_of(buf), buf.nbytes)], fd, total
-                )
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                Path(tmp).unlink(missing_ok=True)
-                raise
+    def _write_file(
+        self, key: ObjectKey, buf: memoryview, tmp: str, final: str, cancelled: threading.Event
+    ) -> int | bool:
+        """As fs, the bytes moved by one NIXL WRITE from the header and the caller's buffer."""
+        header = np.frombuffer(encode_header(key, buf), np.uint8).copy()
+        total = header.nbytes + buf.nbytes
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, _fs_io.FILE_MODE)
+        try:
+            os.ftruncate(fd, total)
+            self._transfer(
+                "WRITE", [(address_of(header), header.nbytes), (address_of(buf), buf.nbytes)], fd, total
+            )
+            os.fsync(fd)
+        except BaseException:
             os.close(fd)
-            if cancelled.is_set():
-                Path(tmp).unlink(missing_ok=True)
-                return False
-            _fs_io.make_dir(Path(final).parent)
-            Path(tmp).rename(final)
-            return total
-
-        return job
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        if cancelled.is_set():
+            Path(tmp).unlink(missing_ok=True)
+            return False
+        _fs_io.make_dir(Path(final).parent)
+        Path(tmp).rename(final)
+        return total
 
     def _load_job(
         self, key: ObjectKey, buf: memoryview, cancelled: threading.Event, exact: bool

@@ -9,13 +9,12 @@ checks are its own business, since it owns its storage format.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.storage._adapter_state import AdapterCounters, record_stores
-from lmcache.adapters.storage.errors import L2ConfigError
+from lmcache.adapters.storage._user_class import build_user_class
 from lmcache.ports.l2_adapter import KeyPage, L2Usage
 
 if TYPE_CHECKING:
@@ -36,23 +35,18 @@ def load_plugin(module_path: str, class_name: str, params: dict[str, Any]) -> An
         L2ConfigError: The module or class is missing, a port method is absent or not `async def`, or
             the constructor rejects `params`.
     """
-    where = f"plugin {module_path}:{class_name}"
-    try:
-        module = importlib.import_module(module_path)
-    except ImportError as exc:
-        raise L2ConfigError(f"{where}: cannot import module {module_path!r} ({exc})") from exc
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type):
-        raise L2ConfigError(f"{where}: module {module_path!r} has no class {class_name!r}")
-    missing = [m for m in REQUIRED_METHODS if not inspect.iscoroutinefunction(getattr(cls, m, None))]
-    if missing:
-        raise L2ConfigError(
-            f"{where} does not implement the L2Adapter port: missing or not async: {', '.join(missing)}"
-        )
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise L2ConfigError(f"{where}: adapter_params do not fit its constructor ({exc})") from exc
+
+    def lacking(cls: type) -> str | None:
+        missing = [m for m in REQUIRED_METHODS if not inspect.iscoroutinefunction(getattr(cls, m, None))]
+        if not missing:
+            return None
+        return f"does not implement the L2Adapter port: missing or not async: {', '.join(missing)}"
+
+    return build_user_class("plugin", module_path, class_name, params, _is_class, lacking)
+
+
+def _is_class(found: object) -> bool:
+    return isinstance(found, type)
 
 
 class PluginL2Adapter:

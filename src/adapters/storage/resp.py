@@ -28,31 +28,19 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import (
-    AdapterCounters,
-    InFlight,
-    LockTable,
-    record_stores,
-    usage_by_salt,
-)
-from lmcache.adapters.storage._load_outcomes import (
-    Outcome,
-    damaged_keys,
-    encode_headers,
-    quarantine_remote,
-)
+from lmcache.adapters.storage._adapter_state import empty_page, tracked
+from lmcache.adapters.storage._load_outcomes import Outcome, encode_headers
+from lmcache.adapters.storage._remote_tier import RemoteTier, parse_names
 from lmcache.adapters.storage._resp_cluster import ClusterRouter, Shard
 from lmcache.adapters.storage._resp_reader import BlockingGetPool, LoadCancel
 from lmcache.adapters.storage.object_format import UnusableObjectError, key_name
-from lmcache.adapters.storage.object_format import parse_key_name as _parse_name
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("RedisL2Adapter",)
 
@@ -71,7 +59,7 @@ def _url(host: str, port: int) -> str:
     return urlunsplit(parts)
 
 
-class RedisL2Adapter(PinnedReads, CountedLoads):
+class RedisL2Adapter(RemoteTier):
     """Redis/Valkey L2 tier; see the module docstring."""
 
     kind = "resp"
@@ -93,12 +81,7 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
         self._auth = (username or None, password or None, num_workers)
         self._cluster_wanted = cluster
         self.router: ClusterRouter | None = None
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._locks = LockTable()
-        self._inflight = InFlight()
-        self._stored: set[ObjectKey] = set()
+        self._init_tier(self.url.split("?")[0], max_capacity_gb, persist_enabled)
         self.client: aioredis.Redis = aioredis.from_url(
             self.url,
             username=username or None,
@@ -149,44 +132,38 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
         if self.router is not None and "MOVED" in str(exc):
             await self.router.refresh()
 
-    def _error(self, op: str, exc: BaseException) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("resp L2 %s: %s failed: %r", self.url.split("?")[0], op, exc)
-
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """One SET per object, pipelined on one connection; each value is sent as header then payload."""
-        if self._inflight.closing or not keys:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            headers = encode_headers(keys, buffers)  # xxh3: ~0.04 ms per MiB, cheaper than a thread hop
-            names = [(PREFIX + key_name(key)).encode() for key in keys]
-            out = [False] * len(keys)
-            try:
-                groups = await self._groups(names)
-                done = await asyncio.gather(
-                    *(
-                        self._set_all(
-                            shard.client,
-                            [names[i] for i in idx],
-                            [headers[i] for i in idx],
-                            [buffers[i] for i in idx],
-                        )
-                        for shard, idx in groups
-                    ),
-                    return_exceptions=True,
-                )
-                for (_, idx), result in zip(groups, done, strict=True):
-                    if isinstance(result, BaseException):
-                        if not isinstance(result, _ERRORS):
-                            raise result
-                        self._error("store", result)
-                        await self._moved(result)
-                        continue
-                    for i, ok in zip(idx, result, strict=True):
-                        out[i] = ok
-            except _ERRORS as exc:
-                self._error("store", exc)
-            return record_stores(self.counters, keys, out, None if self.persist else self._stored)
+        headers = encode_headers(keys, buffers)  # xxh3: ~0.04 ms per MiB, cheaper than a thread hop
+        names = [(PREFIX + key_name(key)).encode() for key in keys]
+        out = [False] * len(keys)
+        try:
+            groups = await self._groups(names)
+            done = await asyncio.gather(
+                *(
+                    self._set_all(
+                        shard.client,
+                        [names[i] for i in idx],
+                        [headers[i] for i in idx],
+                        [buffers[i] for i in idx],
+                    )
+                    for shard, idx in groups
+                ),
+                return_exceptions=True,
+            )
+            for (_, idx), result in zip(groups, done, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, _ERRORS):
+                        raise result
+                    self._error("store", result)
+                    await self._moved(result)
+                    continue
+                for i, ok in zip(idx, result, strict=True):
+                    out[i] = ok
+        except _ERRORS as exc:
+            self._error("store", exc)
+        return self._stores_done(keys, out)
 
     @staticmethod
     async def _set_all(
@@ -218,55 +195,53 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
             await pool.release(conn)
         return [reply in (b"OK", "OK", True) for reply in replies]
 
-    async def _per_key(self, op: str, command: str, keys: Sequence[ObjectKey]) -> list[Any] | None:
-        """`command` on every key's name in one pipeline; None (logged, counted) when the backend failed."""
+    async def _per_key(self, op: str, command: str, keys: Sequence[ObjectKey]) -> list[bool] | None:
+        """`command` on every key's name in one pipeline: whether each replied 1.
+
+        None (logged, counted) when the backend failed.
+        """
+        if not keys:
+            return []
         try:
             router = await self._router()
             pipe: Any = (router.cluster if router else self.client).pipeline(transaction=False)
             for key in keys:
                 getattr(pipe, command)(PREFIX + key_name(key))
-            return list(await pipe.execute())
+            return [reply == 1 for reply in await pipe.execute()]
         except _ERRORS as exc:
             self._error(op, exc)
             return None
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """EXISTS per key in one pipeline; pin the hits."""
-        if not keys:
-            return []
-        replies = await self._per_key("lookup", "exists", keys)
-        if replies is None:
-            return [False] * len(keys)
-        return self._locks.lock(keys, [reply == 1 for reply in replies])
+        present = await self._per_key("lookup", "exists", keys)
+        return self._locks.lock(keys, [False] * len(keys) if present is None else present)
 
+    @tracked(False)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
         """GET every object in one pipeline on a load thread, each payload received into its buffer."""
-        if self._inflight.closing or not keys:
+        names = [(PREFIX + key_name(key)).encode() for key in keys]
+        try:
+            groups = await self._groups(names)
+        except _ERRORS as exc:
+            self._error("load", exc)
             return [False] * len(keys)
-        async with self._inflight.track():
-            names = [(PREFIX + key_name(key)).encode() for key in keys]
-            try:
-                groups = await self._groups(names)
-            except _ERRORS as exc:
-                self._error("load", exc)
-                return [False] * len(keys)
-            done = await asyncio.gather(
-                *(
-                    self._load_on(shard, [names[i] for i in idx], keys, buffers, idx, exact)
-                    for shard, idx in groups
-                )
+        done = await asyncio.gather(
+            *(
+                self._load_on(shard, [names[i] for i in idx], keys, buffers, idx, exact)
+                for shard, idx in groups
             )
-            outcomes: list[Outcome] = [False] * len(keys)
-            for (_, idx), result in zip(groups, done, strict=True):
-                for i, outcome in zip(idx, result, strict=True):
-                    outcomes[i] = outcome
-            moved = [o for o in outcomes if isinstance(o, UnusableObjectError) and "MOVED" in str(o)]
-            if moved:
-                await self._moved(moved[0])
-            await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "resp")
-            return outcomes
+        )
+        outcomes: list[Outcome] = [False] * len(keys)
+        for (_, idx), result in zip(groups, done, strict=True):
+            for i, outcome in zip(idx, result, strict=True):
+                outcomes[i] = outcome
+        moved = [o for o in outcomes if isinstance(o, UnusableObjectError) and "MOVED" in str(o)]
+        if moved:
+            await self._moved(moved[0])
+        return await self._quarantine(keys, outcomes)
 
     async def _load_on(
         self,
@@ -296,13 +271,11 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """DEL per key in one pipeline (at once, pins do not defer it)."""
-        if not keys:
-            return []
-        replies = await self._per_key("delete", "delete", keys)
-        if replies is None:
+        removed = await self._per_key("delete", "delete", keys)
+        if removed is None:
             return [False] * len(keys)
         self._stored.difference_update(keys)
-        return [reply == 1 for reply in replies]
+        return removed
 
     async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
         """SCAN pages under the prefix, node after node. The cursor is `<node>:<scan cursor>:<skip>`.
@@ -325,7 +298,7 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
             return KeyPage(_parse(names), None)
         except _ERRORS as exc:
             self._error("list", exc)
-            return KeyPage((), None)
+            return empty_page()
 
     @staticmethod
     async def _scan_node(
@@ -360,19 +333,12 @@ class RedisL2Adapter(PinnedReads, CountedLoads):
                         pipe.strlen(raw)
                     lengths = await pipe.execute() if batch else []
                     for raw, length in zip(batch, lengths, strict=True):
-                        key = _parse_one(_text(raw))
-                        if key is not None:
-                            sizes.append((key, int(length)))
+                        sizes += [(key, int(length)) for key in _parse([_text(raw)])]
         except _ERRORS as exc:
             self._error("usage", exc)
-        used, count, by_salt = usage_by_salt(sizes)
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of(sizes)
 
-    async def close(self) -> None:
-        """Wait for stores in flight, delete this run's objects unless `persist_enabled`, drop the pool."""
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
+    async def _release(self) -> None:
         await self.client.aclose()
         if self.router is not None:
             await self.router.close()
@@ -384,12 +350,5 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def _parse_one(name: str) -> ObjectKey | None:
-    try:
-        return _parse_name(name.removeprefix(PREFIX))
-    except ValueError:
-        return None
-
-
 def _parse(names: list[str]) -> tuple[ObjectKey, ...]:
-    return tuple(key for key in map(_parse_one, names) if key is not None)
+    return tuple(parse_names(name.removeprefix(PREFIX) for name in names))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -22,30 +21,24 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from lmcache.adapters.storage._adapter_mixins import CountedLoads, PinnedReads
-from lmcache.adapters.storage._adapter_state import AdapterCounters, InFlight, LockTable, usage_by_salt
+from lmcache.adapters.storage._adapter_state import empty_page, tracked
 from lmcache.adapters.storage._blocking import offload
-from lmcache.adapters.storage._load_outcomes import (
-    Outcome,
-    damaged_keys,
-    decode_all,
-    encode_all,
-    quarantine_remote,
-)
+from lmcache.adapters.storage._load_outcomes import Outcome, decode_all, encode_all
+from lmcache.adapters.storage._remote_tier import RemoteTier
 from lmcache.adapters.storage.object_format import key_name, parse_key_name
-from lmcache.domain.units import gb_to_bytes
-from lmcache.ports.l2_adapter import KeyPage, L2Usage
+from lmcache.ports.l2_adapter import KeyPage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.keys import ObjectKey
+    from lmcache.ports.l2_adapter import L2Usage
 
 __all__ = ("S3L2Adapter",)
 
-logger = logging.getLogger(__name__)
 _ERRORS = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
 _PART_BYTES = 8 << 20
+_ABSENT = ("404", "NoSuchKey", "NotFound")  # error codes of a missing object (HEAD, GET)
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str]:
@@ -58,7 +51,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
     return (host.split(".s3.")[0] if ".s3." in host else host), ""
 
 
-class S3L2Adapter(PinnedReads, CountedLoads):
+class S3L2Adapter(RemoteTier):
     """S3 L2 tier; see the module docstring."""
 
     kind = "s3"
@@ -82,12 +75,7 @@ class S3L2Adapter(PinnedReads, CountedLoads):
         persist_enabled: bool = True,
     ) -> None:
         self.bucket, self.prefix = parse_endpoint(s3_endpoint)
-        self.capacity_bytes = gb_to_bytes(max_capacity_gb)
-        self.persist = persist_enabled
-        self.counters = AdapterCounters()
-        self._stored: set[ObjectKey] = set()
-        self._locks = LockTable()
-        self._inflight = InFlight()
+        self._init_tier(self.bucket, max_capacity_gb, persist_enabled)
         self._sem = asyncio.Semaphore(s3_num_io_threads)
         self._client_args: dict[str, Any] = {
             "region_name": s3_region,
@@ -118,21 +106,11 @@ class S3L2Adapter(PinnedReads, CountedLoads):
     def _name(self, key: ObjectKey) -> str:
         return self.prefix + key_name(key)
 
-    def _error(self, op: str, exc: BaseException) -> None:
-        self.counters.backend_errors += 1
-        logger.warning("s3 L2 %s: %s failed: %r", self.bucket, op, exc)
-
+    @tracked(False)
     async def store(self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview]) -> list[bool]:
         """PUT every object concurrently (multipart past the threshold)."""
-        if self._inflight.closing:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            results = await asyncio.gather(*(self._put(k, b) for k, b in zip(keys, buffers, strict=True)))
-            if not self.persist:
-                self._stored.update(k for k, ok in zip(keys, results, strict=True) if ok)
-            self.counters.stores += sum(results)
-            self.counters.store_failures += len(results) - sum(results)
-            return list(results)
+        results = await asyncio.gather(*(self._put(k, b) for k, b in zip(keys, buffers, strict=True)))
+        return self._stores_done(keys, list(results))
 
     async def _put(self, key: ObjectKey, buf: memoryview) -> bool:
         # Copied (and hashed) now, off the loop: the caller's view is not kept past this await.
@@ -168,17 +146,19 @@ class S3L2Adapter(PinnedReads, CountedLoads):
                 await s3.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
             raise
 
+    def _unless_absent(self, op: str, exc: BaseException) -> None:
+        """A failed request is a backend error, unless S3 answered that the object is not there."""
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code not in _ABSENT:
+            self._error(op, exc)
+
     async def _head(self, key: ObjectKey) -> bool:
         async with self._sem:
             try:
                 await (await self._s3()).head_object(Bucket=self.bucket, Key=self._name(key))
                 return True
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    self._error("lookup", exc)
-                return False
             except _ERRORS as exc:
-                self._error("lookup", exc)
+                self._unless_absent("lookup", exc)
                 return False
 
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
@@ -186,19 +166,15 @@ class S3L2Adapter(PinnedReads, CountedLoads):
         present = await asyncio.gather(*(self._head(k) for k in keys))
         return self._locks.lock(keys, list(present))
 
+    @tracked(False)
     async def _load(
         self, keys: Sequence[ObjectKey], buffers: Sequence[memoryview], exact: bool
     ) -> list[Outcome]:
         """GET every object concurrently, verify, copy each payload into its buffer."""
-        if self._inflight.closing:
-            return [False] * len(keys)
-        async with self._inflight.track():
-            blobs = await asyncio.gather(*(self._get(k) for k in keys))
-            # offload() waits for its thread even when cancelled: buffers are written only while held.
-            nbytes = sum(len(b) for b in blobs if b is not None)
-            outcomes = await offload(nbytes, decode_all, keys, blobs, buffers, exact)
-            await quarantine_remote(self.delete, self.counters, damaged_keys(keys, outcomes), logger, "s3")
-            return outcomes
+        blobs = await asyncio.gather(*(self._get(k) for k in keys))
+        # offload() waits for its thread even when cancelled: buffers are written only while held.
+        nbytes = sum(len(b) for b in blobs if b is not None)
+        return await self._quarantine(keys, await offload(nbytes, decode_all, keys, blobs, buffers, exact))
 
     async def _get(self, key: ObjectKey) -> bytes | None:
         async with self._sem:
@@ -207,12 +183,8 @@ class S3L2Adapter(PinnedReads, CountedLoads):
                 async with reply["Body"] as stream:
                     data: bytes = await stream.read()
                 return data
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
-                    self._error("load", exc)
-                return None
             except _ERRORS as exc:
-                self._error("load", exc)
+                self._unless_absent("load", exc)
                 return None
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
@@ -239,7 +211,7 @@ class S3L2Adapter(PinnedReads, CountedLoads):
             reply = await (await self._s3()).list_objects_v2(**args)
         except _ERRORS as exc:
             self._error("list", exc)
-            return KeyPage((), None)
+            return empty_page()
         keys = [k for k, _ in self._parse(reply)]
         return KeyPage(tuple(keys), reply.get("NextContinuationToken") if reply.get("IsTruncated") else None)
 
@@ -261,14 +233,9 @@ class S3L2Adapter(PinnedReads, CountedLoads):
                 sizes += self._parse(reply)
         except _ERRORS as exc:
             self._error("usage", exc)
-        used, count, by_salt = usage_by_salt(sizes)
-        return L2Usage(used, count, self.capacity_bytes, by_salt)
+        return self._usage_of(sizes)
 
-    async def close(self) -> None:
-        """Wait for requests in flight, delete this run's objects unless `persist_enabled`, close."""
-        await self._inflight.drain()
-        if self._stored:
-            await self.delete(list(self._stored))
-            self._stored.clear()
+    async def _release(self) -> None:
+        self._stored.clear()
         await self._stack.aclose()
         self._client = None

@@ -33,6 +33,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from lmcache.adapters.storage._adapter_mixins import Forwarding
 from lmcache.adapters.storage._adapter_state import AdapterCounters
 from lmcache.adapters.storage._blocking import run_jobs
 from lmcache.adapters.storage._buffers import BufferPool, Scratch
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from lmcache.adapters.storage.serde_base import SerdeStage
     from lmcache.domain.keys import ObjectKey
-    from lmcache.ports.l2_adapter import KeyPage, L2Usage, SizedLoadL2Adapter
+    from lmcache.ports.l2_adapter import SizedLoadL2Adapter
 
 __all__ = ("SerdeL2Adapter", "can_load_sized")
 
@@ -73,7 +74,7 @@ def can_load_sized(adapter: object) -> bool:
     return True
 
 
-class SerdeL2Adapter:
+class SerdeL2Adapter(Forwarding):
     """Serde wrapper around `inner`; see the module docstring.
 
     Args:
@@ -82,6 +83,8 @@ class SerdeL2Adapter:
         max_workers: Pool threads (None: min(4, CPU count)).
         name: How logs name the adapter.
     """
+
+    inner: SizedLoadL2Adapter
 
     def __init__(
         self,
@@ -253,26 +256,10 @@ class SerdeL2Adapter:
         """Forwarded unchanged."""
         return await self.inner.lookup_and_lock(keys)
 
-    async def unlock(self, keys: Sequence[ObjectKey]) -> None:
-        """Forwarded unchanged."""
-        await self.inner.unlock(keys)
-
     def is_locked(self, key: ObjectKey) -> bool:
         """Whether a reader pinned `key` (asked of the adapter)."""
         probe = getattr(self.inner, "is_locked", None)
         return callable(probe) and bool(probe(key))
-
-    async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
-        """Forwarded unchanged."""
-        return await self.inner.delete(keys)
-
-    async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
-        """Forwarded unchanged."""
-        return await self.inner.list_keys(cursor, limit)
-
-    async def usage(self) -> L2Usage:
-        """Forwarded unchanged (stored bytes: after the serde)."""
-        return await self.inner.usage()
 
     async def close(self) -> None:
         """Close the adapter, then stop the pool."""

@@ -53,3 +53,23 @@ async def test_the_compiled_connector_is_used_and_a_raising_one_is_a_counted_mis
     assert await broken.load([key(1)], [empty(10)]) == [False]
     assert broken.counters.backend_errors == 1
     await broken.close()
+
+
+class Liar(Half):
+    """Says every value is 64 MiB, and records the size of each buffer it is handed."""
+
+    def __init__(self) -> None:
+        self.buffers: list[int] = []
+
+    def batch_get(self, keys: list[str], buffers: list[bytearray]) -> list[int]:
+        self.buffers += [len(b) for b in buffers]
+        return [64 << 20] * len(keys)
+
+
+async def test_a_size_far_larger_than_expected_is_a_miss_without_allocating_it() -> None:
+    adapter = build(_spec(__name__, "Liar"))
+    assert await adapter.load([key(1)], [empty(5000)]) == [False]
+    assert adapter.connector.buffers and max(adapter.connector.buffers) < 1 << 20  # only the staging buffer
+    assert adapter.counters.backend_errors == adapter.counters.quarantined == 0
+    assert adapter.counters.load_misses == 1
+    await adapter.close()
