@@ -7,8 +7,7 @@ and stop its loops. No OpenAPI schema and no Litestar logging config: the CLI ow
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.di import Provide
 
 from lmcache.adapters.coordinator import schemas
 from lmcache.adapters.coordinator.routes_aliases import ALIAS_ROUTES
@@ -16,6 +15,7 @@ from lmcache.adapters.coordinator.routes_blend import BLEND_ROUTES
 from lmcache.adapters.coordinator.routes_l2 import L2_ROUTES
 from lmcache.adapters.coordinator.routes_membership import MEMBERSHIP_ROUTES
 from lmcache.adapters.coordinator.service import CoordinatorService
+from lmcache.adapters.http.signatures import signature_namespace
 
 __all__ = ("build_coordinator_app",)
 
@@ -28,16 +28,7 @@ def build_coordinator_app(runtime: CoordinatorService) -> Litestar:
     def provide_runtime() -> CoordinatorService:
         return runtime
 
-    # handlers annotate their types under TYPE_CHECKING; Litestar resolves them from this namespace
-    namespace: dict[str, object] = {
-        name: getattr(schemas, name) for name in schemas.__all__ if isinstance(getattr(schemas, name), type)
-    }
-    namespace.update(
-        CoordinatorService=CoordinatorService,
-        FromPath=FromPath,
-        JSONBody=JSONBody,
-        NamedDependency=NamedDependency,
-    )
+    namespace = signature_namespace(schemas, CoordinatorService)
     return Litestar(
         route_handlers=[*MEMBERSHIP_ROUTES, *L2_ROUTES, *BLEND_ROUTES, *ALIAS_ROUTES],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False, use_cache=True)},

@@ -9,10 +9,9 @@ the CLI owns logging.
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.params import FromPath, FromQuery, JSONBody
 
 from lmcache.adapters.http import schemas
 from lmcache.adapters.http.errors import EXCEPTION_HANDLERS
@@ -24,6 +23,7 @@ from lmcache.adapters.http.routes_quota import QUOTA_ROUTES
 from lmcache.adapters.http.run_script import RUN_SCRIPT_ROUTES
 from lmcache.adapters.http.sandbox import ScriptRunner
 from lmcache.adapters.http.services import HttpServices
+from lmcache.adapters.http.signatures import signature_namespace
 
 __all__ = ("MAX_BODY_BYTES", "build_http_app")
 
@@ -44,19 +44,7 @@ def build_http_app(services: HttpServices) -> Litestar:
     def provide_runner() -> ScriptRunner:
         return runner
 
-    # handlers annotate their types under TYPE_CHECKING; Litestar resolves them from this namespace
-    namespace: dict[str, object] = {
-        name: getattr(schemas, name) for name in schemas.__all__ if isinstance(getattr(schemas, name), type)
-    }
-    namespace.update(
-        HttpServices=HttpServices,
-        PrefetchBook=PrefetchBook,
-        ScriptRunner=ScriptRunner,
-        FromPath=FromPath,
-        FromQuery=FromQuery,
-        JSONBody=JSONBody,
-        NamedDependency=NamedDependency,
-    )
+    namespace = signature_namespace(schemas, HttpServices, PrefetchBook, ScriptRunner)
     return Litestar(
         route_handlers=[*INFO_ROUTES, *CACHE_ROUTES, *L2_ROUTES, *QUOTA_ROUTES, *RUN_SCRIPT_ROUTES],
         dependencies={
