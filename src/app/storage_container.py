@@ -1,8 +1,9 @@
 """Composition root, first half: the storage engine of `lmcache server` (L1, L2, sessions, the engine).
 
-`ServerContainer` (`container.py`) extends this with the serving side (telemetry, CacheBlend, the ZMQ
-transport, the HTTP frontend); the split keeps each module readable, and both are the composition root:
-the only modules naming the concrete classes of the graph and deciding which implementation runs.
+`TelemetryContainer` (`telemetry_container.py`) extends this with the telemetry, and `ServerContainer`
+(`container.py`) that with the serving side (CacheBlend, the ZMQ transport, the HTTP frontend); the split
+keeps each module readable, and together they are the composition root: the only modules naming the
+concrete classes of the graph and deciding which implementation runs.
 
 `--trace-level storage` is decided here too: `l1`, `eviction_loop`, `prefetch_controller`,
 `store_controller` and `quotas` are Selectors between the plain domain class and its traced subclass
