@@ -1,6 +1,6 @@
 """Composition root of `lmcache server`, serving side; with the containers it extends, the only naming code.
 
-Those are `storage_container.py` (the storage engine), `telemetry_container.py` (metrics and bus
+Those are `storage_container.py` (the storage side), `telemetry_container.py` (metrics and bus
 subscribers) and `blend_container.py` (CacheBlend, a sub-container): together the only code naming
 concrete classes.
 
@@ -39,6 +39,7 @@ from lmcache.app.plugin_wiring import discover_plugins, plugin_environment
 from lmcache.app.server_graph import ServerGraph
 from lmcache.app.storage_container import StorageContainer
 from lmcache.app.telemetry_container import TelemetryContainer
+from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.transfer_modes import serves_lmcache_driven
 
@@ -133,10 +134,26 @@ class ServerContainer(TelemetryContainer):
         ),
         off=providers.Object(None),
     )
+    store_listener = providers.Selector(  # hears every committed store; its choices are set below
+        providers.Callable(_blend_on, _mp.engine_type)
+    )
+    engine = providers.Singleton(
+        CacheEngine,
+        _S.l1,
+        _S.sessions,
+        _S.workers,
+        _S.prefetch_controller,
+        _S.store_controller,
+        submit=_S.storage_loop.provided.submit,
+        kv_events=_S.kv_events,
+        null_block_id=_mp.null_block_id,
+        events=_S.events,
+        store_listener=store_listener,
+    )
     blend_graph = providers.Container(
         BlendContainer,
         config=_S.config,
-        engine=_S.engine,
+        engine=engine,
         memory=_S.l1_memory,
         adapters=_S.l2_adapters,
         arena=_S.arena_tensor,
@@ -149,16 +166,18 @@ class ServerContainer(TelemetryContainer):
     blend = providers.Selector(  # None unless --engine-type blend|blend_legacy
         providers.Callable(_blend_on, _mp.engine_type), on=blend_graph.server, off=providers.Object(None)
     )
+    # CacheBlend's registrar needs no engine, so the engine can be built with it (a blend engine only).
+    store_listener.set_providers(on=blend_graph.registrar, off=providers.Object(None))
     engine_driven = providers.Selector(  # prepare/commit ops: --supported-transfer-mode engine_driven|auto
         providers.Callable(_on_off, _S.engine_driven_mode),
         on=providers.Singleton(
-            EngineDrivenService, _S.engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
+            EngineDrivenService, engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
         ),
         off=providers.Object(None),
     )
     op_handlers = providers.Factory(  # the runtime passes on_unregister (it closes the ZMQ server's streams)
         OpHandlers,
-        _S.engine,
+        engine,
         _S.registrar,
         engine_driven,
         providers.Callable(_experimental_ops, _S.kv_events),
@@ -178,7 +197,7 @@ class ServerContainer(TelemetryContainer):
     http_services = providers.Factory(  # called with engine_problem (the runtime's health of the engine)
         HttpServices,
         settings=providers.Callable(_http_settings, _S.config),
-        engine=_S.engine,
+        engine=engine,
         quotas=_S.quotas,
         supervisor=_S.supervisor,
         eviction=_S.eviction_loop,

@@ -1,4 +1,7 @@
-"""Composition root, first half: the storage engine of `lmcache server` (L1, L2, sessions, the engine).
+"""Composition root, first part: the storage side of `lmcache server` (L1, L2, sessions, controllers).
+
+The `CacheEngine` over these parts is built in `container.py`, beside CacheBlend, whose registrar it is
+given at construction as its store listener.
 
 `TelemetryContainer` (`telemetry_container.py`) extends this with the telemetry, and `ServerContainer`
 (`container.py`) that with the serving side (CacheBlend, the ZMQ transport, the HTTP frontend); the split
@@ -38,7 +41,6 @@ from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import wants_bus
 from lmcache.app.trace_wiring import first_trace_path, storage_config_json, trace_level_meta
 from lmcache.domain.arena import ArenaAllocator
-from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.event_fanout import FanoutEventSink
 from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
@@ -272,18 +274,6 @@ class StorageContainer(containers.DeclarativeContainer):
     )
     supervisor = providers.Singleton(Supervisor, clock)
     storage_loop = providers.Singleton(StorageLoop)
-    engine = providers.Singleton(
-        CacheEngine,
-        l1,
-        sessions,
-        workers,
-        prefetch_controller,
-        store_controller,
-        submit=storage_loop.provided.submit,
-        kv_events=kv_events,
-        null_block_id=config.provided.mp.null_block_id,
-        events=events,
-    )
     arena_tensor = providers.Callable(_arena_tensor, l1_memory)
     registrar = providers.Singleton(
         CpuRegistrar,

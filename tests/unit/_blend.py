@@ -166,6 +166,8 @@ def make_blend(
     loop = ManualLoop()
     sessions = SessionManager(l1, TokenHasher(CS), clock)
     workers = WorkerRegistry(clock)
+    probe = FakeProbe()
+    index = FingerprintIndex(CS, probe)
     engine = CacheEngine(
         l1,
         sessions,
@@ -175,9 +177,8 @@ def make_blend(
         loop.submit,
         KVEventLog(0, 0),
         events=events,
+        store_listener=BlendRegistrar(index, fleet),
     )
-    probe = FakeProbe()
-    index = FingerprintIndex(CS, probe)
     stash = BlendStash(l1)
     prefetcher = SparsePrefetcher(l1, memory, adapters, events=events)
     lookups = BlendLookupService(
@@ -191,7 +192,6 @@ def make_blend(
         segmented_prefix=segmented,
         events=events,
     )
-    engine.store_listener = BlendRegistrar(index, fleet)
     registry = RopeRegistry()
     retriever = BlendRetriever(l1, workers, registry, stash, CS, events)
     return Blend(

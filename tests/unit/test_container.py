@@ -203,3 +203,11 @@ def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> Non
         assert services.status_extras()["trace"] is not None or not blend_and_tracing
     finally:
         container.l1_memory().close()
+
+
+def test_the_engine_is_built_with_the_blend_registrar_as_its_store_listener() -> None:
+    assert _with_fake_memory().engine().store_listener is None
+    container = _with_fake_memory("--engine-type", "blend")
+    engine = container.engine()  # resolved before (and without) the blend server
+    assert engine.store_listener is not None and engine.store_listener is container.blend_graph.registrar()
+    assert container.blend_graph.lookups().engine is engine
