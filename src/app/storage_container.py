@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from lmcache.ports.events import EventSink
     from lmcache.ports.l1_memory import L1Memory
 
-__all__ = ("StorageContainer",)
+__all__ = ("StorageContainer", "l1_eviction_policy")
 
 
 def _event_log_size(size: int, observability_off: bool) -> int:
@@ -108,6 +108,18 @@ def _plain_or_traced(
         tracing,
         off=providers.Singleton(plain, *args, **kwargs),
         on=providers.Singleton(traced, *args, tracer=recorder, **kwargs),
+    )
+
+
+def l1_eviction_policy(
+    name: providers.Provider[Any], quotas: providers.Provider[Any]
+) -> providers.Selector[Any]:
+    """L1's eviction policy, chosen by `--eviction-policy` (also the replay engine's, replay_container.py)."""
+    return providers.Selector(
+        name,
+        LRU=providers.Singleton(LruPolicy),
+        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
+        noop=providers.Singleton(NoopPolicy),
     )
 
 
@@ -171,12 +183,7 @@ class StorageContainer(containers.DeclarativeContainer):
         FanoutEventSink, providers.Callable(_event_sinks, kv_events, event_bus, coordinator_forwarder)
     )
     quotas = _plain_or_traced(tracing, trace_recorder, QuotaTable, TracedQuotaTable)
-    eviction_policy = providers.Selector(
-        config.provided.l1.eviction_policy,
-        LRU=providers.Singleton(LruPolicy),
-        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
-        noop=providers.Singleton(NoopPolicy),
-    )
+    eviction_policy = l1_eviction_policy(config.provided.l1.eviction_policy, quotas)
     arena = providers.Singleton(
         ArenaAllocator,
         total_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
