@@ -35,8 +35,7 @@ from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import client_metadata
 from lmcache.app.l1_medium import l1_medium
-from lmcache.app.l2_factory import build_l2_adapters
-from lmcache.app.l2_wrappers import kv_dtype_resolver
+from lmcache.app.l2_container import L2Container, kv_dtype_resolver
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import wants_bus
 from lmcache.app.trace_wiring import first_trace_path, storage_config_json, trace_level_meta
@@ -249,13 +248,14 @@ class StorageContainer(containers.DeclarativeContainer):
             init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
         ),
     )
-    l2_adapters = providers.Singleton(
-        build_l2_adapters,
+    l2 = providers.Container(  # the cascade and its wrappers (l2_container.py)
+        L2Container,
         specs=config.provided.l2.l2_adapter,
         quotas=quotas,  # per-adapter IsolatedLRU eviction reads the same quota table as L1
         events=events,
         dtype_of=providers.Callable(kv_dtype_resolver, workers),
     )
+    l2_adapters = l2.adapters
     store_controller = _plain_or_traced(
         tracing,
         trace_recorder,

@@ -18,7 +18,7 @@ from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
 from lmcache.adapters.telemetry.server_metrics import ServerMetrics
 from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
 from lmcache.app.config.errors import ConfigError
-from lmcache.app.l2_factory import spec_type
+from lmcache.app.l2_specs import spec_type
 from lmcache.app.storage_container import StorageContainer
 from lmcache.app.telemetry import (
     Telemetry,
