@@ -1,8 +1,10 @@
-"""Composition root of `lmcache server`, serving side; with the containers it extends, the only naming code.
+"""Composition root of `lmcache server`, serving side: the engine, CacheBlend, the transport, HTTP.
 
-Those are `storage_container.py` (the storage side), `telemetry_container.py` (metrics and bus
-subscribers) and `blend_container.py` (CacheBlend, a sub-container): together the only code naming
-concrete classes.
+It extends `telemetry_container.py` (metrics and bus subscribers), which extends `storage_container.py`
+(L1, sessions, controllers, with `l2_container.py`'s cascade as a sub-container); `blend_container.py`
+(CacheBlend) is a sub-container here. Together they are the only code naming the graph's concrete
+classes (`replay_container.py` builds `lmcache trace replay`'s engine, `coordinator_container.py` the
+coordinator's graph).
 
 `lmcache server` builds `ServerContainer(config=...)` from one validated config and reads one provider,
 `graph`: the `ServerGraph` the runtime drives (start order, signals, drain). Everything the runtime used to

@@ -3,10 +3,11 @@
 The `CacheEngine` over these parts is built in `container.py`, beside CacheBlend, whose registrar it is
 given at construction as its store listener.
 
-`TelemetryContainer` (`telemetry_container.py`) extends this with the telemetry, and `ServerContainer`
-(`container.py`) that with the serving side (CacheBlend, the ZMQ transport, the HTTP frontend); the split
-keeps each module readable, and together they are the composition root: the only modules naming the
-concrete classes of the graph and deciding which implementation runs.
+The L2 cascade and its wrappers are `l2_container.py`'s sub-container (`l2`). `TelemetryContainer`
+(`telemetry_container.py`) extends this with the telemetry, and `ServerContainer` (`container.py`) that
+with the serving side (CacheBlend, the ZMQ transport, the HTTP frontend); the split keeps each module
+readable, and together they are the composition root: the only modules naming the concrete classes of
+the graph and deciding which implementation runs.
 
 `--trace-level storage` is decided here too: `l1`, `eviction_loop`, `prefetch_controller`,
 `store_controller` and `quotas` are Selectors between the plain domain class and its traced subclass
