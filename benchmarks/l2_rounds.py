@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache.app.bench_l2 import OpStats, bench, run_phase
 from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_container import l2_adapters
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,7 +45,7 @@ async def adapter_round(adapter: Any, args: argparse.Namespace) -> tuple[float, 
 
 async def compare(spec: dict[str, Any], raw_round: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Alternate adapter and raw rounds (disks and shared servers drift); medians of the per-round rates."""
-    adapter = build_l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)[0]
+    adapter = l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)[0]
     ours, raw = [], []
     try:
         for i in range(args.rounds):

@@ -84,6 +84,7 @@ class ServerProcess:
         log_dir: The directory of the default log file.
         new_session: Start it in its own session, so `kill(group=True)` reaches its children too.
         cwd: Its working directory.
+        ports: The (ZMQ, HTTP, Prometheus) ports to bind instead of free ones: a restart on the same ports.
     """
 
     def __init__(
@@ -97,8 +98,9 @@ class ServerProcess:
         log_dir: Path | None = None,
         new_session: bool = False,
         cwd: Path | None = None,
+        ports: tuple[int, int, int] | None = None,
     ) -> None:
-        port, http_port, self.prometheus_port = free_ports(3)
+        port, http_port, self.prometheus_port = ports or free_ports(3)
         self.port = int(_flag_value(flags, "--port") or port)
         self.http_port = int(_flag_value(flags, "--http-port") or http_port)
         self.command = [

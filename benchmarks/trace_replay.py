@@ -32,6 +32,7 @@ from lmcache.adapters.trace.lookup_log_source import lookup_log_files, play_look
 from lmcache.adapters.trace.player import play
 from lmcache.adapters.trace.reader import open_series
 from lmcache.adapters.trace.recorder import LctTraceRecorder
+from lmcache.app.replay_container import replay_engine
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.events import LookupPerformed
 from lmcache.domain.eviction import LruPolicy
@@ -41,7 +42,7 @@ from lmcache.domain.l1_manager import L1Manager
 from lmcache.domain.prefetch_controller import PrefetchController, PrefetchRequest
 from lmcache.domain.session_types import PrefetchJob
 from lmcache.domain.trace_hooks import TracedEvictionLoop, TracedL1Manager, TracedPrefetchController
-from lmcache.domain.trace_replay import ReplayEngine, ReplaySettings
+from lmcache.domain.trace_replay import ReplaySettings
 
 OBJ = 2 << 20
 TARGET = 1_000_000
@@ -175,11 +176,11 @@ def main() -> None:
         out["record_s"] = time.perf_counter() - t0
         out["trace_bytes"] = path.stat().st_size
         n, base_s = decode_only(path)
-        engine = ReplayEngine(
+        engine = replay_engine(
             ReplaySettings(l1_bytes=objects * OBJ, trigger_watermark=0.9, eviction_ratio=0.1)
         )
         result = play(open_series([path]), engine)
-        log_engine = ReplayEngine(
+        log_engine = replay_engine(
             ReplaySettings(
                 l1_bytes=objects * OBJ, trigger_watermark=0.9, eviction_ratio=0.1, synthetic_steps=True
             )

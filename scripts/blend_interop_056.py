@@ -23,31 +23,24 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the shared server launcher
 from lmcache.v1.multiprocess.custom_types import CBMatchResult, IPCCacheServerKey
 from lmcache.v1.multiprocess.group_view import EngineGroupInfo
 from lmcache.v1.multiprocess.transfer_context.worker_transfer import create_transfer_context
 from lmcache.v1.multiprocess.transport.factory import RequestClientFactory
 from lmcache.v1.platform.kv_wrap import wrap_one_kv_cache
+from server_process import ServerProcess
 
 CS = 16
 VOCAB = 32000
 ENV = {**os.environ, "DO_NOT_TRACK": "1", "LMCACHE_TRACK_USAGE": "false"}
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -55,13 +48,17 @@ class Server:
 
     def __init__(self, name: str, binary: str, instance_id: int) -> None:
         self.name = name
-        port, http = free_port(), free_port()
-        cmd = [binary, "server", "--host", "127.0.0.1", "--port", str(port), "--http-host", "127.0.0.1"]
-        cmd += ["--http-port", str(http), "--l1-size-gb", "0.25", "--eviction-policy", "LRU"]
-        cmd += ["--engine-type", "blend", "--chunk-size", str(CS)]
-        self.log = open(f"/tmp/blend_interop_{name}.log", "w")  # noqa: SIM115, PTH123
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=ENV)
-        self.client = RequestClientFactory.create(f"tcp://127.0.0.1:{port}")
+        log = Path(f"/tmp/blend_interop_{name}.log")
+        log.unlink(missing_ok=True)  # one run's log (the launcher appends)
+        self.server = ServerProcess(
+            *("--engine-type", "blend", "--chunk-size", str(CS)),
+            l1_gb="0.25",
+            command=(binary, "server"),
+            env=ENV,
+            log_level=None,
+            log_path=log,
+        ).start(wait=False)
+        self.client = RequestClientFactory.create(self.server.url)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -69,8 +66,8 @@ class Server:
                     break
             except Exception:
                 pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} server did not start (see {self.log.name})")
+            if not self.server.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} server did not start (see {self.server.log_path})")
             time.sleep(0.5)
         self.kv = {f"layer.{i}": torch.zeros(2, 64, 16, 2, 8, dtype=torch.float16) for i in range(2)}
         self.ctx = create_transfer_context(
@@ -116,12 +113,7 @@ class Server:
             self.ctx.close() if hasattr(self.ctx, "close") else None
             self.client.close()
         finally:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.log.close()
+            self.server.stop()
 
 
 Row = tuple[int, int, int, int, str]

@@ -22,8 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,19 +30,15 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the shared server launcher
 from lmcache.adapters.transfer.shm_export import SharedKVTensor
 from lmcache.adapters.transport.client import LMCacheClient
 from lmcache.adapters.transport.wire_types import CacheKey, EngineGroupInfo
+from server_process import ServerProcess
 
 ENV = dict(os.environ, DO_NOT_TRACK="1", LMCACHE_TRACK_USAGE="false", LMCACHE_DISABLE_BANNER="1")
 SHAPE = (2, 256, 16, 8, 128)
 LAYERS = 4
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _key(tokens: list[int], rid: str, worker: int | None, end: int) -> CacheKey:
@@ -62,23 +56,28 @@ def _poll(client: LMCacheClient, rid: str) -> int:
 
 def drive(binary: str, trace: Path, log: Path, requests: int) -> list[int]:
     """Start `binary server` recording into `trace`, run the workload, stop it; the live lookup hits."""
-    port = _port()
-    cmd = [binary, "server", "--host", "127.0.0.1", "--port", str(port), "--http-host", "127.0.0.1"]
-    cmd += ["--http-port", str(_port()), "--l1-size-gb", "0.1", "--eviction-policy", "LRU"]
-    cmd += ["--trace-level", "storage", "--trace-output", str(trace)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+    server = ServerProcess(
+        "--trace-level",
+        "storage",
+        "--trace-output",
+        str(trace),
+        l1_gb="0.1",
+        command=(binary, "server"),
+        env=ENV,
+        log_level=None,
+        log_path=log,
+    ).start(wait=False)
     layers = [SharedKVTensor(torch.randn(SHAPE).half()) for _ in range(LAYERS)]
     hits: list[int] = []
     try:
         deadline = time.monotonic() + 120
         ready = re.compile(r"cache server is running|Uvicorn running on")
-        while not ready.search(log.read_text(errors="replace")):
-            if proc.poll() is not None or time.monotonic() > deadline:
+        while not ready.search(server.log()):
+            if not server.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"{binary} server did not start; see {log}")
             time.sleep(0.2)
         time.sleep(1.0)
-        with LMCacheClient(f"tcp://127.0.0.1:{port}", 30.0) as client:
+        with LMCacheClient(server.url, 30.0) as client:
             groups = [EngineGroupInfo(0, tuple(range(LAYERS)), 16)]
             client.register_kv_cache(
                 7, [t.descriptor for t in layers], "interop-model", 1, "vllm", {"kv_layout": "NHD"}, groups
@@ -102,13 +101,7 @@ def drive(binary: str, trace: Path, log: Path, requests: int) -> list[int]:
                     client.end_session(rid)
             client.unregister_kv_cache(7)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.stop(timeout_s=60)
         for t in layers:
             t.close()
     return hits

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache.app.config import ConfigError
 from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_container import l2_adapters
 from lmcache.app.l2_memory import attach_l1_memory
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 
@@ -230,7 +230,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.serde:
         return await _compare(args)
     specs = L2Config.model_validate({"l2_adapter": [args.l2_adapter]}).l2_adapter
-    adapter = build_l2_adapters(specs)[0]
+    adapter = l2_adapters(specs)[0]
     try:
         stats = await bench(adapter, args)
     finally:

@@ -19,7 +19,7 @@ import torch
 
 from lmcache.app.bench_l2 import OpStats, _call, run_phase
 from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_container import l2_adapters
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ async def compare_serdes(
     adapters = []
     for _, conf in configs:
         parsed = L2Config.model_validate({"l2_adapter": [{k: v for k, v in conf.items() if v is not None}]})
-        adapters += build_l2_adapters(parsed.l2_adapter, dtype_of=lambda _key: dtype)
+        adapters += l2_adapters(parsed.l2_adapter, dtype_of=lambda _key: dtype)
     try:
         for r in range(rounds):
             order = list(range(len(configs)))

@@ -5,7 +5,8 @@ and resolves its `server` only for `--engine-type blend|blend_legacy` (None for 
 `blend_legacy` is accepted with a warning and runs the same module (§6, "Decided"): no client that can
 reach us speaks the legacy ops. With `--coordinator-url` the coordinator's blend directory is the match
 source (§7), with the local index as the fallback. Building the server also hooks it into the engine
-(the registrar hears every committed store) and, with metrics on, subscribes its gauges to the bus.
+(`ServerContainer` hands the engine the registrar, which hears every committed store) and, with metrics
+on, subscribes its gauges to the bus.
 """
 
 from __future__ import annotations
@@ -70,20 +71,14 @@ def _gauges(
 
 
 def _serving(
-    server: BlendServer,
-    engine: CacheEngine,
-    registrar: BlendRegistrar,
-    engine_type: str,
-    bus: EventBus | None,
-    metrics: BlendMetrics | None,
+    server: BlendServer, engine_type: str, bus: EventBus | None, metrics: BlendMetrics | None
 ) -> BlendServer:
-    """`server`, hooked into the engine's stores and, with metrics on, the bus."""
+    """`server`, with metrics on subscribed to the bus."""
     if engine_type == "blend_legacy":
         logger.warning(
             "--engine-type blend_legacy: the legacy CacheBlend protocol is not implemented; serving the "
             "CacheBlend ops 25-33 of --engine-type blend instead"
         )
-    engine.store_listener = registrar
     if bus is not None and metrics is not None:
         bus.subscribe(metrics)
     return server
@@ -156,8 +151,6 @@ class BlendContainer(containers.DeclarativeContainer):
         providers.Singleton(
             BlendServer, index, stash, registry, lookups, retriever, rope, fleet, mp.session_ttl_seconds
         ),
-        engine,
-        registrar,
         mp.engine_type,
         bus,
         blend_metrics,

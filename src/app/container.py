@@ -1,4 +1,10 @@
-"""Composition root of `lmcache server`: with `storage_container.py`, the only code naming concrete classes.
+"""Composition root of `lmcache server`, serving side: the engine, CacheBlend, the transport, HTTP.
+
+It extends `telemetry_container.py` (metrics and bus subscribers), which extends `storage_container.py`
+(L1, sessions, controllers, with `l2_container.py`'s cascade as a sub-container); `blend_container.py`
+(CacheBlend) is a sub-container here. Together they are the only code naming the graph's concrete
+classes (`replay_container.py` builds `lmcache trace replay`'s engine, `coordinator_container.py` the
+coordinator's graph).
 
 `lmcache server` builds `ServerContainer(config=...)` from one validated config and reads one provider,
 `graph`: the `ServerGraph` the runtime drives (start order, signals, drain). Everything the runtime used to
@@ -13,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dependency_injector import providers
@@ -26,40 +31,25 @@ from lmcache.adapters.http.server import HttpServer
 from lmcache.adapters.http.services import HttpServices, HttpSettings
 from lmcache.adapters.memory.shm import ShmL1Memory
 from lmcache.adapters.plugins.supervisor import PluginSupervisor
-from lmcache.adapters.telemetry.event_log import EventLogger
-from lmcache.adapters.telemetry.lookup_hash_log import LookupHashLog
-from lmcache.adapters.telemetry.server_metrics import ServerMetrics
-from lmcache.adapters.telemetry.tracing import SpanExporterSubscriber, TracingUnavailable
 from lmcache.adapters.transport.blend_handlers import BlendHandlers
 from lmcache.adapters.transport.handlers import OpHandlers
 from lmcache.adapters.transport.server import ZmqServer
 from lmcache.app.blend_container import BlendContainer
-from lmcache.app.config.errors import ConfigError
 from lmcache.app.http_frontend import metrics_source, status_extras
-from lmcache.app.l2_factory import spec_type
 from lmcache.app.plain_settings import plain_settings
 from lmcache.app.plugin_wiring import discover_plugins, plugin_environment
 from lmcache.app.server_graph import ServerGraph
 from lmcache.app.storage_container import StorageContainer
-from lmcache.app.telemetry import (
-    Telemetry,
-    wants_logging,
-    wants_lookup_hash_log,
-    wants_metrics,
-    wants_tracing,
-)
+from lmcache.app.telemetry_container import TelemetryContainer
+from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.engine_driven import EngineDrivenService
 from lmcache.domain.transfer_modes import serves_lmcache_driven
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
-    from lmcache.adapters.coordinator.client import CoordinatorClient
-    from lmcache.adapters.coordinator.l2_events import L2EventReporter
     from lmcache.app.blend_wiring import BlendServer
     from lmcache.app.config import ServerConfig
-    from lmcache.app.config.l2_base import L2SpecBase
-    from lmcache.app.config.observability import ObservabilityConfig
     from lmcache.app.config.server import HttpConfig
     from lmcache.domain.kv_events import KVEventLog
     from lmcache.domain.prefetch_controller import PrefetchController
@@ -68,15 +58,11 @@ if TYPE_CHECKING:
 __all__ = ("ServerContainer",)
 
 _S = StorageContainer
+_T = TelemetryContainer
 _mp = _S.config.provided.mp
-_obs = _S.config.provided.observability
 
 # Cheap ops the socket thread answers itself; the rest go to the affinity and CPU pools.
 INLINE_OPS = frozenset({"query_prefetch_status", "free_lookup_locks", "end_session", "ping"})
-
-
-def _adapter_types(specs: Sequence[L2SpecBase]) -> list[str]:
-    return [spec_type(spec) for spec in specs]
 
 
 def _on_off(on: bool) -> str:
@@ -85,36 +71,6 @@ def _on_off(on: bool) -> str:
 
 def _blend_on(engine_type: str) -> str:
     return "off" if engine_type == "default" else "on"
-
-
-def _when(rule: Callable[[ObservabilityConfig], bool]) -> providers.Callable[str]:
-    """A Selector's key: "on" when `rule` holds for the observability flags."""
-    return providers.Callable(_on_off, providers.Callable(rule, _obs))
-
-
-def _reporter(client: CoordinatorClient | None) -> L2EventReporter | None:
-    """The coordinator event reporter whose drops the metrics export (--coordinator-l2-event-reporting)."""
-    return client.events if client is not None else None
-
-
-def _lookup_hash_log(obs: ObservabilityConfig) -> LookupHashLog:
-    directory = Path(obs.lookup_hash_log_dir).expanduser()
-    try:
-        return LookupHashLog(
-            directory,
-            obs.lookup_hash_log_rotation_interval,
-            obs.lookup_hash_log_rotation_max_size,
-            obs.lookup_hash_log_max_files,
-        )
-    except OSError as exc:
-        raise ConfigError(f"--lookup-hash-log-dir: cannot use {directory} ({exc.strerror or exc})") from None
-
-
-def _span_exporter(instance_id: str, endpoint: str) -> SpanExporterSubscriber:
-    try:
-        return SpanExporterSubscriber.for_endpoint(instance_id, endpoint)
-    except TracingUnavailable as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _shm_pool_name(memory: L1Memory) -> str:
@@ -164,7 +120,7 @@ def _http_server(
     return HttpServer(app, http.http_host, http.http_port, http.http_ssl_certfile, http.http_ssl_keyfile)
 
 
-class ServerContainer(StorageContainer):
+class ServerContainer(TelemetryContainer):
     """Object graph of `lmcache server` (module docstring)."""
 
     plugin_specs = providers.Singleton(discover_plugins, _mp.runtime_plugin_locations)  # checked here
@@ -180,45 +136,26 @@ class ServerContainer(StorageContainer):
         ),
         off=providers.Object(None),
     )
-    adapter_types = providers.Callable(_adapter_types, _S.config.provided.l2.l2_adapter)
-    metrics = providers.Singleton(  # disabled (empty, no port) with --disable-metrics/-observability
-        ServerMetrics,
-        enabled=providers.Callable(wants_metrics, _obs),
-        sample_rate=_obs.metrics_sample_rate,
-        chunk_size=_mp.chunk_size,
-        adapter_types=adapter_types,
-        l1=_S.l1,
-        bus=_S.event_bus,
-        workers=_S.workers,
-        sessions=_S.sessions,
-        store_queue=_S.store_controller,
-        coordinator_events=providers.Callable(_reporter, _S.coordinator_client),
-        l2_adapters=_S.l2_adapters,
+    store_listener = providers.Selector(  # hears every committed store; its choices are set below
+        providers.Callable(_blend_on, _mp.engine_type)
     )
-    event_logger = providers.Selector(
-        _when(wants_logging), on=providers.Singleton(EventLogger), off=providers.Object(None)
-    )
-    lookup_hash_log = providers.Selector(
-        _when(wants_lookup_hash_log),
-        on=providers.Singleton(_lookup_hash_log, _obs),
-        off=providers.Object(None),
-    )
-    span_exporter = providers.Selector(
-        _when(wants_tracing),
-        on=providers.Singleton(_span_exporter, _mp.instance_id, _obs.otlp_endpoint),
-        off=providers.Object(None),
-    )
-    telemetry = providers.Singleton(
-        Telemetry,
-        _S.config,
-        _S.event_bus,
-        metrics,
-        subscribers=providers.List(event_logger, lookup_hash_log, span_exporter),  # subscribed in order
+    engine = providers.Singleton(
+        CacheEngine,
+        _S.l1,
+        _S.sessions,
+        _S.workers,
+        _S.prefetch_controller,
+        _S.store_controller,
+        submit=_S.storage_loop.provided.submit,
+        kv_events=_S.kv_events,
+        null_block_id=_mp.null_block_id,
+        events=_S.events,
+        store_listener=store_listener,
     )
     blend_graph = providers.Container(
         BlendContainer,
         config=_S.config,
-        engine=_S.engine,
+        engine=engine,
         memory=_S.l1_memory,
         adapters=_S.l2_adapters,
         arena=_S.arena_tensor,
@@ -226,21 +163,23 @@ class ServerContainer(StorageContainer):
         clock=_S.clock,
         events=_S.events,
         bus=_S.event_bus,
-        metrics=metrics,
+        metrics=_T.metrics,
     )
     blend = providers.Selector(  # None unless --engine-type blend|blend_legacy
         providers.Callable(_blend_on, _mp.engine_type), on=blend_graph.server, off=providers.Object(None)
     )
+    # CacheBlend's registrar needs no engine, so the engine can be built with it (a blend engine only).
+    store_listener.set_providers(on=blend_graph.registrar, off=providers.Object(None))
     engine_driven = providers.Selector(  # prepare/commit ops: --supported-transfer-mode engine_driven|auto
         providers.Callable(_on_off, _S.engine_driven_mode),
         on=providers.Singleton(
-            EngineDrivenService, _S.engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
+            EngineDrivenService, engine, _S.l1_memory, providers.Callable(_shm_pool_name, _S.l1_memory)
         ),
         off=providers.Object(None),
     )
     op_handlers = providers.Factory(  # the runtime passes on_unregister (it closes the ZMQ server's streams)
         OpHandlers,
-        _S.engine,
+        engine,
         _S.registrar,
         engine_driven,
         providers.Callable(_experimental_ops, _S.kv_events),
@@ -260,17 +199,17 @@ class ServerContainer(StorageContainer):
     http_services = providers.Factory(  # called with engine_problem (the runtime's health of the engine)
         HttpServices,
         settings=providers.Callable(_http_settings, _S.config),
-        engine=_S.engine,
+        engine=engine,
         quotas=_S.quotas,
         supervisor=_S.supervisor,
         eviction=_S.eviction_loop,
         hasher=_S.hasher,
         l2_adapters=_S.l2_adapters,
-        l2_types=adapter_types,
+        l2_types=_T.adapter_types,
         run_storage=_S.storage_loop.provided.submit,
         config=providers.Callable(_redacted, _S.config),
         version=__version__,
-        metrics=providers.Callable(metrics_source, metrics),
+        metrics=providers.Callable(metrics_source, _T.metrics),
         started_at=providers.Callable(time.time),
         events=_S.events,
         l1_memory=_S.l1_memory,
@@ -293,7 +232,7 @@ class ServerContainer(StorageContainer):
         coordinator_client=_S.coordinator_client,
         trace_recorder=_S.trace_recorder,
         plugins=plugins,
-        telemetry=telemetry.provider,
+        telemetry=_T.telemetry.provider,
         blend=blend.provider,
         op_handlers=op_handlers.provider,
         op_table=op_table.provider,

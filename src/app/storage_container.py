@@ -1,8 +1,13 @@
-"""Composition root, first half: the storage engine of `lmcache server` (L1, L2, sessions, the engine).
+"""Composition root, first part: the storage side of `lmcache server` (L1, L2, sessions, controllers).
 
-`ServerContainer` (`container.py`) extends this with the serving side (telemetry, CacheBlend, the ZMQ
-transport, the HTTP frontend); the split keeps each module readable, and both are the composition root:
-the only modules naming the concrete classes of the graph and deciding which implementation runs.
+The `CacheEngine` over these parts is built in `container.py`, beside CacheBlend, whose registrar it is
+given at construction as its store listener.
+
+The L2 cascade and its wrappers are `l2_container.py`'s sub-container (`l2`). `TelemetryContainer`
+(`telemetry_container.py`) extends this with the telemetry, and `ServerContainer` (`container.py`) that
+with the serving side (CacheBlend, the ZMQ transport, the HTTP frontend); the split keeps each module
+readable, and together they are the composition root: the only modules naming the concrete classes of
+the graph and deciding which implementation runs.
 
 `--trace-level storage` is decided here too: `l1`, `eviction_loop`, `prefetch_controller`,
 `store_controller` and `quotas` are Selectors between the plain domain class and its traced subclass
@@ -31,13 +36,11 @@ from lmcache.adapters.transfer.cpu_registration import CpuRegistrar
 from lmcache.app.config import ServerConfig
 from lmcache.app.fleet_membership import client_metadata
 from lmcache.app.l1_medium import l1_medium
-from lmcache.app.l2_factory import build_l2_adapters
-from lmcache.app.l2_wrappers import kv_dtype_resolver
+from lmcache.app.l2_container import L2Container, kv_dtype_resolver
 from lmcache.app.storage_loop import StorageLoop
 from lmcache.app.telemetry import wants_bus
 from lmcache.app.trace_wiring import first_trace_path, storage_config_json, trace_level_meta
 from lmcache.domain.arena import ArenaAllocator
-from lmcache.domain.cache_engine import CacheEngine
 from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.event_fanout import FanoutEventSink
 from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
@@ -67,7 +70,7 @@ if TYPE_CHECKING:
     from lmcache.ports.events import EventSink
     from lmcache.ports.l1_memory import L1Memory
 
-__all__ = ("StorageContainer",)
+__all__ = ("StorageContainer", "l1_eviction_policy")
 
 
 def _event_log_size(size: int, observability_off: bool) -> int:
@@ -105,6 +108,18 @@ def _plain_or_traced(
         tracing,
         off=providers.Singleton(plain, *args, **kwargs),
         on=providers.Singleton(traced, *args, tracer=recorder, **kwargs),
+    )
+
+
+def l1_eviction_policy(
+    name: providers.Provider[Any], quotas: providers.Provider[Any]
+) -> providers.Selector[Any]:
+    """L1's eviction policy, chosen by `--eviction-policy` (also the replay engine's, replay_container.py)."""
+    return providers.Selector(
+        name,
+        LRU=providers.Singleton(LruPolicy),
+        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
+        noop=providers.Singleton(NoopPolicy),
     )
 
 
@@ -168,12 +183,7 @@ class StorageContainer(containers.DeclarativeContainer):
         FanoutEventSink, providers.Callable(_event_sinks, kv_events, event_bus, coordinator_forwarder)
     )
     quotas = _plain_or_traced(tracing, trace_recorder, QuotaTable, TracedQuotaTable)
-    eviction_policy = providers.Selector(
-        config.provided.l1.eviction_policy,
-        LRU=providers.Singleton(LruPolicy),
-        IsolatedLRU=providers.Singleton(IsolatedLruPolicy, quotas),
-        noop=providers.Singleton(NoopPolicy),
-    )
+    eviction_policy = l1_eviction_policy(config.provided.l1.eviction_policy, quotas)
     arena = providers.Singleton(
         ArenaAllocator,
         total_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_size_gb),
@@ -239,13 +249,14 @@ class StorageContainer(containers.DeclarativeContainer):
             init_size_bytes=providers.Callable(gb_to_bytes, config.provided.l1.l1_init_size_gb),
         ),
     )
-    l2_adapters = providers.Singleton(
-        build_l2_adapters,
+    l2 = providers.Container(  # the cascade and its wrappers (l2_container.py)
+        L2Container,
         specs=config.provided.l2.l2_adapter,
         quotas=quotas,  # per-adapter IsolatedLRU eviction reads the same quota table as L1
         events=events,
         dtype_of=providers.Callable(kv_dtype_resolver, workers),
     )
+    l2_adapters = l2.adapters
     store_controller = _plain_or_traced(
         tracing,
         trace_recorder,
@@ -271,18 +282,6 @@ class StorageContainer(containers.DeclarativeContainer):
     )
     supervisor = providers.Singleton(Supervisor, clock)
     storage_loop = providers.Singleton(StorageLoop)
-    engine = providers.Singleton(
-        CacheEngine,
-        l1,
-        sessions,
-        workers,
-        prefetch_controller,
-        store_controller,
-        submit=storage_loop.provided.submit,
-        kv_events=kv_events,
-        null_block_id=config.provided.mp.null_block_id,
-        events=events,
-    )
     arena_tensor = providers.Callable(_arena_tensor, l1_memory)
     registrar = providers.Singleton(
         CpuRegistrar,

@@ -15,8 +15,8 @@ from lmcache.adapters.trace.lookup_log_source import is_lookup_log, lookup_log_f
 from lmcache.adapters.trace.player import play
 from lmcache.adapters.trace.reader import open_series, series_paths
 from lmcache.app.config.errors import ConfigError
+from lmcache.app.replay_container import replay_engine
 from lmcache.app.trace_config import OVERRIDE_FLAGS, recorded_config, replay_settings
-from lmcache.domain.trace_replay import ReplayEngine
 
 if TYPE_CHECKING:
     import argparse
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from lmcache.adapters.trace.format import Header
     from lmcache.adapters.trace.player import PlayResult
-    from lmcache.domain.trace_replay import ReplaySettings
+    from lmcache.domain.trace_replay import ReplayEngine, ReplaySettings
 
 __all__ = ("Source", "open_source", "overrides_of", "replay_one", "settings_for")
 
@@ -83,7 +83,7 @@ def replay_one(
     source: Source, settings: ReplaySettings, allow_truncated: bool = False
 ) -> tuple[ReplayEngine, PlayResult]:
     """Replay `source` on a fresh engine built from `settings`."""
-    engine = ReplayEngine(settings)
+    engine = replay_engine(settings)
     if source.kind == "log":
         assert source.chunk_bytes is not None
         return engine, play_lookup_log(source.paths, engine, source.chunk_bytes)

@@ -83,6 +83,8 @@ class CacheEngine:
         null_block_id: Block id marking an unallocated engine block.
         events: Telemetry sink (lookups with their chunk hashes, finished stores and retrieves).
         clock: Times requests for the log and telemetry (default: the session manager's clock).
+        store_listener: Called after a store committed chunks, before its reply, with (key, range-relative
+            chunk indices committed, every key of the range); CacheBlend registers fingerprints there.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class CacheEngine:
         null_block_id: int = 0,
         events: EventSink | None = None,
         clock: Clock | None = None,
+        store_listener: Callable[[RequestKey, list[int], list[ObjectKey]], None] | None = None,
     ) -> None:
         self.l1 = l1
         self.sessions = sessions
@@ -109,9 +112,7 @@ class CacheEngine:
         self.chunk_size = sessions.chunk_size
         self._events: EventSink = events if events is not None else NullEventSink()
         self.clock: Clock = clock if clock is not None else sessions.clock
-        # Called after a store committed chunks, before its reply: (key, range-relative chunk indices
-        # committed, every key of the range). CacheBlend registers fingerprints there.
-        self.store_listener: Callable[[RequestKey, list[int], list[ObjectKey]], None] | None = None
+        self.store_listener = store_listener
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, key: RequestKey) -> None:

@@ -183,18 +183,3 @@ class NoopPolicy:
     def quota_victims(self, evictable: Callable[[ObjectKey], bool]) -> list[ObjectKey]:
         """Nothing."""
         return []
-
-
-def make_policy(name: EvictionPolicyName, quotas: QuotaTable) -> EvictionPolicy:
-    """Build the policy named by `--eviction-policy`.
-
-    Raises:
-        ValueError: For an unknown name.
-    """
-    if name == "LRU":
-        return LruPolicy()
-    if name == "IsolatedLRU":
-        return IsolatedLruPolicy(quotas)
-    if name == "noop":
-        return NoopPolicy()
-    raise ValueError(f"unknown eviction policy {name!r}")

@@ -26,40 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
-from lmcache.domain.arc import ArcPolicy
-from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from lmcache.domain.eviction import EvictionPolicy
     from lmcache.domain.keys import ObjectKey
-    from lmcache.domain.quotas import QuotaTable
 
-__all__ = ("L2_EVICTION_POLICIES", "L2Capacity", "L2EvictionPolicyName", "L2EvictionStats", "make_l2_policy")
+__all__ = ("L2_EVICTION_POLICIES", "L2Capacity", "L2EvictionPolicyName", "L2EvictionStats")
 
 L2EvictionPolicyName = Literal["LRU", "ARC", "IsolatedLRU", "noop"]
 L2_EVICTION_POLICIES: tuple[str, ...] = get_args(L2EvictionPolicyName)
-
-
-def make_l2_policy(name: str, capacity_bytes: int, quotas: QuotaTable | None) -> EvictionPolicy:
-    """The policy an adapter's `eviction_policy` names.
-
-    Raises:
-        ValueError: For a name outside `L2_EVICTION_POLICIES`, or IsolatedLRU without a quota table.
-    """
-    if name == "LRU":
-        return LruPolicy()
-    if name == "ARC":
-        return ArcPolicy(capacity_bytes)
-    if name == "IsolatedLRU":
-        if quotas is None:
-            raise ValueError("IsolatedLRU needs the server's quota table")
-        return IsolatedLruPolicy(quotas)
-    if name == "noop":
-        return NoopPolicy()
-    allowed = ", ".join(L2_EVICTION_POLICIES)
-    raise ValueError(f"unknown L2 eviction policy {name!r} (expected one of {allowed})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +58,7 @@ class L2Capacity:
 
     Args:
         policy_name: One of `L2_EVICTION_POLICIES`.
-        policy: The order (from `make_l2_policy`).
+        policy: The order (`app/l2_container.l2_policy` builds the one a spec names).
         capacity_bytes: The adapter's capacity (0: none, only quotas apply).
         trigger_watermark: Usage ratio in [0, 1] at which a batch eviction starts.
         eviction_ratio: Share in [0, 1] of the used bytes one batch frees.

@@ -13,13 +13,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.session_types import LookupGrid, PrefetchJob, Session
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lmcache.domain.digest_cache import Scope
+    from lmcache.domain.digest_cache import DigestCache, Scope
     from lmcache.domain.hashing import TokenHasher
     from lmcache.domain.l1_manager import L1Manager
     from lmcache.ports.clock import Clock
@@ -33,7 +32,7 @@ class SessionManager:
         hasher: The chunk hasher (`--chunk-size`, `--hash-algorithm`).
         clock: Time source for expiry.
         ttl_s: Session lifetime after creation (`--session-ttl-seconds`).
-        digests: Digests of token lists seen before, by their wire bytes (None: a private 32 MiB one).
+        digests: Digests of token lists seen before, by their wire bytes (shared by the server's sessions).
     """
 
     def __init__(
@@ -42,7 +41,8 @@ class SessionManager:
         hasher: TokenHasher,
         clock: Clock,
         ttl_s: float = 600.0,
-        digests: DigestCache | None = None,
+        *,
+        digests: DigestCache,
     ) -> None:
         self._l1 = l1
         self._hasher = hasher
@@ -51,7 +51,7 @@ class SessionManager:
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
-        self.digests = digests if digests is not None else DigestCache()
+        self.digests = digests
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -28,19 +28,17 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.events import EvictionReason
-from lmcache.domain.eviction import make_policy
-from lmcache.domain.eviction_loop import EvictionLoop
-from lmcache.domain.l1_manager import L1Manager
-from lmcache.domain.quotas import QuotaTable
-from lmcache.domain.trace_stats import ReplayClock, ReplayCounter, ReplayStats
+from lmcache.domain.trace_stats import ReplayClock, ReplayStats
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lmcache.domain.eviction import EvictionPolicyName
+    from lmcache.domain.eviction_loop import EvictionLoop
     from lmcache.domain.keys import ObjectKey
+    from lmcache.domain.l1_manager import L1Manager
+    from lmcache.domain.quotas import QuotaTable
 
 __all__ = ("ReplayClock", "ReplayEngine", "ReplaySettings", "ReplayStats")
 
@@ -49,7 +47,7 @@ STEP_PERIOD_S = 0.1  # the server's eviction loop period (runtime.py)
 
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
-    """The engine a replay builds (the recorded configuration, or flag overrides)."""
+    """The engine a replay runs on (the recorded configuration, or flag overrides)."""
 
     l1_bytes: int
     eviction_policy: EvictionPolicyName = "LRU"
@@ -65,23 +63,28 @@ class ReplaySettings:
 
 
 class ReplayEngine:
-    """A fresh storage engine plus the handlers of every replayable operation."""
+    """A fresh storage engine plus the handlers of every replayable operation.
 
-    def __init__(self, settings: ReplaySettings) -> None:
+    Built by `app/replay_container.py` from `settings`: an L1 on `clock` whose events `stats` counts,
+    with its eviction loop and quota table.
+    """
+
+    def __init__(
+        self,
+        settings: ReplaySettings,
+        l1: L1Manager,
+        loop: EvictionLoop,
+        clock: ReplayClock,
+        quotas: QuotaTable,
+        stats: ReplayStats,
+    ) -> None:
         self.settings = settings
-        self.stats = ReplayStats()
-        self.clock = ReplayClock()
-        self.quotas = QuotaTable()
-        self.arena = ArenaAllocator(settings.l1_bytes, settings.align_bytes)
-        self.l1 = L1Manager(
-            self.arena,
-            make_policy(settings.eviction_policy, self.quotas),
-            self.clock,
-            ReplayCounter(self.stats),
-            write_ttl_s=settings.write_ttl_s,
-            read_ttl_s=settings.read_ttl_s,
-        )
-        self.loop = EvictionLoop(self.l1, settings.trigger_watermark, settings.eviction_ratio)
+        self.stats = stats
+        self.clock = clock
+        self.quotas = quotas
+        self.arena = l1.arena
+        self.l1 = l1
+        self.loop = loop
         self.l2: set[ObjectKey] = set()  # stored in L2 (loadable)
         self.l2_submitted: set[ObjectKey] = set()  # queued for L2 (loadable when stores are not recorded)
         self._l2_stores_recorded = False

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchmarks.server_process import free_port, free_ports
+from benchmarks.server_process import ServerProcess, free_port, free_ports
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e_vllm.shm_segments import remove_segments, session_segments
@@ -28,7 +28,6 @@ from tests.e2e_vllm.shm_segments import remove_segments, session_segments
 REPO = Path(__file__).resolve().parents[2]
 MAKE_MODEL = Path(__file__).with_name("make_model.py")
 LMCACHE_BIN = REPO / ".venv" / "bin" / "lmcache"
-SERVER_READY = "LMCache cache server is running..."
 #: vLLM's log line when its registered `LMCacheMPConnector` resolved to the class of the installed lmcache.
 VLLM_USES_OURS = "Using external LMCacheMPConnector from lmcache.integration.vllm.lmcache_mp_connector"
 #: The environment vLLM's CPU build needs here (issue 9); HF_HUB_OFFLINE keeps it off the hub. vLLM reserves
@@ -137,7 +136,7 @@ def spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None
 
 @dataclass
 class LMCacheServer:
-    """`lmcache server` on fixed loopback ports, restartable on the same ports (a server restart)."""
+    """`lmcache server` (started by the shared launcher) on fixed loopback ports, restartable on them."""
 
     log_dir: Path
     l1_size_gb: float = 1.0
@@ -147,6 +146,7 @@ class LMCacheServer:
     prometheus_port: int = 0
     proc: Proc | None = None
     starts: int = 0
+    _server: ServerProcess | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.port and self.http_port and self.prometheus_port):
@@ -158,32 +158,28 @@ class LMCacheServer:
 
     def start(self, timeout: float = 60.0) -> Proc:
         self.starts += 1
-        argv = [
-            str(LMCACHE_BIN),
-            "server",
-            "--l1-size-gb",
-            str(self.l1_size_gb),
-            "--eviction-policy",
-            "LRU",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            str(self.http_port),
-            "--prometheus-port",
-            str(self.prometheus_port),
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._server = ServerProcess(
             *self.extra_args,
-        ]
-        self.proc = spawn("lmcache server", argv, self.log_dir / f"lmcache-server-{self.starts}.log")
-        self.proc.wait_for_log(re.escape(SERVER_READY), timeout)
+            l1_gb=self.l1_size_gb,
+            command=(str(LMCACHE_BIN), "server"),
+            log_level=None,
+            log_path=self.log_dir / f"lmcache-server-{self.starts}.log",
+            new_session=True,
+            cwd=self.log_dir,
+            ports=(self.port, self.http_port, self.prometheus_port),
+        ).start(timeout_s=timeout)
+        assert self._server.proc is not None
+        self.proc = Proc("lmcache server", self._server.proc, self._server.log_path)
         return self.proc
 
     def stop(self) -> int | None:
-        code = self.proc.stop() if self.proc is not None else None
-        self.proc = None
+        if self._server is None:
+            return None
+        code = self._server.stop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._server.pid, signal.SIGKILL)  # anything it left in its session
+        self._server = self.proc = None
         return code
 
     def metrics(self) -> dict[str, float]:

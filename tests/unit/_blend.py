@@ -22,14 +22,14 @@ from lmcache.domain.blend_rope import CacheShape, RopeSpec, plan_rotation
 from lmcache.domain.blend_stash import BlendStash
 from lmcache.domain.blend_store import BlendRegistrar
 from lmcache.domain.cache_engine import CacheEngine, RequestKey
-from lmcache.domain.eviction import make_policy
+from lmcache.domain.digest_cache import DigestCache
+from lmcache.domain.eviction import LruPolicy
 from lmcache.domain.hashing import TokenHasher
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 from lmcache.domain.kv_events import KVEventLog
 from lmcache.domain.kv_layout import EngineGroup, TensorSpec, build_layout
 from lmcache.domain.l1_manager import L1Manager
 from lmcache.domain.prefetch_controller import PrefetchController
-from lmcache.domain.quotas import QuotaTable
 from lmcache.domain.sessions import SessionManager
 from lmcache.domain.store_controller import StoreController
 from lmcache.domain.workers import Worker, WorkerRegistry
@@ -160,12 +160,14 @@ def make_blend(
     events = RecordingEventSink()
     object_bytes = layout().object_bytes
     slots = 256
-    l1 = L1Manager(ArenaAllocator(slots * object_bytes, 64), make_policy("LRU", QuotaTable()), clock, events)
+    l1 = L1Manager(ArenaAllocator(slots * object_bytes, 64), LruPolicy(), clock, events)
     memory = FakeL1Memory(slots * object_bytes)
     adapters = adapters or []
     loop = ManualLoop()
-    sessions = SessionManager(l1, TokenHasher(CS), clock)
+    sessions = SessionManager(l1, TokenHasher(CS), clock, digests=DigestCache())
     workers = WorkerRegistry(clock)
+    probe = FakeProbe()
+    index = FingerprintIndex(CS, probe)
     engine = CacheEngine(
         l1,
         sessions,
@@ -175,9 +177,8 @@ def make_blend(
         loop.submit,
         KVEventLog(0, 0),
         events=events,
+        store_listener=BlendRegistrar(index, fleet),
     )
-    probe = FakeProbe()
-    index = FingerprintIndex(CS, probe)
     stash = BlendStash(l1)
     prefetcher = SparsePrefetcher(l1, memory, adapters, events=events)
     lookups = BlendLookupService(
@@ -191,7 +192,6 @@ def make_blend(
         segmented_prefix=segmented,
         events=events,
     )
-    engine.store_listener = BlendRegistrar(index, fleet)
     registry = RopeRegistry()
     retriever = BlendRetriever(l1, workers, registry, stash, CS, events)
     return Blend(

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.cache_engine import CacheEngine, RequestKey
+from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.event_fanout import FanoutEventSink
-from lmcache.domain.eviction import make_policy
+from lmcache.domain.eviction import LruPolicy
 from lmcache.domain.hashing import TokenHasher
 from lmcache.domain.keys import ObjectKey, pack_kv_rank
 from lmcache.domain.kv_events import KVEventLog
 from lmcache.domain.kv_layout import TensorSpec, build_layout
 from lmcache.domain.l1_manager import L1Manager
 from lmcache.domain.prefetch_controller import PrefetchController
-from lmcache.domain.quotas import QuotaTable
 from lmcache.domain.sessions import SessionManager
 from lmcache.domain.store_controller import StoreController
 from lmcache.domain.workers import Worker, WorkerRegistry
@@ -149,13 +149,13 @@ def make_server(slots: int = 32, adapters: list[FakeL2Adapter] | None = None) ->
     clock, events = FakeClock(), RecordingEventSink()
     kv_events = KVEventLog(1024, incarnation=1)
     sink = FanoutEventSink([kv_events, events])
-    l1 = L1Manager(ArenaAllocator(slots * OBJECT_BYTES, 64), make_policy("LRU", QuotaTable()), clock, sink)
+    l1 = L1Manager(ArenaAllocator(slots * OBJECT_BYTES, 64), LruPolicy(), clock, sink)
     memory = FakeL1Memory(slots * OBJECT_BYTES)
     cascade = adapters or []
     loop = ManualLoop()
     engine = CacheEngine(
         l1,
-        SessionManager(l1, TokenHasher(CS), clock),
+        SessionManager(l1, TokenHasher(CS), clock, digests=DigestCache()),
         WorkerRegistry(clock),
         PrefetchController(l1, memory, cascade, events=sink),
         StoreController(l1, memory, cascade, events=sink),

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from dependency_injector import providers
+
+from lmcache.app.storage_container import l1_eviction_policy
 from lmcache.domain.arena import ArenaAllocator
-from lmcache.domain.eviction import EvictionPolicyName, make_policy
 from lmcache.domain.keys import ObjectKey
 from lmcache.domain.l1_manager import L1Manager
 from lmcache.domain.quotas import QuotaTable
 from tests.fakes.clock import FakeClock
 from tests.fakes.events import RecordingEventSink
 
+if TYPE_CHECKING:
+    from lmcache.domain.eviction import EvictionPolicy, EvictionPolicyName
+
 ALIGN = 64
 
 
 def key(i: int, salt: str = "", rank: int = 0x01000100, group: int = 0, model: str = "m") -> ObjectKey:
     return ObjectKey(i.to_bytes(32, "big"), model, rank, group, salt)
+
+
+def named_policy(name: EvictionPolicyName, quotas: QuotaTable) -> EvictionPolicy:
+    """The L1 policy `--eviction-policy name` selects (the server container's Selector)."""
+    return l1_eviction_policy(providers.Object(name), providers.Object(quotas))()
 
 
 def make_l1(
@@ -29,7 +41,7 @@ def make_l1(
     events = RecordingEventSink()
     l1 = L1Manager(
         ArenaAllocator(slots * ALIGN, ALIGN),
-        make_policy(policy, quotas or QuotaTable()),
+        named_policy(policy, quotas or QuotaTable()),
         clock,
         events,
         write_ttl_s=write_ttl,

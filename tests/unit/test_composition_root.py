@@ -1,8 +1,10 @@
-"""The containers are the only code that builds the server's and the coordinator's object graphs.
+"""The containers are the only code that builds the object graphs (server, coordinator, trace replay).
 
 The lifecycle modules (the runtime, the entry points and the start/stop steps) may import from the
 adapters and the domain only what they catch or publish (exceptions, event types) at run time; every
 other name there is a type hint. A module that starts constructing a concrete class again fails here.
+Nor does the domain construct any class the containers build (engines, stores, policies, loops): it is
+handed them.
 """
 
 from __future__ import annotations
@@ -57,3 +59,38 @@ def test_the_check_sees_a_concrete_import() -> None:
     assert [imp for imp in _runtime_imports(tree) if not _allowed(*imp)] == [
         ("lmcache.adapters.transport.server", "ZmqServer")
     ]
+
+
+def _built_by_containers() -> set[str]:
+    """The domain classes a container (`app/*container*.py`) imports to build at run time."""
+    names: set[str] = set()
+    for path in sorted((SRC / "app").glob("*container*.py")):
+        for module, name in _runtime_imports(ast.parse(path.read_text())):
+            if module.startswith("lmcache.domain") and name[:1].isupper():
+                names.add(name)
+    return names
+
+
+def _constructed(tree: ast.Module, classes: set[str]) -> list[tuple[int, str]]:
+    return [
+        (node.lineno, node.func.id)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes
+    ]
+
+
+def test_the_domain_constructs_nothing_the_containers_build() -> None:
+    """Engines, stores, policies and loops are built by the containers and handed in, never built inside."""
+    classes = _built_by_containers()
+    assert {"CacheEngine", "L1Manager", "EvictionLoop", "ArenaAllocator", "LruPolicy"} <= classes
+    found = {
+        str(path.relative_to(SRC)): hits
+        for path in sorted((SRC / "domain").rglob("*.py"))
+        if (hits := _constructed(ast.parse(path.read_text()), classes))
+    }
+    assert found == {}
+
+
+def test_the_check_sees_a_domain_construction() -> None:
+    tree = ast.parse("def f(s):\n    return L1Manager(ArenaAllocator(s, 64), policy)\n")
+    assert _constructed(tree, {"L1Manager", "ArenaAllocator"}) == [(2, "L1Manager"), (2, "ArenaAllocator")]

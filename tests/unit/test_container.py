@@ -223,3 +223,11 @@ def test_the_registrar_splits_copies_over_threads_beside_the_populator(
 def test_kv_copy_threads_is_bounded() -> None:
     with pytest.raises(ConfigError, match="--kv-copy-threads"):
         server(["--kv-copy-threads", "0"])
+
+
+def test_the_engine_is_built_with_the_blend_registrar_as_its_store_listener() -> None:
+    assert _with_fake_memory().engine().store_listener is None
+    container = _with_fake_memory("--engine-type", "blend")
+    engine = container.engine()  # resolved before (and without) the blend server
+    assert engine.store_listener is not None and engine.store_listener is container.blend_graph.registrar()
+    assert container.blend_graph.lookups().engine is engine

@@ -28,7 +28,9 @@ CONTENT = msgspec.msgpack.encode(TOKENS)
 def _sessions(cache: DigestCache | None = None) -> tuple[SessionManager, TokenHasher]:
     l1, clock, _ = make_l1(slots=16)
     hasher = TokenHasher(C)
-    return SessionManager(l1, hasher, clock, ttl_s=600, digests=cache), hasher
+    return SessionManager(
+        l1, hasher, clock, ttl_s=600, digests=cache if cache is not None else DigestCache()
+    ), hasher
 
 
 def _hashed(sessions: SessionManager, rid: str) -> int:

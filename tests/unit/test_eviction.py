@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from lmcache.domain.events import AllocationFailed, EvictionReason, L1Removed
-from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy, make_policy
+from lmcache.domain.eviction import IsolatedLruPolicy, LruPolicy, NoopPolicy
 from lmcache.domain.eviction_loop import EvictionLoop
 from lmcache.domain.quotas import QuotaTable
 
-from ._storage import ALIGN, key, make_l1, put
+from ._storage import ALIGN, key, make_l1, named_policy, put
 
 
 def _always(_: object) -> bool:
@@ -126,7 +126,7 @@ def test_noop_never_evicts() -> None:
     put(l1, key(1), key(2))
     assert l1.reserve([key(3)], ALIGN) == [None]
     assert EvictionLoop(l1, trigger_watermark=0.5).step().watermark_objects == 0
-    assert isinstance(make_policy("noop", QuotaTable()), NoopPolicy)
+    assert isinstance(named_policy("noop", QuotaTable()), NoopPolicy)
 
 
 def test_watermark_loop_evicts_ratio_of_used_bytes() -> None:

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from lmcache.app.l2_container import l2_policy
 from lmcache.domain.arc import ArcPolicy
-from lmcache.domain.l2_eviction import L2_EVICTION_POLICIES, L2Capacity, make_l2_policy
+from lmcache.domain.l2_eviction import L2_EVICTION_POLICIES, L2Capacity
 from lmcache.domain.quotas import QuotaTable
 
 from ._storage import key
@@ -21,7 +22,7 @@ def _always(_: object) -> bool:
 
 
 def _capacity(name: str, capacity: int, watermark: float = 1.0, ratio: float = 0.0) -> L2Capacity:
-    return L2Capacity(name, make_l2_policy(name, capacity, QuotaTable()), capacity, watermark, ratio)
+    return L2Capacity(name, l2_policy(name, capacity, QuotaTable()), capacity, watermark, ratio)
 
 
 def _hits(cache: L2Capacity, trace: list[ObjectKey], size: int = 1) -> int:
@@ -127,7 +128,7 @@ def test_noop_never_evicts() -> None:
 def test_isolated_lru_frees_tenants_over_their_quota() -> None:
     quotas = QuotaTable()
     quotas.set("a", 20)
-    cache = L2Capacity("IsolatedLRU", make_l2_policy("IsolatedLRU", 1000, quotas), 1000)
+    cache = L2Capacity("IsolatedLRU", l2_policy("IsolatedLRU", 1000, quotas), 1000)
     for i in range(4):
         cache.stored(key(i, "a"), 10)
     cache.stored(key(9, "b"), 10)  # no quota: limit 0
@@ -145,14 +146,14 @@ def test_a_stored_key_again_is_a_use_not_a_second_object() -> None:
 
 def test_unknown_policy_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match="LRU, ARC, IsolatedLRU, noop"):
-        make_l2_policy("MRU", 10, None)
+        l2_policy("MRU", 10, None)
     assert L2_EVICTION_POLICIES == ("LRU", "ARC", "IsolatedLRU", "noop")
 
 
 def test_without_a_capacity_only_quotas_apply() -> None:
     quotas = QuotaTable()
     quotas.set("a", 10)
-    cache = L2Capacity("IsolatedLRU", make_l2_policy("IsolatedLRU", 0, quotas), 0)
+    cache = L2Capacity("IsolatedLRU", l2_policy("IsolatedLRU", 0, quotas), 0)
     for i in range(3):
         cache.stored(key(i, "a"), 10)
     assert cache.fits(10**12)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lmcache.domain.digest_cache import DigestCache
 from lmcache.domain.hashing import TokenHasher
 from lmcache.domain.session_types import LookupGrid
 from lmcache.domain.sessions import SessionManager
@@ -21,7 +22,7 @@ def _setup(
 ) -> tuple[L1Manager, FakeClock, SessionManager, LookupGrid, TokenHasher]:
     l1, clock, _ = make_l1(slots=64)
     hasher = TokenHasher(C)
-    sessions = SessionManager(l1, hasher, clock, ttl_s=600)
+    sessions = SessionManager(l1, hasher, clock, ttl_s=600, digests=DigestCache())
     grid = LookupGrid("m", ranks, (0,), "", readers)
     keys = grid.keys_for(hasher.chunk_hashes(TOKENS))
     l1.reserve(keys, ALIGN)

@@ -10,6 +10,7 @@ import pytest
 
 from lmcache.adapters.trace.player import play
 from lmcache.adapters.trace.reader import open_series
+from lmcache.app.replay_container import replay_engine
 from lmcache.domain.arena import ArenaAllocator
 from lmcache.domain.eviction import LruPolicy
 from lmcache.domain.eviction_loop import EvictionLoop
@@ -44,7 +45,7 @@ def traced_l1(sink: RecordingTraceSink, clock: FakeClock, objects: int = 8) -> T
 
 
 def replay(path: Path, **settings: object) -> ReplayEngine:
-    engine = ReplayEngine(ReplaySettings(**settings))  # type: ignore[arg-type]
+    engine = replay_engine(ReplaySettings(**settings))  # type: ignore[arg-type]
     files = open_series([path])
     result = play(files, engine)
     assert result.failed == 0 and not result.skipped, (result.errors, result.skipped)
@@ -161,7 +162,7 @@ def test_replay_at_other_sizes_is_monotone_and_leaks_no_locks(tmp_path: Path) ->
 
 
 def test_larger_cache_keeps_no_lock_past_the_live_prefix() -> None:
-    engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ))
+    engine = replay_engine(ReplaySettings(l1_bytes=8 * OBJ))
     keys = [k(1), k(2), k(3)]
     engine.finish([x for x, e in zip(keys, engine.l1.reserve(keys, OBJ), strict=True) if e])
     prefix = engine.lookup([keys], [OBJ], 1, live_prefix=1)  # live, only the first chunk was there
@@ -170,7 +171,7 @@ def test_larger_cache_keeps_no_lock_past_the_live_prefix() -> None:
 
 
 def test_smaller_cache_writes_back_what_the_live_engine_served() -> None:
-    engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ))
+    engine = replay_engine(ReplaySettings(l1_bytes=8 * OBJ))
     keys = [k(1), k(2)]
     assert engine.lookup([keys], [OBJ], 1, live_prefix=2) == 0
     assert engine.stats.written_back == 2 and all(engine.l1.contains(x) for x in keys)
@@ -178,7 +179,7 @@ def test_smaller_cache_writes_back_what_the_live_engine_served() -> None:
 
 
 def test_simulated_l2_serves_only_what_an_adapter_stored() -> None:
-    engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
+    engine = replay_engine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
     engine.l2_submit([k(1), k(2)])  # a trace without adapter-store records: submissions count
     assert engine.lookup([[k(1)]], [OBJ], 1) == 1
     engine.l2_store([k(2)])  # once stores are recorded, a submission alone is not loadable
@@ -187,19 +188,19 @@ def test_simulated_l2_serves_only_what_an_adapter_stored() -> None:
 
 
 def test_simulated_l2_serves_what_was_stored() -> None:
-    engine = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
+    engine = replay_engine(ReplaySettings(l1_bytes=8 * OBJ, l2=True))
     engine.l2_store([k(1), k(2)])
     assert engine.lookup([[k(1), k(2), k(3)]], [OBJ], 1) == 2
     assert engine.stats.l2_hit_objects == 2 and engine.stats.l1_hit_objects == 0
     engine.l1.unlock_read([k(1), k(2)], 1)
     assert not engine.l1.contains(k(1))  # default prefetch policy: temporary, gone after its reader
-    no_l2 = ReplayEngine(ReplaySettings(l1_bytes=8 * OBJ))
+    no_l2 = replay_engine(ReplaySettings(l1_bytes=8 * OBJ))
     no_l2.l2_store([k(1)])
     assert no_l2.lookup([[k(1)]], [OBJ], 1) == 0
 
 
 def test_lookup_log_replay_stores_misses() -> None:
-    engine = ReplayEngine(ReplaySettings(l1_bytes=4 * OBJ))
+    engine = replay_engine(ReplaySettings(l1_bytes=4 * OBJ))
     a, b = [k(1), k(2)], [k(1), k(2), k(3)]
     assert engine.lookup_and_fill(a, OBJ) == 0
     assert engine.lookup_and_fill(b, OBJ) == 2

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ("DEADLINE_FIELDS", "LMCACHE_IGNORED_KEYS", "WRAPPER_FIELDS", "L2EvictionSpec", "L2SpecBase")
 
-# Fields every spec has that configure the resilience wrapper (l2_factory.py), not the adapter itself.
+# Fields every spec has that configure the resilience wrapper (l2_cascade.py), not the adapter itself.
 DEADLINE_FIELDS = frozenset({"lookup_deadline_s", "store_deadline_s"})
 # Fields the factory turns into wrappers around the adapter (deadlines, serde); never constructor keywords.
 WRAPPER_FIELDS = DEADLINE_FIELDS | {"serde"}

@@ -20,7 +20,7 @@ import pytest
 
 from lmcache.adapters.storage import object_format
 from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_container import l2_adapters
 from tests.integration.l2.servers import (
     S3_CREDS,
     MooncakeCluster,
@@ -117,7 +117,7 @@ def build_extension(source: Path, out: Path) -> Path:
 def build(spec: dict[str, Any]) -> Any:
     """One raw adapter from its `--l2-adapter` JSON, through config validation and the factory."""
     parsed = L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter
-    return build_l2_adapters(parsed, resilient=False)[0]
+    return l2_adapters(parsed, resilient=False)[0]
 
 
 def resp_spec(server: RedisServer) -> dict[str, Any]:

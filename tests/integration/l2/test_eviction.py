@@ -29,10 +29,10 @@ CAPACITY_GB = 0.001  # 1,073,741 bytes: about 16 objects of 64 KiB with their he
 
 def build(spec: dict[str, Any], events: Any = None) -> Any:
     from lmcache.app.config.l2 import L2Config
-    from lmcache.app.l2_factory import build_l2_adapters
+    from lmcache.app.l2_container import l2_adapters
 
     parsed = L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter
-    return build_l2_adapters(parsed, events=events)[0]  # with the resilience wrapper, as the server
+    return l2_adapters(parsed, events=events)[0]  # with the resilience wrapper, as the server
 
 
 def spec_for(
@@ -169,14 +169,14 @@ def test_eviction_without_a_capacity_warns_as_lmcache_ignores_it(
 
 async def test_isolated_lru_without_a_capacity_still_enforces_quotas(tmp_path: Path) -> None:
     from lmcache.app.config.l2 import L2Config
-    from lmcache.app.l2_factory import build_l2_adapters
+    from lmcache.app.l2_container import l2_adapters
     from lmcache.domain.quotas import QuotaTable
 
     quotas = QuotaTable()
     quotas.set("a", 3 * OBJECT)
     spec = {"type": "fs", "base_path": str(tmp_path), "eviction": {"eviction_policy": "IsolatedLRU"}}
     parsed = L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter
-    adapter = build_l2_adapters(parsed, quotas=quotas)[0]
+    adapter = l2_adapters(parsed, quotas=quotas)[0]
     for i in range(6):
         assert await adapter.store([key(i, salt="a")], [data(i)]) == [True]
     held = await adapter.lookup_and_lock([key(i, salt="a") for i in range(6)])

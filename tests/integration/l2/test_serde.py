@@ -17,7 +17,7 @@ from lmcache.adapters.storage.serde_base import parse_envelope
 from lmcache.adapters.storage.serde_fp8 import Fp8Serde
 from lmcache.app.config import ConfigError
 from lmcache.app.config.l2 import L2Config
-from lmcache.app.l2_factory import build_l2_adapters
+from lmcache.app.l2_container import l2_adapters
 from tests.integration.l2.conftest import build, resp_spec, s3_spec
 from tests.integration.l2.test_contract import empty, key
 from tests.unit.test_serde_stages import documented_bound, kv_like
@@ -197,7 +197,7 @@ async def test_a_store_the_serde_cannot_encode_fails_for_that_key_only(tmp_path:
 
 
 def _build(spec: dict[str, Any]) -> list[Any]:
-    return build_l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)
+    return l2_adapters(L2Config.model_validate({"l2_adapter": [spec]}).l2_adapter)
 
 
 def test_serde_over_a_plugin_is_refused_at_start_up() -> None:

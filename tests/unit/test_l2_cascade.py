@@ -1,4 +1,4 @@
-"""The L2 cascade factory: unavailable types, missing optional packages, order, cleanup on failure."""
+"""The L2 cascade (l2_container.py): unavailable types, missing extras, order, cleanup on failure."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from lmcache.app.config import ConfigError
 from lmcache.app.config.l2_base import DEADLINE_FIELDS, WRAPPER_FIELDS, L2SpecBase
-from lmcache.app.l2_factory import build_l2_adapters, load_adapter_class
+from lmcache.app.l2_container import l2_adapters
+from lmcache.app.l2_specs import load_adapter_class
 
 CLOSED: list[str] = []
 
@@ -50,18 +51,18 @@ class UnbuiltSpec(L2SpecBase):
 
 
 def test_builds_in_cascade_order() -> None:
-    built = build_l2_adapters([GoodSpec(name="a"), GoodSpec(name="b")])
+    built = l2_adapters([GoodSpec(name="a"), GoodSpec(name="b")])
     assert [adapter.name for adapter in built] == ["a", "b"]
 
 
 def test_unbuilt_type_names_its_position() -> None:
     with pytest.raises(ConfigError, match=r"^--l2-adapter #2: type 'later' is not available in this build$"):
-        build_l2_adapters([GoodSpec(name="a"), UnbuiltSpec()])
+        l2_adapters([GoodSpec(name="a"), UnbuiltSpec()])
 
 
 def test_missing_optional_package_names_the_extra() -> None:
     with pytest.raises(ConfigError) as caught:
-        build_l2_adapters([ExtraSpec()])
+        l2_adapters([ExtraSpec()])
     assert caught.value.messages == (
         "--l2-adapter #1 (type 'extra') needs the optional package "
         "'surely_not_installed_client'; install lmcache[fancy]",
@@ -71,7 +72,7 @@ def test_missing_optional_package_names_the_extra() -> None:
 def test_failure_closes_what_was_built() -> None:
     CLOSED.clear()
     with pytest.raises(RuntimeError, match="refused"):
-        build_l2_adapters([GoodSpec(name="first"), GoodSpec(name="second"), BadSpec()])
+        l2_adapters([GoodSpec(name="first"), GoodSpec(name="second"), BadSpec()])
     assert CLOSED == ["second", "first"]
 
 
@@ -140,7 +141,7 @@ def test_fs_and_fault_inject_build_wrapped(tmp_path: Any) -> None:
     from lmcache.adapters.storage.resilience import ResilientL2Adapter
 
     mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}
-    built = build_l2_adapters(
+    built = l2_adapters(
         _parse(
             {"type": "fs", "base_path": str(tmp_path)},
             {"type": "fault_inject", "adapter": mock, "seed": 3},
@@ -164,13 +165,13 @@ def test_fs_and_fault_inject_build_wrapped(tmp_path: Any) -> None:
     [
         ("surely_not_a_module_xyz", "A", "cannot import module 'surely_not_a_module_xyz'"),
         ("tests.fakes.l2_adapter", "Missing", "has no class 'Missing'"),
-        ("tests.unit.test_l2_factory", "RecordingAdapter", "missing or not async: store, lookup_and_lock"),
+        ("tests.unit.test_l2_cascade", "RecordingAdapter", "missing or not async: store, lookup_and_lock"),
     ],
 )
 def test_plugin_errors_name_the_adapter(module: str, cls: str, message: str) -> None:
     spec = {"type": "plugin", "module_path": module, "class_name": cls}
     with pytest.raises(ConfigError, match=r"^--l2-adapter #2 \(type 'plugin'\): plugin .*" + message):
-        build_l2_adapters(_parse({"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}, spec))
+        l2_adapters(_parse({"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}, spec))
 
 
 def test_plugin_bad_params_are_a_config_error() -> None:
@@ -181,7 +182,7 @@ def test_plugin_bad_params_are_a_config_error() -> None:
         "adapter_params": {"nope": 1},
     }
     with pytest.raises(ConfigError, match="adapter_params do not fit"):
-        build_l2_adapters(_parse(spec))
+        l2_adapters(_parse(spec))
 
 
 def test_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,14 +192,14 @@ def test_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "redis.asyncio", raising=False)
     monkeypatch.delitem(sys.modules, "lmcache.adapters.storage.resp", raising=False)
     with pytest.raises(ConfigError, match=r"optional package 'redis[.a-z]*'; install lmcache\[redis"):
-        build_l2_adapters(_parse({"type": "resp", "host": "127.0.0.1", "port": 6379}))
+        l2_adapters(_parse({"type": "resp", "host": "127.0.0.1", "port": 6379}))
 
 
 def test_deadlines_are_per_adapter_fields_with_the_old_defaults() -> None:
     import asyncio
 
     mock = {"type": "mock", "max_size_gb": 1, "mock_bandwidth_gb": 1}
-    built = build_l2_adapters(_parse(mock, {**mock, "lookup_deadline_s": 0.25, "store_deadline_s": 2}))
+    built = l2_adapters(_parse(mock, {**mock, "lookup_deadline_s": 0.25, "store_deadline_s": 2}))
     assert (built[0].deadline_s, built[0].store_deadline_s) == (5.0, 30.0)
     assert (built[1].deadline_s, built[1].store_deadline_s) == (0.25, 2.0)
     for adapter in built:
@@ -213,3 +214,21 @@ def test_deadlines_are_validated(bad: object) -> None:
     for field in sorted(DEADLINE_FIELDS):
         with pytest.raises(ValidationError, match=field):
             _parse({**mock, field: bad})
+
+
+def test_every_part_comes_from_the_containers_providers() -> None:
+    """Overriding a provider changes what the cascade builds: the container is where the parts are built."""
+    from dependency_injector import providers
+
+    from lmcache.app.l2_container import L2Container
+
+    class Marked:
+        def __init__(self, inner: Any, **options: Any) -> None:
+            self.inner, self.options = inner, options
+
+    container = L2Container(specs=[GoodSpec(name="a"), GoodSpec(name="b")])
+    container.resilience.override(providers.Factory(Marked))
+    built = container.adapters()
+    assert [type(a) for a in built] == [Marked, Marked]
+    assert [a.inner.name for a in built] == ["a", "b"]
+    assert built[1].options["name"] == "#2 (good)"

@@ -1,10 +1,10 @@
-"""The factory's L2 wrappers: the KV dtype the fp8 serde reads from registrations."""
+"""The KV dtype the fp8 serde reads from registrations (l2_container.kv_dtype_resolver)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from lmcache.app.l2_wrappers import kv_dtype_resolver
+from lmcache.app.l2_container import kv_dtype_resolver
 from lmcache.domain.keys import ObjectKey
 from lmcache.domain.workers import Worker, WorkerRegistry
 from tests.fakes.clock import FakeClock
