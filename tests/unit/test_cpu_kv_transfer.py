@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -182,15 +184,34 @@ def test_plan_runs_skips_whole_and_partial_chunks() -> None:
     assert runs == [Run(1, 1, 10, 0, 2, 1, 1), Run(2, 2, 20, 10, 4, 0, 2)]
 
 
-def test_gather_backs_each_extent_before_copying() -> None:
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gather_backs_each_extent_once_before_copying(threads: int) -> None:
     layers = _layers(SHAPES["kv_first_nhd"][0], 2, torch.float16, seed=3)
     layout = _layout(layers, "NHD")
     extents = _extents(layout, 3, "gapped")
     arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
     backed: list[tuple[int, int]] = []
-    transfer = CpuKVTransfer(layout, layers, arena, ensure_backed=lambda o, s: backed.append((o, s)))
+    copied: list[int] = []
+    by_thread: set[str] = set()
+
+    def ensure(offset: int, size: int) -> None:
+        assert not copied, "an extent was backed after the copy began"
+        backed.append((offset, size))
+        by_thread.add(threading.current_thread().name)
+        time.sleep(0.02)  # long enough for the other threads to pick up their share
+
+    transfer = CpuKVTransfer(layout, layers, arena, ensure_backed=ensure, threads=threads)
+    original = transfer._copy_layers
+
+    def spy(*args: object) -> None:
+        copied.append(1)
+        original(*args)  # type: ignore[arg-type]
+
+    transfer._copy_layers = spy  # type: ignore[method-assign]
     transfer.gather([_block_ids(3, "ascending", 0)], [0, 1, 2], extents)
-    assert backed == [(e.offset, e.size) for e in extents]
+    transfer.close()
+    assert sorted(backed) == sorted((e.offset, e.size) for e in extents)
+    assert len(by_thread) == min(threads, len(extents))  # the copy threads share the backing
 
 
 @pytest.mark.parametrize("threads", [1, 2])

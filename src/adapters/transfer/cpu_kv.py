@@ -157,8 +157,7 @@ class CpuKVTransfer:
     ) -> None:
         """Engine blocks -> L1 objects."""
         if self._ensure_backed is not None:
-            for extent in extents:
-                self._ensure_backed(extent.offset, extent.size)
+            self._back(extents)
         self._run(block_ids, chunks, extents, 0, store=True)
 
     def scatter(
@@ -170,6 +169,29 @@ class CpuKVTransfer:
     ) -> None:
         """L1 objects -> engine blocks, leaving the first `skip_tokens` tokens' whole blocks untouched."""
         self._run(block_ids, chunks, extents, max(0, skip_tokens), store=False)
+
+    def _back(self, extents: Sequence[Extent]) -> None:
+        """Back the extents before the copy writes them, split over the copy threads like the copy.
+
+        Backing fresh memory clears every page (0.6-0.8 s per GiB on one core here), and a store that
+        arrives before the populator reached its extents pays it; two threads halve it.
+        """
+        ensure = self._ensure_backed
+        assert ensure is not None
+        if self._pool is None or len(extents) < 2:
+            for extent in extents:
+                ensure(extent.offset, extent.size)
+            return
+
+        def back(part: Sequence[Extent]) -> None:
+            for extent in part:
+                ensure(extent.offset, extent.size)
+
+        parts = [extents[k :: self._threads] for k in range(self._threads)]
+        futures = [self._pool.submit(back, part) for part in parts[1:]]
+        back(parts[0])
+        for future in futures:
+            future.result()
 
     def close(self) -> None:
         """Drop the views and unmap the engine's segments; idempotent."""
