@@ -79,7 +79,10 @@ class Op:
     defaults: tuple[Any, ...] = ()  # values of trailing payloads an older client may leave out
     # Answered with the bare acknowledgement whatever happens (success and failure both reply None): run
     # on the socket thread, it is acknowledged before its handler runs, so the client's next step
-    # overlaps the work, and every later request, read by the same thread, still sees its effects.
+    # overlaps the work, and every later request, read by the same thread, still sees its effects. Only
+    # `lookup` is marked: its result is read through the status poll that follows it. free_lookup_locks
+    # and end_session, also None either way, keep answering after their work, so an operator reading
+    # /status over HTTP (another thread) right after their reply sees the locks gone.
     void: bool = False
 
     def __post_init__(self) -> None:
@@ -95,8 +98,8 @@ _OPS = (
     Op("lookup", 8, (KEY, INT), None, "cpu", void=True),
     Op("query_prefetch_status", 9, (STR,), 0, "cpu"),
     Op("wait_prefetch_status", 10, (STR, FLOAT), 0, "cpu"),
-    Op("free_lookup_locks", 12, (KEY, INT), None, "cpu", void=True),
-    Op("end_session", 13, (STR,), None, "cpu", void=True),
+    Op("free_lookup_locks", 12, (KEY, INT), None, "cpu"),
+    Op("end_session", 13, (STR,), None, "cpu"),
     Op(
         "register_kv_cache_engine_driven_context",
         14,

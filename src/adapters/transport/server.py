@@ -1,11 +1,12 @@
 """The ZMQ ROUTER server (wire-protocol.md §1-2): one socket thread, an affinity pool and a CPU pool.
 
 The socket thread reads frames, resolves the op, decodes its payloads and runs SYNC ops inline (a void
-op, whose reply is the bare acknowledgement either way, is acknowledged before its handler runs); AFF and
-CPU ops go to the pools, which encode their reply and hand it back through a queue plus an eventfd that
-the socket thread polls beside the socket. Only the socket thread touches the socket. Every request is
-answered: an unknown op gets the 2-frame None reply, a known op that cannot be decoded, is disabled, is
-over the in-flight bound, or whose handler raises gets its failure value; each case is counted.
+op, the lookup, whose reply is the bare acknowledgement either way, is acknowledged before its handler
+runs); AFF and CPU ops go to the pools, which encode their reply and hand it back through a queue plus
+an eventfd that the socket thread polls beside the socket. Only the socket thread touches the socket.
+Every request is answered: an unknown op gets the 2-frame None reply, a known op that cannot be decoded,
+is disabled, is over the in-flight bound, or whose handler raises gets its failure value; each case is
+counted.
 """
 
 from __future__ import annotations
