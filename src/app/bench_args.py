@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from lmcache.app import bench_l2
+from lmcache.app.arg_types import checked_number
 from lmcache.domain.transfer_modes import TRANSFER_MODES
 
 __all__ = ("DEFAULT_HTTP_PORT", "DefaultsFormatter", "add_bench_parser")
@@ -27,13 +28,13 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _run_id(text: str) -> int:
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected up to 8 hex digits, got {text!r}") from None
-    if not 0 <= value < 1 << 32:
-        raise argparse.ArgumentTypeError(f"expected up to 8 hex digits, got {text!r}")
-    return value
+    return checked_number(
+        text,
+        lambda t: int(t, 16),
+        "up to 8 hex digits",
+        lambda v: 0 <= v < 1 << 32,
+        "expected up to 8 hex digits",
+    )
 
 
 def add_bench_parser(commands: Any) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from lmcache.app import ops_render
+from lmcache.app.arg_types import checked_number
 from lmcache.app.ops_client import OpsClient, OpsError, check_url
 
 if TYPE_CHECKING:
@@ -45,23 +46,15 @@ def _url(text: str) -> str:
 
 
 def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return value
+    return checked_number(
+        text, float, "seconds", lambda v: math.isfinite(v) and v > 0, "must be a number of seconds > 0"
+    )
 
 
 def _limit_gb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return checked_number(
+        text, float, "a number of GiB", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"
+    )
 
 
 def _ping(client: OpsClient, args: argparse.Namespace) -> tuple[Any, Callable[[Console], None]]:

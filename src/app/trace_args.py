@@ -12,6 +12,7 @@ import argparse
 import math
 from typing import Any, get_args
 
+from lmcache.app.arg_types import checked_number
 from lmcache.domain.eviction import EvictionPolicyName
 
 __all__ = ("add_trace_parser", "parse_list")
@@ -20,23 +21,11 @@ _POLICIES: tuple[str, ...] = get_args(EvictionPolicyName)
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+    return checked_number(text, int, "an integer", lambda v: v >= 1, "must be >= 1")
 
 
 def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
+    return checked_number(text, float, "a number", math.isfinite, "must be finite")
 
 
 def parse_list(text: str, kind: str) -> list[Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from lmcache.domain.events import L2Loaded, PrefetchCompleted
 from lmcache.domain.null_events import NullEventSink
@@ -97,7 +97,7 @@ class PrefetchController:
         deadline_s: float = 5.0,
         events: EventSink | None = None,
     ) -> None:
-        if policy not in ("default", "retain"):
+        if policy not in get_args(PrefetchPolicy):
             raise ValueError(f"unknown L2 prefetch policy {policy!r}")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import logging
 import threading
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from lmcache.domain.events import EvictionReason, L2Stored, L2StoreDropped
 from lmcache.domain.null_events import NullEventSink
@@ -57,7 +57,7 @@ class StoreController:
         deadline_s: float = 30.0,
         events: EventSink | None = None,
     ) -> None:
-        if policy not in ("default", "skip_l1"):
+        if policy not in get_args(StorePolicy):
             raise ValueError(f"unknown L2 store policy {policy!r}")
         self._l1 = l1
         self._memory = memory

@@ -251,3 +251,21 @@ async def test_all_l1_hits_never_touch_l2() -> None:
     _write(l1, memory, key(1), 1)
     ctl = PrefetchController(l1, memory, [adapter], deadline_s=60)
     assert (await asyncio.wait_for(ctl.prefetch(_request([[key(1)]])), 5)).prefix_chunks == 1
+
+
+@pytest.mark.parametrize(
+    ("controller", "names", "what"),
+    [
+        (StoreController, ("default", "skip_l1"), "store"),
+        (PrefetchController, ("default", "retain"), "prefetch"),
+    ],
+)
+def test_policy_names_are_the_configs_and_others_are_refused(
+    controller: type[StoreController] | type[PrefetchController], names: tuple[str, ...], what: str
+) -> None:
+    l1, _, _ = make_l1(slots=SLOTS)
+    memory = FakeL1Memory(SLOTS * ALIGN)
+    for name in names:
+        assert controller(l1, memory, [], policy=name).policy == name  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"unknown L2 {what} policy 'lru'"):
+        controller(l1, memory, [], policy="lru")  # type: ignore[arg-type]

@@ -161,10 +161,13 @@ class S3L2Adapter(RemoteTier):
                 self._unless_absent("lookup", exc)
                 return False
 
+    async def _present(self, keys: Sequence[ObjectKey]) -> list[bool]:
+        """HEAD every key concurrently: what lookups pin and what a delete reports as present."""
+        return list(await asyncio.gather(*(self._head(k) for k in keys)))
+
     async def lookup_and_lock(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """HEAD every key concurrently; pin the hits."""
-        present = await asyncio.gather(*(self._head(k) for k in keys))
-        return self._locks.lock(keys, list(present))
+        return self._locks.lock(keys, await self._present(keys))
 
     @tracked(False)
     async def _load(
@@ -189,7 +192,7 @@ class S3L2Adapter(RemoteTier):
 
     async def delete(self, keys: Sequence[ObjectKey]) -> list[bool]:
         """HEAD (to report presence), then one DeleteObjects call for the present keys."""
-        present = await asyncio.gather(*(self._head(k) for k in keys))
+        present = await self._present(keys)
         names = [{"Key": self._name(k)} for k, ok in zip(keys, present, strict=True) if ok]
         for start in range(0, len(names), 1000):
             try:
@@ -200,7 +203,7 @@ class S3L2Adapter(RemoteTier):
                 self._error("delete", exc)
                 return [False] * len(keys)
         self._stored.difference_update(keys)
-        return list(present)
+        return present
 
     async def list_keys(self, cursor: str | None = None, limit: int = 1000) -> KeyPage:
         """ListObjectsV2 pages under the prefix; the cursor is S3's continuation token."""

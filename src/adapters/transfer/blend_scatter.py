@@ -20,6 +20,7 @@ import torch
 
 from lmcache.adapters.transfer.cpu_kv import layer_planes, torch_dtype
 from lmcache.adapters.transfer.rope_math import FP8_FLAVOURS, WindowRotator, rotation_factors
+from lmcache.adapters.transfer.shm_segment import OwnedSegments
 from lmcache.ports.blend import ScatterStats
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class CpuBlendScatter:
         self._plan = plan
         self._caches = list(caches)
         self._meta = dict(meta)
-        self._closers = list(closers)
+        self._closers = OwnedSegments(closers)
         self._targets = [[_targets(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
         self._offsets = torch.arange(layout.chunk_size, dtype=torch.int64)
@@ -226,11 +227,7 @@ class CpuBlendScatter:
         self._targets = []
         self._caches = []
         self._rotators = {}
-        closers, self._closers = self._closers, []
-        for closer in closers:
-            close = getattr(closer, "close", None)
-            if close is not None:
-                close()
+        self._closers.close()
 
 
 def _write(

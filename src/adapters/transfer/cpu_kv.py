@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lmcache.adapters.transfer.kv_runs import Run, plan_runs
+from lmcache.adapters.transfer.shm_segment import OwnedSegments
 from lmcache.domain.kv_layout import KVFormat
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class CpuKVTransfer:
     ) -> None:
         self._layout = layout
         self._arena = arena
-        self._closers = list(closers)
+        self._closers = OwnedSegments(closers)
         self._layers = tuple(layers)
         self._planes = [[_planes(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
@@ -200,11 +201,7 @@ class CpuKVTransfer:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        closers, self._closers = self._closers, []
-        for closer in closers:
-            close = getattr(closer, "close", None)
-            if close is not None:
-                close()
+        self._closers.close()
 
     # -------------------------------------------------------------- planning
     def _run(

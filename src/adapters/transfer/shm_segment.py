@@ -16,12 +16,16 @@ import logging
 import mmap
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lmcache.adapters.memory.populate import PagePopulator, mapping_address
 
-__all__ = ("ShmSegment", "ShmSegmentError")
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ("OwnedSegments", "ShmSegment", "ShmSegmentError")
 
 SHM_DIR = "/dev/shm"
 logger = logging.getLogger(__name__)
@@ -83,3 +87,23 @@ class ShmSegment:
         except BufferError:
             logger.debug("SHM segment %s still has views; unmapped when they are dropped", self.name)
         self._mmap = None
+
+
+class OwnedSegments:
+    """The segments a transfer's views live on, closed once with it.
+
+    Both CPU transfers (the KV copies and CacheBlend's scatter) own their segments this way: `close` empties
+    the list before closing, so a second `close` of the transfer closes nothing twice; items without a
+    `close` are skipped.
+    """
+
+    def __init__(self, segments: Sequence[object] = ()) -> None:
+        self._segments = list(segments)
+
+    def close(self) -> None:
+        """Close every segment still held; idempotent."""
+        segments, self._segments = self._segments, []
+        for segment in segments:
+            close = getattr(segment, "close", None)
+            if close is not None:
+                close()

@@ -7,9 +7,10 @@ health the same way; each adds its own heartbeat (`self.heartbeat`) and wire cal
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.transport.client import LMCacheClient
+from lmcache.adapters.transport.wire_types import CacheKey
 from lmcache.adapters.vllm.transfer_ops import ParallelStrategy
 
 if TYPE_CHECKING:
@@ -69,6 +70,34 @@ class AdapterBase:
     def is_healthy(self) -> bool:
         """The heartbeat's view of the server."""
         return self.heartbeat.healthy
+
+    def _cache_key(
+        self,
+        worker_id: int | None,
+        token_ids: list[int],
+        start: int,
+        end: int,
+        request_id: str,
+        cache_salt: str,
+        request_configs: dict[str, Any] | None,
+    ) -> CacheKey:
+        """A key of our model, KV world size and reader count (`worker_id` None: a lookup, every rank).
+
+        Built one way on both sides, so the scheduler's lookups and the worker's stores and loads name the
+        same chunks.
+        """
+        return CacheKey(
+            self.model_name,
+            self.world_size,
+            worker_id,
+            token_ids,
+            start,
+            end,
+            request_id,
+            cache_salt,
+            request_configs,
+            self.parallel_strategy.num_kv_readers,
+        )
 
     def num_blocks_per_chunk(self) -> int:
         """Blocks of vLLM per chunk."""

@@ -106,17 +106,8 @@ class LMCacheMPSchedulerAdapter(AdapterBase):
         cache_salt: str = "",
         request_configs: dict[str, Any] | None = None,
     ) -> CacheKey:
-        return CacheKey(
-            self.model_name,
-            self.world_size,
-            None,
-            list(token_ids[:end]),
-            start,
-            end,
-            request_id,
-            cache_salt,
-            request_configs,
-            self.parallel_strategy.num_kv_readers,
+        return self._cache_key(
+            None, list(token_ids[:end]), start, end, request_id, cache_salt, request_configs
         )
 
     # --------------------------------------------------------------- lookups

@@ -16,7 +16,6 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from lmcache.adapters.transport.wire_types import CacheKey
 from lmcache.adapters.vllm.adapter_base import AdapterBase
 from lmcache.adapters.vllm.config import resolve_transfer_mode, server_ops
 from lmcache.adapters.vllm.heartbeat import Heartbeat
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from lmcache.adapters.transport.client import LMCacheClient
+    from lmcache.adapters.transport.wire_types import CacheKey
     from lmcache.adapters.vllm.config import TransferMode
     from lmcache.adapters.vllm.transfer_base import KVTransferPath
     from lmcache.adapters.vllm.transfer_ops import LoadStoreOp, ParallelStrategy
@@ -182,18 +182,8 @@ class LMCacheMPWorkerAdapter(AdapterBase):
 
     # ------------------------------------------------------------- transfers
     def _key(self, request_id: str, op: LoadStoreOp, cache_salt: str) -> CacheKey:
-        return CacheKey(
-            self.model_name,
-            self.world_size,
-            self.worker_id,
-            list(op.token_ids or ())[: op.end],
-            op.start,
-            op.end,
-            request_id,
-            cache_salt,
-            None,
-            self.parallel_strategy.num_kv_readers,
-        )
+        tokens = list(op.token_ids or ())[: op.end]
+        return self._cache_key(self.worker_id, tokens, op.start, op.end, request_id, cache_salt, None)
 
     def _after(self, outcomes: Sequence[Outcome]) -> None:
         if Outcome.UNKNOWN_INSTANCE in outcomes:

@@ -27,6 +27,8 @@ from lmcache.app.config.l2_remote import (
     S3Spec,
     ValkeySpec,
 )
+from lmcache.domain.prefetch_controller import PrefetchPolicy
+from lmcache.domain.store_controller import StorePolicy
 
 __all__ = ("FaultInjectSpec", "L2AdapterSpec", "L2Config")
 
@@ -103,12 +105,12 @@ FaultInjectSpec.model_rebuild()
 class L2Config(Section):
     """L2 store and prefetch policies and the adapter cascade."""
 
-    l2_store_policy: Literal["default", "skip_l1"] = flag(
+    l2_store_policy: StorePolicy = flag(  # the names live with the controllers (domain/)
         "default",
         description="default: every adapter stores every key and L1 keeps it; skip_l1: every "
         "adapter stores it, then L1 drops it (buffer-only mode).",
     )
-    l2_prefetch_policy: Literal["default", "retain"] = flag(
+    l2_prefetch_policy: PrefetchPolicy = flag(
         "default",
         description="default: load from the lowest-index adapter holding a key, prefetched keys "
         "freed after their readers; retain: same plan, keys kept in L1.",
