@@ -60,9 +60,9 @@ class ZmqServer:
         max_in_flight: Requests queued or running in the pools at most; more get their failure value.
         inline_ops: CPU-pool ops cheap enough to run on the socket thread (dictionary reads and L1-only
             lookups): the pool hop costs ~100 us of a ~300 us round trip (benchmarks/data_path.py).
-        busy_poll_s: After handling requests, poll without blocking this long (`--busy-poll-us`): a
-            blocked thread's wake-up is the largest part of a small request's latency on a VM, and the
-            requests of an engine step come in bursts (lookup, status poll, lock release, end_session).
+        busy_poll_s: After handling requests, poll without blocking this long (`--busy-poll-us`, off by
+            default): a blocked thread's wake-up is part of a small request's latency on a VM, but the
+            spinning thread takes a core the client may need (see the flag's description).
     """
 
     def __init__(

@@ -140,13 +140,14 @@ class MpServerConfig(Section):
         description="Lifetime of a request session (cached chunk hashes, lookup result) after its creation.",
     )
     busy_poll_us: int = flag(
-        300,
+        0,
         ge=0,
         le=100_000,
         metavar="MICROSECONDS",
         description="After answering, the socket thread polls without sleeping this long before it blocks "
-        "again: the next request of a burst skips a thread wake-up (about 100 us of a lookup's round trip "
-        "on a VM) for at most this much CPU per burst; 0 always blocks.",
+        "again, so the next request of a burst skips a thread wake-up. Off by default: with LMCache 0.5.6's "
+        "bench beside the server on 2 cores, 300 us of spinning added 0.3-0.4 ms to each lookup (it takes "
+        "the core the client needs) and saved nothing on an idle machine (benchmarks/real_client.py).",
     )
     null_block_id: int = flag(
         0,
