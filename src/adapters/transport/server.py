@@ -60,7 +60,7 @@ class ZmqServer:
         max_in_flight: Requests queued or running in the pools at most; more get their failure value.
         inline_ops: CPU-pool ops cheap enough to run on the socket thread (dictionary reads and L1-only
             lookups): the pool hop costs ~100 us of a ~300 us round trip (benchmarks/data_path.py).
-        busy_poll_s: After handling requests, poll without blocking this long (`--busy-poll-us`, off by
+        busy_poll_s: After handling requests, poll without blocking this long (`--busy-poll-us`, 50 us by
             default): a blocked thread's wake-up is part of a small request's latency on a VM, but the
             spinning thread takes a core the client may need (see the flag's description).
     """

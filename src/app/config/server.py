@@ -140,14 +140,16 @@ class MpServerConfig(Section):
         description="Lifetime of a request session (cached chunk hashes, lookup result) after its creation.",
     )
     busy_poll_us: int = flag(
-        0,
+        50,
         ge=0,
         le=100_000,
         metavar="MICROSECONDS",
         description="After answering, the socket thread polls without sleeping this long before it blocks "
-        "again, so the next request of a burst skips a thread wake-up. Off by default: with LMCache 0.5.6's "
-        "bench beside the server on 2 cores, 300 us of spinning added 0.3-0.4 ms to each lookup (it takes "
-        "the core the client needs) and saved nothing on an idle machine (benchmarks/real_client.py).",
+        "again, so the next request of a back-to-back burst skips a thread wake-up (512-token lookups: 176 "
+        "us p50 against 262 us with 0). Kept short: with LMCache 0.5.6's bench beside the server on 2 busy "
+        "cores, 300 us of spinning added 0.3 ms to each lookup (the spinning thread takes the core the "
+        "client needs) where 50 and 0 added none (benchmarks/real_client.py, benchmarks/data_path.py); 0 "
+        "always blocks.",
     )
     null_block_id: int = flag(
         0,
