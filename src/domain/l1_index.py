@@ -189,29 +189,46 @@ class L1Index:
     def _remove_all(
         self, keys: Iterable[ObjectKey], reason: EvictionReason, *, retire_held: bool = False
     ) -> tuple[int, int]:
-        """Take `keys` out of the index; their memory goes back to the arena in one sorted pass."""
-        removed: list[tuple[ObjectKey, int]] = []
+        """Take `keys` out of the index; their memory goes back to the arena in one sorted pass.
+
+        The loop runs once per evicted object (200,000 of them for a 20% eviction at 1M objects), so it
+        keeps to locals: sizes are summed per run of one salt instead of a dict update per key.
+        """
+        removed: list[ObjectKey] = []
         freed: list[tuple[int, int]] = []
         salts = self._salt_bytes
         entries, forget = self._entries, self.policy.remove
+        total = 0
+        salt, salt_bytes = "", 0  # the current run of one cache_salt and its bytes
+        seen = {salt}
         for key in keys:
             if retire_held and self._held(key, entries[key]):
-                removed.append((key, self._retire(key, entries[key])))
+                total += self._retire(key, entries[key])
+                removed.append(key)
                 continue
             entry = entries.pop(key)
             if entry.state & 1:
                 forget(key)
             size = entry.size
             freed.append((entry.offset, size))
-            salts[key.cache_salt] -= size
-            removed.append((key, size))
+            if key[4] != salt:  # ObjectKey.cache_salt
+                if salt_bytes:
+                    salts[salt] -= salt_bytes
+                salt, salt_bytes = key[4], 0
+                seen.add(salt)
+            salt_bytes += size
+            total += size
+            removed.append(key)
+        if salt_bytes:
+            salts[salt] -= salt_bytes
         if freed:
             self.arena.free_many(freed)
-            for salt in {key.cache_salt for key, _ in removed}:
-                if salts.get(salt) == 0:
-                    del salts[salt]
-        self._publish_removed(removed, reason)
-        return len(removed), sum(size for _, size in removed)
+            for name in seen:
+                if salts.get(name) == 0:
+                    del salts[name]
+        if removed:
+            self._events.publish(L1Removed(tuple(removed), total, reason))
+        return len(removed), total
 
     def _drop_write(self, key: ObjectKey, entry: Entry, *, expired: bool) -> None:
         self._free(key, entry)

@@ -245,6 +245,16 @@ def test_usage_by_salt_tracks_reservations_and_objects() -> None:
     assert l1.usage_by_salt() == {"b": 2 * ALIGN}
 
 
+def test_one_removal_over_interleaved_salts_keeps_each_salts_bytes() -> None:
+    l1, _, _ = make_l1()
+    keys = [key(i, salt) for i, salt in enumerate(["a", "b", "a", "", "a", "b", "c"])]
+    put(l1, *keys)
+    l1.delete([keys[0], keys[1], keys[2], keys[3], keys[5]])  # runs a, b, a, "", b: some salts emptied
+    assert l1.usage_by_salt() == {"a": ALIGN, "c": ALIGN}
+    l1.delete([keys[4], keys[6]])
+    assert l1.usage_by_salt() == {}
+
+
 def test_deadline_heap_stays_bounded_under_many_refreshes() -> None:
     l1, _, _ = make_l1()
     k = key(1)
