@@ -9,10 +9,9 @@ cheaper than faulting page by page.
 
 The syscall goes through ctypes, which releases the GIL, so the walk never stalls the socket thread; the
 thread runs at nice +10 so it yields the cores to requests. Clearing pages also takes memory bandwidth
-and the mmap lock, which a copy beside it pays for (a fresh server's first retrieves ran 1.5-2.5x slower
-while the walk was running), so the walk also stands aside while a request copies (`hold`): it waits
-between steps until no copy holds it, for at most `max_wait_s` so that it still advances under a
-continuous stream of requests. On kernels without MADV_POPULATE_WRITE
+and the mmap lock, which a copy running beside it would share, so the walk also stands aside while a
+request copies (`hold`): it waits between steps until no copy holds it, for at most `max_wait_s` so that
+it still advances under a continuous stream of requests. On kernels without MADV_POPULATE_WRITE
 (before 5.14) population is skipped with one log line and pages are backed on first touch as before.
 """
 
