@@ -26,6 +26,7 @@ from l2_rounds import compare, print_row, raw_phases
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 
 async def raw_mooncake(cluster: MooncakeCluster, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
@@ -83,6 +84,38 @@ async def raw_cluster(port: int, args: argparse.Namespace, spec: dict[str, Any])
         await client.aclose()
 
 
+async def compare_on_pool(
+    spec: dict[str, Any],
+    args: argparse.Namespace,
+    pool: ThreadPoolExecutor,
+    slots: dict[str, int],
+    write: Callable[[str, bytes], None],
+    read: Callable[[str, int, int], None],
+    fd: int,
+) -> Any:
+    """Rounds of a one-file baseline whose blocking writes and reads run on `pool` (raw_block, dax).
+
+    Each round forgets the slots it handed out; the pool and the file are closed at the end.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def put(name: str, data: bytes) -> None:
+        await loop.run_in_executor(pool, write, name, data)
+
+    async def get(name: str, size: int, index: int) -> None:
+        await loop.run_in_executor(pool, read, name, size, index)
+
+    async def raw_round() -> tuple[float, float]:
+        slots.clear()
+        return await raw_phases(args, put, get)
+
+    try:
+        return await compare(spec, raw_round, args)
+    finally:
+        pool.shutdown()
+        os.close(fd)
+
+
 async def raw_block(path: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
     import mmap
 
@@ -90,7 +123,6 @@ async def raw_block(path: Path, args: argparse.Namespace, spec: dict[str, Any]) 
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
     os.ftruncate(fd, (args.num_keys + 1) * (size + 4096))
     pool = ThreadPoolExecutor(4)
-    loop = asyncio.get_running_loop()
     slots: dict[str, int] = {}
     outs = [mmap.mmap(-1, size) for _ in range(args.num_keys)]
 
@@ -103,24 +135,10 @@ async def raw_block(path: Path, args: argparse.Namespace, spec: dict[str, Any]) 
         buf[:] = data  # O_DIRECT needs an aligned buffer: one copy, as in the adapter
         os.pwrite(fd, buf, slots.setdefault(name, len(slots)) * (size + 4096))
 
-    async def put(name: str, data: bytes) -> None:
-        await loop.run_in_executor(pool, write, name, data)
+    def read(name: str, length: int, index: int) -> None:
+        assert os.preadv(fd, [outs[index]], slots[name] * (size + 4096)) == length
 
-    async def get(name: str, size: int, index: int) -> None:
-        assert (
-            await loop.run_in_executor(pool, os.preadv, fd, [outs[index]], slots[name] * (size + 4096))
-            == size
-        )
-
-    async def raw_round() -> tuple[float, float]:
-        slots.clear()
-        return await raw_phases(args, put, get)
-
-    try:
-        return await compare(spec, raw_round, args)
-    finally:
-        pool.shutdown()
-        os.close(fd)
+    return await compare_on_pool(spec, args, pool, slots, write, read, fd)
 
 
 async def raw_dax(path: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
@@ -138,32 +156,17 @@ async def raw_dax(path: Path, args: argparse.Namespace, spec: dict[str, Any]) ->
     outs = [np.zeros(size, np.uint8) for _ in range(args.num_keys)]
     slots: dict[str, int] = {}
     pool = ThreadPoolExecutor(4)
-    loop = asyncio.get_running_loop()
 
     def write(name: str, data: bytes) -> None:
         start = slots.setdefault(name, len(slots)) * size
         np.copyto(arena[start : start + size], np.frombuffer(data, np.uint8))
         region.flush(start, size)
 
-    def read(name: str, index: int) -> None:
+    def read(name: str, _size: int, index: int) -> None:
         start = slots[name] * size
         np.copyto(outs[index], arena[start : start + size])
 
-    async def put(name: str, data: bytes) -> None:
-        await loop.run_in_executor(pool, write, name, data)
-
-    async def get(name: str, _size: int, index: int) -> None:
-        await loop.run_in_executor(pool, read, name, index)
-
-    async def raw_round() -> tuple[float, float]:
-        slots.clear()
-        return await raw_phases(args, put, get)
-
-    try:
-        return await compare(spec, raw_round, args)
-    finally:
-        pool.shutdown()
-        os.close(fd)
+    return await compare_on_pool(spec, args, pool, slots, write, read, fd)
 
 
 async def raw_direct(directory: Path, args: argparse.Namespace, spec: dict[str, Any]) -> Any:
