@@ -289,6 +289,7 @@ class StorageContainer(containers.DeclarativeContainer):
         arena_tensor,
         config.provided.mp.chunk_size,
         ensure_backed=l1_memory.provided.ensure_backed,
+        is_backed=l1_memory.provided.is_backed,
         copying=l1_memory.provided.copying,
         copy_threads=config.provided.mp.kv_copy_threads,
     )

@@ -216,6 +216,7 @@ def test_the_registrar_splits_copies_over_threads_beside_the_populator(
         registrar = container.registrar()
         assert registrar.copy_threads == threads
         assert registrar.copying == container.l1_memory().copying  # the populator stands aside for copies
+        assert registrar.is_backed == container.l1_memory().is_backed
     finally:
         container.l1_memory().close()
 

@@ -245,3 +245,28 @@ def test_every_copy_runs_inside_the_copying_context(threads: int) -> None:
     transfer.close()
     assert inside == {"depth": 0, "entered": 2}  # once per request, left on the way out
     assert seen and all(depth == 1 for depth in seen)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gather_backs_only_what_is_not_backed_yet(threads: int) -> None:
+    layers = _layers(SHAPES["kv_first_nhd"][0], 2, torch.float16, seed=4)
+    layout = _layout(layers, "NHD")
+    extents = _extents(layout, 3, "gapped")
+    arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
+    backed: list[int] = []
+    done = {extents[0].offset, extents[2].offset}  # the populator already passed these two
+    transfer = CpuKVTransfer(
+        layout,
+        layers,
+        arena,
+        ensure_backed=lambda offset, size: backed.append(offset),
+        is_backed=lambda offset, size: offset in done,
+        threads=threads,
+    )
+    ids = [_block_ids(3, "ascending", 0)]
+    transfer.gather(ids, [0, 1, 2], extents)
+    assert backed == [extents[1].offset]
+    done.add(extents[1].offset)
+    transfer.gather(ids, [0, 1, 2], extents)  # all backed: no call, and no hop to a copy thread
+    transfer.close()
+    assert backed == [extents[1].offset]

@@ -114,3 +114,10 @@ def test_hold_is_free_once_the_walk_is_done(mapping: mmap.mmap) -> None:
     populator = PagePopulator(mapping_address(mapping), len(mapping), "test")
     populator.run_now()
     assert populator.hold() is not populator  # a shared no-op context
+
+
+def test_covers_what_the_walk_passed(mapping: mmap.mmap) -> None:
+    populator = PagePopulator(mapping_address(mapping), len(mapping), "test", step=8 * PAGE)
+    assert not populator.covers(0, PAGE)
+    populator.run_now()
+    assert populator.covers(0, len(mapping)) and populator.covers(5 * PAGE, PAGE)

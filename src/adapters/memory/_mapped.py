@@ -99,6 +99,10 @@ class MappedL1Memory:
         if self._populator is not None:
             self._populator.ensure(offset, size)
 
+    def is_backed(self, offset: int, size: int) -> bool:
+        """Whether `[offset, offset + size)` is known to be backed (always, for files and devices)."""
+        return self._populator is None or self._populator.covers(offset, size)
+
     def copying(self) -> contextlib.AbstractContextManager[None]:
         """A context around a request's copy: the background walk takes no step inside it."""
         return _NO_HOLD if self._populator is None else self._populator.hold()

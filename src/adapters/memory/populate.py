@@ -110,9 +110,13 @@ class PagePopulator:
         """Walk the whole mapping on the calling thread (tests, or media that must be backed up front)."""
         self._run(renice=False)
 
+    def covers(self, offset: int, size: int) -> bool:
+        """Whether `[offset, offset + size)` needs no backing (the walk passed it, or population is off)."""
+        return offset + size <= self._frontier or not self.supported
+
     def ensure(self, offset: int, size: int) -> None:
         """Back `[offset, offset + size)` now unless the walk already did; never raises."""
-        if offset + size <= self._frontier or not self.supported:
+        if self.covers(offset, size):
             return
         start = offset - offset % PAGE
         end = min(self._size, offset + size)

@@ -116,6 +116,7 @@ class CpuKVTransfer:
         arena: The whole L1 arena as a uint8 tensor.
         closers: Called by `close` (unmapping the segments).
         ensure_backed: Backs an arena range before a gather writes it (the L1 memory's populator).
+        is_backed: Whether an arena range is already backed (then no thread is asked to back it).
         copying: A context entered around each request's copies (the L1 memory's populator stands aside).
         threads: Worker threads a request's copies are split over (1 = the calling thread only).
     """
@@ -128,6 +129,7 @@ class CpuKVTransfer:
         closers: Sequence[object] = (),
         *,
         ensure_backed: Callable[[int, int], None] | None = None,
+        is_backed: Callable[[int, int], bool] | None = None,
         copying: Callable[[], AbstractContextManager[object]] | None = None,
         threads: int = 1,
     ) -> None:
@@ -138,6 +140,7 @@ class CpuKVTransfer:
         self._planes = [[_planes(layers[i], g) for i in g.layers] for g in layout.groups]
         self._dtypes = [torch_dtype(g.geometry.dtype) for g in layout.groups]
         self._ensure_backed = ensure_backed
+        self._is_backed = is_backed
         self._copying = copying or contextlib.nullcontext
         self._threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self._threads - 1) if self._threads > 1 else None
@@ -158,7 +161,8 @@ class CpuKVTransfer:
     ) -> None:
         """Engine blocks -> L1 objects."""
         if self._ensure_backed is not None:
-            self._back(extents)
+            backed = self._is_backed
+            self._back(extents if backed is None else [e for e in extents if not backed(e.offset, e.size)])
         self._run(block_ids, chunks, extents, 0, store=True)
 
     def scatter(
@@ -189,7 +193,7 @@ class CpuKVTransfer:
                 ensure(extent.offset, extent.size)
 
         parts = [extents[k :: self._threads] for k in range(self._threads)]
-        futures = [self._pool.submit(back, part) for part in parts[1:]]
+        futures = [self._pool.submit(back, part) for part in parts[1:] if part]
         back(parts[0])
         for future in futures:
             future.result()

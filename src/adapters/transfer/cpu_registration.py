@@ -53,6 +53,7 @@ class CpuRegistrar:
         chunk_size: `--chunk-size`.
         shm_dir: Where POSIX SHM lives.
         ensure_backed: Backs an L1 range before a store copies into it (the L1 memory's populator).
+        is_backed: Whether an L1 range is already backed.
         copying: A context around each request's copies (the L1 memory's populator stands aside).
         copy_threads: Threads one request's copies are split over.
     """
@@ -65,6 +66,7 @@ class CpuRegistrar:
         shm_dir: str = "/dev/shm",
         *,
         ensure_backed: Callable[[int, int], None] | None = None,
+        is_backed: Callable[[int, int], bool] | None = None,
         copying: Callable[[], AbstractContextManager[object]] | None = None,
         copy_threads: int = 1,
     ) -> None:
@@ -73,6 +75,7 @@ class CpuRegistrar:
         self.chunk_size = chunk_size
         self.shm_dir = shm_dir
         self.ensure_backed = ensure_backed
+        self.is_backed = is_backed
         self.copying = copying
         self.copy_threads = copy_threads
 
@@ -144,6 +147,7 @@ class CpuRegistrar:
                 self.arena,
                 list(segments.values()),
                 ensure_backed=self.ensure_backed,
+                is_backed=self.is_backed,
                 copying=self.copying,
                 threads=self.copy_threads,
             )
