@@ -91,7 +91,7 @@ class BlendContainer(containers.DeclarativeContainer):
     engine: providers.Dependency[CacheEngine] = providers.Dependency()
     memory: providers.Dependency[L1Memory] = providers.Dependency()
     adapters: providers.Dependency[Sequence[L2Adapter]] = providers.Dependency()
-    arena: providers.Dependency[torch.Tensor] = providers.Dependency()
+    arena: providers.Dependency[Callable[[], torch.Tensor]] = providers.Dependency()
     storage_loop: providers.Dependency[StorageLoop] = providers.Dependency()
     clock: providers.Dependency[Clock] = providers.Dependency()
     events: providers.Dependency[EventSink] = providers.Dependency()

@@ -158,7 +158,7 @@ class ServerContainer(TelemetryContainer):
         engine=engine,
         memory=_S.l1_memory,
         adapters=_S.l2_adapters,
-        arena=_S.arena_tensor,
+        arena=_S.arena_source,
         storage_loop=_S.storage_loop,
         clock=_S.clock,
         events=_S.events,

@@ -19,10 +19,10 @@ logger = logging.getLogger(__name__)
 
 def attach_l1_memory(adapters: Iterable[Any], memory: Any) -> None:
     """Call `register_l1` of every adapter that has one with the L1 arena's address and size."""
-    tensor = getattr(memory, "tensor", None)
-    if tensor is None:
+    address = getattr(memory, "address", None)
+    if address is None:
         return
-    address, size = int(tensor.data_ptr()), int(tensor.numel() * tensor.element_size())
+    size = int(memory.size_bytes)
     for adapter in adapters:
         hook = getattr(adapter, "register_l1", None)
         if callable(hook):

@@ -20,8 +20,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from lmcache.adapters import lazy_torch
 from lmcache.app import runtime_extras
 from lmcache.app.fleet_membership import start_fleet_membership, stop_fleet_membership
 from lmcache.app.http_frontend import start_http_frontend
@@ -43,9 +42,10 @@ logger = logging.getLogger("lmcache.runtime")
 
 def _torch_device() -> str:
     """The device the server's copies run on, named as LMCache's start-up line names it (quick start)."""
-    if torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if lazy_torch.cuda_available():
+        cuda = lazy_torch.load().cuda
+        index = cuda.current_device()
+        return f"cuda:{index} ({cuda.get_device_name(index)})"
     return "StubCPUDevice(device_type=cpu)"
 
 
@@ -70,7 +70,7 @@ class ServerRuntime:
         g, cfg = self.g, self.config
         # Copies are ~512 KiB each: torch's intra-op threads only add wake-up latency, and an engine shares
         # these cores. Parallelism comes from --max-gpu-workers instead (benchmarks/data_path.py).
-        torch.set_num_threads(1)
+        lazy_torch.configure(threads=1)  # applied when torch loads, before any copy
         runtime_extras.start_trace(g.trace_recorder)
         memory = g.l1_memory
         logger.info(
@@ -79,7 +79,9 @@ class ServerRuntime:
             cfg.l1.l1_size_gb,
             cfg.mp.supported_transfer_mode,
         )
-        warn_ineffective_flags(cfg, Facts(torch.cuda.is_available(), memory.kind))  # one line per inert flag
+        warn_ineffective_flags(
+            cfg, Facts(lazy_torch.cuda_available(), memory.kind)
+        )  # one line per inert flag
         try:
             attach_l1_memory(g.l2_adapters, memory)  # native clients register the arena once
             self.telemetry = g.telemetry()  # event bus and --prometheus-port, before any request
@@ -99,7 +101,7 @@ class ServerRuntime:
             self.close()
             raise
         self._install_signal_handlers()  # before the ready line: a client may signal as soon as it reads it
-        # Everything built so far (torch, litestar, the object graph: ~230k objects) lives as long as the
+        # Everything built so far (litestar, pydantic, the object graph: ~230k objects) lives as long as the
         # server; left in the collector's generations, each full collection walks them all and stops every
         # thread for 50-300 ms in the middle of some request. Frozen, a full collection takes microseconds.
         gc.freeze()
@@ -107,6 +109,7 @@ class ServerRuntime:
             "LMCache cache server is running on %s (HTTP frontend on %s)", self.server.endpoint, self.http.url
         )
         logger.info("LMCache cache server is running...")
+        lazy_torch.preload(then=gc.freeze)  # after readiness: ~1 s (lazy_torch.py); its objects frozen too
         memory.start_populating()  # after readiness: backing a large L1 takes seconds
         runtime_extras.start_plugins(g.plugins)
 

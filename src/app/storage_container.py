@@ -17,6 +17,7 @@ argument reaches both and tracing off costs nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ from lmcache.domain.units import gb_to_bytes
 from lmcache.domain.workers import WorkerRegistry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from lmcache.ports.events import EventSink
@@ -77,8 +80,9 @@ def _event_log_size(size: int, observability_off: bool) -> int:
     return 0 if observability_off else size
 
 
-def _arena_tensor(memory: L1Memory) -> torch.Tensor:
-    return memory.tensor
+def _arena_source(memory: L1Memory) -> Callable[[], torch.Tensor]:
+    """The arena tensor on demand: made at an engine's registration, after torch loads (lazy_torch.py)."""
+    return functools.partial(getattr, memory, "tensor")
 
 
 def _on_off(value: object) -> str:
@@ -282,11 +286,11 @@ class StorageContainer(containers.DeclarativeContainer):
     )
     supervisor = providers.Singleton(Supervisor, clock)
     storage_loop = providers.Singleton(StorageLoop)
-    arena_tensor = providers.Callable(_arena_tensor, l1_memory)
+    arena_source = providers.Callable(_arena_source, l1_memory)
     registrar = providers.Singleton(
         CpuRegistrar,
         workers,
-        arena_tensor,
+        arena_source,
         config.provided.mp.chunk_size,
         ensure_backed=l1_memory.provided.ensure_backed,
         is_backed=l1_memory.provided.is_backed,

@@ -31,10 +31,16 @@ class L1Memory(Protocol):
         ...
 
     @property
+    def address(self) -> int:
+        """The arena's first byte in this process (for native clients that register memory)."""
+        ...
+
+    @property
     def tensor(self) -> torch.Tensor:
         """The whole arena as one 1-D uint8 CPU tensor over the same bytes as `view` (no copy).
 
         The transfer adapters copy through it with vectorised tensor ops; the domain never touches it.
+        Made on the first call where torch loads lazily (adapters/lazy_torch.py), so start-up never asks.
 
         Raises:
             RuntimeError: When the arena is closed.

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ class FakeL1Memory:
     @property
     def size_bytes(self) -> int:
         return len(self._buf)
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
 
     @property
     def tensor(self) -> torch.Tensor:

@@ -43,6 +43,8 @@ def _runtime_imports(tree: ast.Module) -> list[tuple[str, str]]:
 
 
 def _allowed(module: str, name: str) -> bool:
+    if (module, name) == ("lmcache.adapters", "lazy_torch"):  # when torch loads: functions, builds nothing
+        return True
     if module.startswith(("lmcache.adapters", "lmcache.domain")):
         return name.endswith("Error") or module == "lmcache.domain.events"
     return module != "dependency_injector"

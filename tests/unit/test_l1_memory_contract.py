@@ -7,6 +7,7 @@ pinning) stays in test_l1_memory_adapters.py.
 
 from __future__ import annotations
 
+import ctypes
 import random
 import threading
 from typing import TYPE_CHECKING
@@ -123,6 +124,13 @@ def test_views_from_several_threads(memory: L1Memory) -> None:
     assert errors == []
     for n in range(4):
         assert bytes(memory.view(n * 3000, 3000)) == _pattern(n * 100 + 19, 3000)
+
+
+def test_address_is_the_tensors_first_byte(memory: L1Memory) -> None:
+    address = memory.address  # known before the tensor exists: start-up registers it without torch
+    assert memory.tensor.data_ptr() == address
+    memory.view(5, 3)[:] = b"abc"
+    assert ctypes.string_at(address + 5, 3) == b"abc"
 
 
 def test_close_is_idempotent_and_the_arena_refuses_use_after_it(memory: L1Memory) -> None:

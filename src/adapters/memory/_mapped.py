@@ -10,16 +10,19 @@ reached it, so no copy into L1 takes page faults one page at a time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from typing import TYPE_CHECKING
-
-import torch
 
 from lmcache.adapters.memory.populate import PagePopulator
 
 if TYPE_CHECKING:
     import mmap
     from collections.abc import Callable
+
+    import torch
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 logger = logging.getLogger(__name__)
 _NO_HOLD = contextlib.nullcontext()
@@ -66,11 +69,10 @@ class MappedL1Memory:
         self._size = size_bytes
         self._root: memoryview | None = memoryview(buffer)
         self._mv: memoryview | None = self._root[:size_bytes]
-        self._tensor: torch.Tensor | None = torch.frombuffer(self._mv, dtype=torch.uint8)
+        self._tensor: torch.Tensor | None = None  # made on first use: torch loads after the ready line
+        self._address = ctypes.addressof(ctypes.c_char.from_buffer(self._mv))
         self._release = release
-        self._populator = (
-            PagePopulator(self._tensor.data_ptr(), size_bytes, f"L1 {self.kind}") if populate else None
-        )
+        self._populator = PagePopulator(self._address, size_bytes, f"L1 {self.kind}") if populate else None
 
     @property
     def size_bytes(self) -> int:
@@ -78,11 +80,19 @@ class MappedL1Memory:
         return self._size
 
     @property
+    def address(self) -> int:
+        """The arena's first byte in this process's address space."""
+        return self._address
+
+    @property
     def tensor(self) -> torch.Tensor:
-        """The whole arena as one uint8 tensor (no copy)."""
-        if self._tensor is None:
-            raise L1MemoryError("L1 memory is closed")
-        return self._tensor
+        """The whole arena as one uint8 tensor (no copy), made on the first call."""
+        tensor = self._tensor
+        if tensor is None:
+            if self._mv is None:
+                raise L1MemoryError("L1 memory is closed")
+            tensor = self._tensor = torch.frombuffer(self._mv, dtype=torch.uint8)
+        return tensor
 
     @property
     def populated_bytes(self) -> int | None:

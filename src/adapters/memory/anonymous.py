@@ -18,8 +18,7 @@ import mmap
 import threading
 from typing import Any
 
-import torch
-
+from lmcache.adapters import lazy_torch
 from lmcache.adapters.memory._mapped import L1MemoryError, MappedL1Memory, close_quietly
 
 logger = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def _cudart() -> Any:
     """The CUDA runtime bindings torch exposes (untyped in torch's stubs)."""
-    return torch.cuda.cudart()  # type: ignore[no-untyped-call]
+    return lazy_torch.load().cuda.cudart()
 
 
 class AnonymousL1Memory(MappedL1Memory):
@@ -50,7 +49,7 @@ class AnonymousL1Memory(MappedL1Memory):
         self.pinned_bytes = 0
         self._pinned_regions: list[int] = []
         self._pin_lock = threading.Lock()
-        self._pin = torch.cuda.is_available() if pin is None else pin
+        self._pin = lazy_torch.cuda_available() if pin is None else pin
         step = init_size_bytes if use_lazy and 0 < init_size_bytes < size_bytes else size_bytes
         self._pin_step = step
         if self._pin:
@@ -64,7 +63,7 @@ class AnonymousL1Memory(MappedL1Memory):
             while self.pinned_bytes < min(upto, self.size_bytes):
                 start = self.pinned_bytes
                 length = min(self._pin_step, self.size_bytes - start)
-                ptr = self.tensor.data_ptr() + start
+                ptr = self.address + start
                 err = _cudart().cudaHostRegister(ptr, length, 0)
                 if int(err) != 0:
                     raise L1MemoryError(f"cudaHostRegister of {length} bytes failed (error {int(err)})")

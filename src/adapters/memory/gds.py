@@ -11,8 +11,7 @@ from __future__ import annotations
 import ctypes.util
 from pathlib import Path
 
-import torch
-
+from lmcache.adapters import lazy_torch
 from lmcache.adapters.memory._mapped import L1MemoryError
 from lmcache.adapters.memory.devdax import DevdaxL1Memory
 
@@ -23,7 +22,7 @@ def cufile_problem() -> str | None:
     """What is missing for GDS, or None when libcufile and a CUDA device are both present."""
     if ctypes.util.find_library("cufile") is None:
         return "libcufile (the NVIDIA cuFile / GPUDirect Storage library) was not found"
-    if not torch.cuda.is_available():
+    if not lazy_torch.cuda_available():
         return "no CUDA device is available"
     return None
 

@@ -16,19 +16,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lmcache.adapters.transfer.cpu_kv import layer_planes, torch_dtype
-from lmcache.adapters.transfer.rope_math import FP8_FLAVOURS, WindowRotator, rotation_factors
+from lmcache.adapters.transfer.rope_math import WindowRotator, fp8_dtype, rotation_factors
 from lmcache.adapters.transfer.shm_segment import OwnedSegments
 from lmcache.ports.blend import ScatterStats
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    import torch
+
     from lmcache.domain.blend_rope import GroupRotation, RopePlan
     from lmcache.domain.kv_layout import KernelGroup, RegisteredLayout
     from lmcache.ports.blend import ScatterItem
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 __all__ = ("CpuBlendScatter",)
 
@@ -193,7 +196,7 @@ class CpuBlendScatter:
     ) -> int:
         rotated = 0
         tokens = obj.shape[2]
-        fp8 = FP8_FLAVOURS.get(rot.fp8) if rot.fp8 else None
+        fp8 = fp8_dtype(rot.fp8) if rot.fp8 else None
         whole = rot.offset == 0 and rot.rot_dim == rot.head_stride
         window = slice(rot.offset, rot.offset + rot.rot_dim)
         if turn is not None:

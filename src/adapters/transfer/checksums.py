@@ -10,10 +10,13 @@ import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import torch
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 __all__ = ("block_checksums", "block_id_ranges")
 

@@ -9,16 +9,19 @@ client avoids pickle altogether: it sends `RAW_MAGIC` followed by the chunks' by
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import pickle
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from lmcache.adapters.transfer.cpu_kv import torch_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import torch
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 __all__ = ("RAW_MAGIC", "ChunkCodecError", "decode_chunks", "encode_chunks", "encode_raw")
 
@@ -33,17 +36,19 @@ def _load_storage(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch.storage", "_load_from_bytes"): _load_storage,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-}
+@functools.cache
+def _allowed() -> dict[tuple[str, str], Any]:  # built on first use: torch loads after the ready line
+    return {
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch.storage", "_load_from_bytes"): _load_storage,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+    }
 
 
 class _TensorUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            return _allowed()[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in chunk data") from None
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lmcache.adapters.transfer.kv_runs import Run, plan_runs
 from lmcache.adapters.transfer.shm_segment import OwnedSegments
@@ -33,8 +32,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from contextlib import AbstractContextManager
 
+    import torch
+
     from lmcache.domain.arena import Extent
     from lmcache.domain.kv_layout import KernelGroup, RegisteredLayout
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 __all__ = ("CpuKVTransfer", "layer_planes", "torch_dtype")
 

@@ -49,7 +49,8 @@ class CpuRegistrar:
 
     Args:
         workers: The worker registry.
-        arena: The L1 arena as one uint8 tensor.
+        arena: Returns the L1 arena as one uint8 tensor; asked at each registration (never at start-up,
+            so torch can load after the ready line).
         chunk_size: `--chunk-size`.
         shm_dir: Where POSIX SHM lives.
         ensure_backed: Backs an L1 range before a store copies into it (the L1 memory's populator).
@@ -61,7 +62,7 @@ class CpuRegistrar:
     def __init__(
         self,
         workers: WorkerRegistry,
-        arena: torch.Tensor,
+        arena: Callable[[], torch.Tensor],
         chunk_size: int,
         shm_dir: str = "/dev/shm",
         *,
@@ -144,7 +145,7 @@ class CpuRegistrar:
             transfer = CpuKVTransfer(
                 layout,
                 layers,
-                self.arena,
+                self.arena(),
                 list(segments.values()),
                 ensure_backed=self.ensure_backed,
                 is_backed=self.is_backed,

@@ -11,11 +11,32 @@ rotation commutes with a per-tensor scale).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-__all__ = ("FP8_FLAVOURS", "WindowRotator", "mscale", "rotate_window", "rotation_factors", "strip_mscale")
+if TYPE_CHECKING:
+    import torch
+else:
+    from lmcache.adapters.lazy_torch import torch
 
-FP8_FLAVOURS: dict[str, torch.dtype] = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+__all__ = (
+    "FP8_FLAVOURS",
+    "WindowRotator",
+    "fp8_dtype",
+    "mscale",
+    "rotate_window",
+    "rotation_factors",
+    "strip_mscale",
+)
+
+FP8_FLAVOURS: dict[str, str] = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}  # torch dtype names
+
+
+def fp8_dtype(flavour: str) -> torch.dtype | None:
+    """The torch dtype of a `kv_quant` fp8 flavour; None for an unknown one."""
+    name = FP8_FLAVOURS.get(flavour)
+    return None if name is None else getattr(torch, name)
+
+
 _MSCALE_TOLERANCE = 1e-3
 
 

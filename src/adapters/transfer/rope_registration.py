@@ -21,7 +21,7 @@ from lmcache.domain.blend_rope import CacheShape, RopeError, RopeSpec, plan_rota
 from lmcache.domain.kv_layout import TensorSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import torch
 
@@ -39,12 +39,16 @@ class CpuRopeRegistrar:
     Args:
         workers: The worker registry (the instance's KV registration).
         registry: Where registrations live.
-        arena: The L1 arena as uint8.
+        arena: Returns the L1 arena as uint8 (asked at each registration, never at start-up).
         shm_dir: Where POSIX SHM lives.
     """
 
     def __init__(
-        self, workers: WorkerRegistry, registry: RopeRegistry, arena: torch.Tensor, shm_dir: str = "/dev/shm"
+        self,
+        workers: WorkerRegistry,
+        registry: RopeRegistry,
+        arena: Callable[[], torch.Tensor],
+        shm_dir: str = "/dev/shm",
     ) -> None:
         self.workers = workers
         self.registry = registry
@@ -93,7 +97,7 @@ class CpuRopeRegistrar:
             scatter = CpuBlendScatter(
                 worker.layout,
                 worker.transfer.layers,
-                self.arena,
+                self.arena(),
                 plan,
                 [c for c, _ in stripped],
                 meta,

@@ -18,12 +18,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from lmcache.adapters.memory.populate import PagePopulator, mapping_address
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import torch
+else:
+    from lmcache.adapters.lazy_torch import torch
 
 __all__ = ("OwnedSegments", "ShmSegment", "ShmSegmentError")
 
