@@ -35,7 +35,8 @@ def _errors(argv: list[str], *, required: bool = True, **kwargs: object) -> tupl
             ["--l1-size-gb", "lots"],
             "--l1-size-gb: input should be a valid number, unable to parse string as a number (got lots)",
         ),
-        (["--l1-align-bytes", "1000"], "--l1-align-bytes: must be a power of two (got 1000)"),
+        (["--l1-align-bytes", "1000"], "--l1-align-bytes: must be a power of two >= 8 (got 1000)"),
+        (["--l1-align-bytes", "4"], "--l1-align-bytes: must be a power of two >= 8 (got 4)"),
         (["--runtime-plugin-config", "[1]"], "--runtime-plugin-config: must be a JSON object"),
         (
             ["--coordinator-url", "coord:9300"],

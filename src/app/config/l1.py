@@ -9,6 +9,8 @@ from pydantic import field_validator
 from lmcache.app.config.base import Section, flag
 from lmcache.domain.eviction import EvictionPolicyName
 
+_MIN_ALIGN = 8  # the widest KV element, and the word the run copies move
+
 __all__ = ("EvictionPolicy", "L1Config")
 
 EvictionPolicy = EvictionPolicyName  # the names live with the policies (domain/eviction.py)
@@ -32,7 +34,7 @@ class L1Config(Section):
         20, gt=0, metavar="GiB", description="First (and step) size of lazy pinning, in GiB."
     )
     l1_align_bytes: int = flag(
-        4096, gt=0, metavar="BYTES", description="Alignment of every L1 extent; a power of two."
+        4096, gt=0, metavar="BYTES", description="Alignment of every L1 extent; a power of two, at least 8."
     )
     l1_devdax_path: Path | None = flag(
         None,
@@ -67,6 +69,6 @@ class L1Config(Section):
     @field_validator("l1_align_bytes")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError(f"must be a power of two (got {value})")
+        if value & (value - 1) or value < _MIN_ALIGN:  # KV elements are up to 8 bytes; copies move words
+            raise ValueError(f"must be a power of two >= {_MIN_ALIGN} (got {value})")
         return value
