@@ -31,29 +31,34 @@ class DeadlineHeap(Generic[K]):
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, deadline: float, keys: tuple[K, ...], is_current: Callable[[K, float], bool]) -> None:
+    def push(
+        self, deadline: float, keys: tuple[K, ...], live: Callable[[tuple[K, ...], float], tuple[K, ...]]
+    ) -> None:
         """Record that `keys` expire at `deadline`.
 
         Args:
             deadline: When the locks expire.
             keys: The locked keys (one item for all of them).
-            is_current: Tells whether (key, deadline) still describes a live lock; used to drop stale
-                items and keys when the heap grows past twice its live size.
+            live: The keys of an item whose lock still expires at its deadline; used to drop stale items
+                and keys when the heap grows past twice its live size. One call per item, not per key:
+                a compaction mostly meets committed writes, all of whose keys are stale.
         """
         if not keys:
             return
         heapq.heappush(self._heap, (deadline, next(self._seq), keys))
         if len(self._heap) > self._compact_at:
-            self._compact(is_current)
+            self._compact(live)
 
-    def _compact(self, is_current: Callable[[K, float], bool]) -> None:
+    def _compact(self, live: Callable[[tuple[K, ...], float], tuple[K, ...]]) -> None:
         seen: set[K] = set()
         kept = []
         for deadline, seq, keys in self._heap:
-            live = tuple(k for k in keys if k not in seen and is_current(k, deadline))
-            if live:
-                seen.update(live)
-                kept.append((deadline, seq, live))
+            current = live(keys, deadline)
+            if current and not seen.isdisjoint(current):
+                current = tuple(k for k in current if k not in seen)
+            if current:
+                seen.update(current)
+                kept.append((deadline, seq, current))
         heapq.heapify(kept)
         self._heap = kept
         self._compact_at = max(_COMPACT_FLOOR, 2 * len(kept))

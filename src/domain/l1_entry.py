@@ -12,6 +12,8 @@ from lmcache.domain.arena import Extent
 
 _READY = 1
 _TEMPORARY = 2
+READY_BIT = _READY  # for hot loops that test the state without a property call
+TEMPORARY_BIT = _TEMPORARY
 _FLAGS = 3
 
 
@@ -60,10 +62,10 @@ class Entry:
     def temporary(self, value: bool) -> None:
         self.state = self.state | _TEMPORARY if value else self.state & ~_TEMPORARY
 
-    def commit(self, read_locks: int, temporary: bool, deadline: float) -> None:
-        """Become ready (visible), with `read_locks` readers until `deadline` (0.0 when none)."""
-        self.state = read_locks << 2 | (_TEMPORARY if temporary else 0) | _READY
-        self.deadline = deadline
+    @staticmethod
+    def committed_state(read_locks: int, temporary: bool) -> int:
+        """The packed state of a committed (ready, visible) object with `read_locks` readers."""
+        return read_locks << 2 | (_TEMPORARY if temporary else 0) | _READY
 
     @property
     def locked(self) -> bool:

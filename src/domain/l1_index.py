@@ -19,11 +19,13 @@ delete: their writer commits them as a store that came after the clear.
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import TYPE_CHECKING, NamedTuple
 
 from lmcache.domain.deadlines import DeadlineHeap
 from lmcache.domain.events import EvictionReason, L1Removed, L1WriteAborted
+from lmcache.domain.l1_entry import READY_BIT, TEMPORARY_BIT
 from lmcache.domain.null_events import NullEventSink
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from lmcache.domain.l1_entry import Entry
     from lmcache.ports.clock import Clock
     from lmcache.ports.events import EventSink
+
+_DEADLINE = operator.attrgetter("deadline")
 
 
 class ClearReport(NamedTuple):
@@ -123,9 +127,17 @@ class L1Index:
         self._now = self._clock.monotonic()
         return self._now
 
-    def _is_current(self, key: ObjectKey, deadline: float) -> bool:
-        entry = self._entries.get(key)
-        return entry is not None and entry.deadline == deadline and entry.locked
+    def _live(self, keys: tuple[ObjectKey, ...], deadline: float) -> tuple[ObjectKey, ...]:
+        """The keys whose lock still expires at `deadline` (the deadline heap's compaction asks)."""
+        get = self._entries.get
+        if deadline not in map(_DEADLINE, filter(None, map(get, keys))):  # C loops; the usual stale item
+            return ()
+        out = []
+        for key in keys:  # inlined Entry.locked
+            entry = get(key)
+            if entry is not None and entry.deadline == deadline and entry.state & ~TEMPORARY_BIT != READY_BIT:
+                out.append(key)
+        return tuple(out)
 
     def _evictable(self, key: ObjectKey) -> bool:
         entry = self._entries.get(key)

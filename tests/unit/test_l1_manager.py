@@ -311,3 +311,22 @@ def test_lock_counts_follow_every_lock_and_release() -> None:
     assert l1.lock_counts() == LockCounts(1, 3, 0)
     clock.advance(301)  # expired locks are not held, even before the reaper ran
     assert l1.lock_counts() == LockCounts(0, 0, 0)
+
+
+def test_compacting_the_deadline_heap_keeps_every_live_lock() -> None:
+    l1, clock, _ = make_l1(slots=64, write_ttl=600, read_ttl=300)
+    writing, reading = key(1), key(2)
+    l1.reserve([writing], ALIGN)  # a write that never finishes
+    put(l1, reading)
+    assert l1.lock_read([reading]) == [True]
+    for n in range(10_000):  # committed writes: each pushes an item that is stale at once
+        k = key(100 + n % 40)
+        if l1.reserve([k], ALIGN)[0] is not None:
+            l1.finish([k])
+        else:
+            l1.delete([k])
+    assert len(l1._deadlines) <= 8192  # compacted along the way...
+    assert l1.lock_counts() == LockCounts(1, 1, 1)  # ... and both live locks are still there
+    clock.advance(601)
+    assert l1.reap_expired() == [writing]
+    assert l1.lock_counts() == LockCounts(0, 0, 0)
