@@ -87,6 +87,7 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ratio, added = summary["peer_over_ours"], summary["server_added_lookup_ms"]
     ours_store = summary["ops"].get("cold_store", {}).get("ours")
     fake_gap = added.get("warm_lookup", {}).get("ours")
+    ready = summary.get("ready_s", {}).get("ours") or []
 
     def at_least(op: str, want: float) -> tuple[str, bool | None]:
         got = ratio.get(op)
@@ -110,6 +111,10 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
         (
             "warm lookup: ours p50 - fake p50 <= 0.3 ms",
             *(("n/a", None) if fake_gap is None else (f"{fake_gap:.3f} ms", fake_gap <= 0.3)),
+        ),
+        (
+            "ours ready (spawn -> ready line) < 2 s, every round",
+            *(("n/a", None) if not ready else (f"max {max(ready):.2f} s", max(ready) < 2.0)),
         ),
     ]
     return [{"target": t, "value": v, "ok": ok} for t, v, ok in rows]
