@@ -4,7 +4,8 @@
 start-up step needs it on a machine without a GPU: the L1 arena is an mmap, the sockets are ZMQ and
 Litestar. Server modules therefore name torch through `torch` below, a stand-in that imports the real
 module on first use; the runtime starts `preload()` right after the ready line, so an engine that
-registers a moment later finds it loaded (a request that comes sooner waits for the import).
+registers a moment later finds it loaded (a request that comes sooner waits for the import). Modules
+that build torch objects when they are constructed (the fp8 serde stage's tables) still load it at start-up.
 
 Start-up questions about CUDA (device line, pinning, inert-flag warnings) need torch only where CUDA can
 exist: `cuda_possible()` looks for the device nodes an NVIDIA, ROCm or WSL driver creates, and only then
