@@ -296,4 +296,5 @@ class StorageContainer(containers.DeclarativeContainer):
         is_backed=l1_memory.provided.is_backed,
         copying=l1_memory.provided.copying,
         copy_threads=config.provided.mp.kv_copy_threads,
+        copy_pin=config.provided.mp.kv_copy_pin,
     )

@@ -206,15 +206,21 @@ def test_every_provider_resolves(tmp_path: Path, blend_and_tracing: bool) -> Non
 
 
 @pytest.mark.parametrize(
-    ("argv", "threads"), [((), 2), (("--kv-copy-threads", "1"), 1), (("--kv-copy-threads", "4"), 4)]
+    ("argv", "threads", "pin"),
+    [
+        ((), 2, True),
+        (("--kv-copy-threads", "1"), 1, True),
+        (("--kv-copy-threads", "4", "--no-kv-copy-pin"), 4, False),
+    ],
 )
 def test_the_registrar_splits_copies_over_threads_beside_the_populator(
-    argv: tuple[str, ...], threads: int
+    argv: tuple[str, ...], threads: int, pin: bool
 ) -> None:
     container = ServerContainer(config=server(list(argv)))
     try:
         registrar = container.registrar()
         assert registrar.copy_threads == threads
+        assert registrar.copy_pin is pin
         assert registrar.copying == container.l1_memory().copying  # the populator stands aside for copies
         assert registrar.is_backed == container.l1_memory().is_backed
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from lmcache.adapters.transfer.cpu_kv import CpuKVTransfer
+from lmcache.adapters.transfer.cpu_placement import CopyPlacement
 from lmcache.adapters.transfer.kv_runs import Run, plan_runs
 from lmcache.domain.arena import Extent
 from lmcache.domain.kv_layout import EngineGroup, KVFormat, RegisteredLayout, TensorSpec, build_layout
@@ -272,3 +274,85 @@ def test_gather_backs_only_what_is_not_backed_yet(threads: int) -> None:
     transfer.gather(ids, [0, 1, 2], extents)  # all backed: no call, and no hop to a copy thread
     transfer.close()
     assert backed == [extents[1].offset]
+
+
+def _two_cpus() -> tuple[int, int]:
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs to pin the copy threads apart")
+    return allowed[0], allowed[1]
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_each_copy_thread_runs_on_its_planned_cpu_and_gets_its_mask_back(store: bool) -> None:
+    here, there = _two_cpus()
+    layers = _layers(SHAPES["kv_first_nhd"][0], 4, torch.float16, seed=6)
+    layout = _layout(layers, "NHD")
+    extents = _extents(layout, 3, "packed")
+    arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
+    placement = CopyPlacement(allowed=lambda: {here, there}, current_cpu=lambda: here)
+    transfer = CpuKVTransfer(layout, layers, arena, threads=2, placement=placement)
+    original = transfer._copy_layers
+    masks: dict[bool, set[int]] = {}  # on the calling thread?
+    helpers: list[threading.Thread] = []
+
+    def spy(*args: object) -> None:
+        caller = threading.current_thread() is threading.main_thread()
+        masks[caller] = os.sched_getaffinity(0)
+        if not caller:
+            helpers.append(threading.current_thread())
+        original(*args)  # type: ignore[arg-type]
+
+    transfer._copy_layers = spy  # type: ignore[method-assign]
+    before = os.sched_getaffinity(0)
+    ids = [_block_ids(3, "ascending", 0)]
+    transfer.gather(ids, [0, 1, 2], extents)
+    if not store:
+        transfer.scatter(ids, [0, 1, 2], extents)
+    assert masks == {True: {here}, False: {there}}
+    assert os.sched_getaffinity(0) == before  # the caller's mask is back
+    helper_mask: list[set[int]] = []
+    assert transfer._pool is not None
+    transfer._pool.submit(lambda: helper_mask.append(os.sched_getaffinity(0))).result()
+    assert helper_mask == [before]  # and the helper's
+    transfer.close()
+
+
+def test_unpinned_copies_keep_the_threads_masks() -> None:
+    _two_cpus()
+    layers = _layers(SHAPES["kv_first_nhd"][0], 4, torch.float16, seed=7)
+    layout = _layout(layers, "NHD")
+    extents = _extents(layout, 2, "packed")
+    arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
+    transfer = CpuKVTransfer(layout, layers, arena, threads=2, placement=CopyPlacement(False))
+    original = transfer._copy_layers
+    masks: list[set[int]] = []
+
+    def spy(*args: object) -> None:
+        masks.append(os.sched_getaffinity(0))
+        original(*args)  # type: ignore[arg-type]
+
+    transfer._copy_layers = spy  # type: ignore[method-assign]
+    transfer.gather([_block_ids(2, "ascending", 0)], [0, 1], extents)
+    transfer.close()
+    assert masks == [os.sched_getaffinity(0)] * 2
+
+
+def test_a_failed_part_returns_only_after_the_other_threads_finished() -> None:
+    layers = _layers(SHAPES["kv_first_nhd"][0], 2, torch.float16, seed=8)
+    layout = _layout(layers, "NHD")
+    extents = _extents(layout, 2, "gapped")
+    arena = torch.zeros(extents[-1].offset + extents[-1].size, dtype=torch.uint8)
+    helper_done = threading.Event()
+
+    def ensure(offset: int, size: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise OSError("backing failed")
+        time.sleep(0.2)
+        helper_done.set()
+
+    transfer = CpuKVTransfer(layout, layers, arena, ensure_backed=ensure, threads=2)
+    with pytest.raises(OSError, match="backing failed"):
+        transfer.gather([_block_ids(2, "ascending", 0)], [0, 1], extents)
+    assert helper_done.is_set(), "the request failed while a copy thread was still writing"
+    transfer.close()

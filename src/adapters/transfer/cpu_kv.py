@@ -12,18 +12,22 @@ layers transpose on the copy, since token-major objects need `[token][head]` ord
 
 The copies of one request are split by layer over `threads` workers (`--kv-copy-threads`): torch
 releases the GIL inside `copy_`, so on hosts with memory bandwidth to spare two threads move more than one.
+Each thread runs on its own CPUs for the copy's length (`cpu_placement`, `--kv-copy-pin`): a scheduler that
+packs idle threads onto one CPU would otherwise run both halves in turns on one core.
 No Python loop runs over blocks or bytes; the loops are over runs, layers and planes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmcache.adapters.transfer.cpu_placement import CopyPlacement, CpuSet, pinned
 from lmcache.adapters.transfer.kv_runs import Run, plan_runs
 from lmcache.adapters.transfer.shm_segment import OwnedSegments
 from lmcache.domain.kv_layout import KVFormat
@@ -137,6 +141,7 @@ class CpuKVTransfer:
         is_backed: Whether an arena range is already backed (then no thread is asked to back it).
         copying: A context entered around each request's copies (the L1 memory's populator stands aside).
         threads: Worker threads a request's copies are split over (1 = the calling thread only).
+        placement: Where each of those threads runs during a copy (default: pinned apart).
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class CpuKVTransfer:
         is_backed: Callable[[int, int], bool] | None = None,
         copying: Callable[[], AbstractContextManager[object]] | None = None,
         threads: int = 1,
+        placement: CopyPlacement | None = None,
     ) -> None:
         self._layout = layout
         self._arena = arena
@@ -162,6 +168,7 @@ class CpuKVTransfer:
         self._copying = copying or contextlib.nullcontext
         self._threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self._threads - 1) if self._threads > 1 else None
+        self._placement = placement or CopyPlacement()
 
     @property
     def layout(self) -> RegisteredLayout:
@@ -206,13 +213,30 @@ class CpuKVTransfer:
                 ensure(extent.offset, extent.size)
             return
 
-        def back(part: Sequence[Extent]) -> None:
-            for extent in part:
-                ensure(extent.offset, extent.size)
+        def back(part: Sequence[Extent]) -> Callable[[], None]:
+            def run() -> None:
+                for extent in part:
+                    ensure(extent.offset, extent.size)
+
+            return run
 
         parts = [extents[k :: self._threads] for k in range(self._threads)]
-        futures = [self._pool.submit(back, part) for part in parts[1:] if part]
-        back(parts[0])
+        self._split([back(part) for part in parts if part])
+
+    def _split(self, parts: Sequence[Callable[[], None]]) -> None:
+        """Runs parts[0] on the calling thread and the rest on the pool, each on its planned CPUs.
+
+        Returns only when every part has finished, even when one failed: no helper may still be writing
+        into L1 or the engine's blocks once the request is answered.
+        """
+        pool = self._pool
+        assert pool is not None
+        plan = self._placement.plan(len(parts))
+        futures = [pool.submit(_run_on, cpus, part) for cpus, part in zip(plan[1:], parts[1:], strict=True)]
+        try:
+            _run_on(plan[0], parts[0])
+        finally:
+            wait(futures)
         for future in futures:
             future.result()
 
@@ -261,13 +285,13 @@ class CpuKVTransfer:
             self._copy_layers(work, 0, total, store)
             return
         bounds = [total * k // self._threads for k in range(self._threads + 1)]
-        futures = [
-            self._pool.submit(self._copy_layers, work, bounds[k], bounds[k + 1], store)
-            for k in range(1, self._threads)
-        ]
-        self._copy_layers(work, bounds[0], bounds[1], store)
-        for future in futures:
-            future.result()
+        self._split(
+            [
+                functools.partial(self._copy_layers, work, bounds[k], bounds[k + 1], store)
+                for k in range(self._threads)
+                if bounds[k] < bounds[k + 1]
+            ]
+        )
 
     def _copy_layers(
         self,
@@ -337,3 +361,8 @@ class CpuKVTransfer:
             blocks.copy_(plane.blocks.index_select(0, idx).transpose(1, 2))
         else:
             plane.blocks.index_copy_(0, idx, blocks.transpose(1, 2))
+
+
+def _run_on(cpus: CpuSet | None, part: Callable[[], None]) -> None:
+    with pinned(cpus):
+        part()

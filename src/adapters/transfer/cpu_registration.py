@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from lmcache.adapters.transfer.cpu_kv import CpuKVTransfer, torch_dtype
+from lmcache.adapters.transfer.cpu_placement import CopyPlacement
 from lmcache.adapters.transfer.shm_segment import ShmSegment
 from lmcache.adapters.transport.wire_types import CpuShmDescriptor
 from lmcache.domain.kv_layout import EngineGroup, LayoutError, TensorSpec, build_layout
@@ -57,6 +58,7 @@ class CpuRegistrar:
         is_backed: Whether an L1 range is already backed.
         copying: A context around each request's copies (the L1 memory's populator stands aside).
         copy_threads: Threads one request's copies are split over.
+        copy_pin: Whether those threads run on different CPUs for each copy (`--kv-copy-pin`).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class CpuRegistrar:
         is_backed: Callable[[int, int], bool] | None = None,
         copying: Callable[[], AbstractContextManager[object]] | None = None,
         copy_threads: int = 1,
+        copy_pin: bool = True,
     ) -> None:
         self.workers = workers
         self.arena = arena
@@ -79,6 +82,7 @@ class CpuRegistrar:
         self.is_backed = is_backed
         self.copying = copying
         self.copy_threads = copy_threads
+        self.copy_pin = copy_pin
 
     def replaces(self, instance_id: int, descriptors: Sequence[Descriptor], model_name: str) -> bool:
         """Whether registering these descriptors would replace a registration of other memory.
@@ -151,6 +155,7 @@ class CpuRegistrar:
                 is_backed=self.is_backed,
                 copying=self.copying,
                 threads=self.copy_threads,
+                placement=CopyPlacement(self.copy_pin),
             )
         except Exception as exc:
             for segment in segments.values():

@@ -64,6 +64,13 @@ class MpServerConfig(Section):
         "about 1.5x the bytes of one on a 2-core VM (benchmarks/data_path.py); 1 keeps the copy on the "
         "affinity thread alone, leaving the other cores to a CPU engine.",
     )
+    kv_copy_pin: bool = flag(
+        True,
+        description="Run the copy threads of one store or retrieve on different CPUs for the copy's length "
+        "(each thread's own CPU mask is restored after). A scheduler that packs idle threads onto one CPU "
+        "otherwise runs both halves of a copy in turns on one core: retrieve 21-23 ms against 18 ms "
+        "pinned on a 2-core VM (benchmarks/real_client.py). Off leaves placement to the scheduler.",
+    )
     hash_algorithm: HashAlgorithm = flag("blake3", description="Hash algorithm for token chunks.")
     engine_type: EngineType = flag(
         "default",
