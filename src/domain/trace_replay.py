@@ -19,7 +19,9 @@ read_prefetched_results, finish_read_prefetched); they carry no eviction-loop st
 runs one every 0.1 s of trace time. The simulated L2 serves an object from the record of the adapter
 store that wrote it (or, in traces without such records, from its submission); L2 capacity, deletions
 and load failures are not modelled, and a store that completes while a lookup of the same object waits
-on L2 may be seen by the replay's lookup where the live one missed it.
+on L2 may be seen by the replay's lookup where the live one missed it. Likewise an eviction-loop step that
+ran while a lookup waited on its L2 loads is replayed before or after the whole lookup, so which later
+hits come from L1 and which from L2 can differ by a few objects.
 """
 
 from __future__ import annotations
