@@ -213,15 +213,12 @@ class CpuKVTransfer:
                 ensure(extent.offset, extent.size)
             return
 
-        def back(part: Sequence[Extent]) -> Callable[[], None]:
-            def run() -> None:
-                for extent in part:
-                    ensure(extent.offset, extent.size)
-
-            return run
+        def back(part: Sequence[Extent]) -> None:
+            for extent in part:
+                ensure(extent.offset, extent.size)
 
         parts = [extents[k :: self._threads] for k in range(self._threads)]
-        self._split([back(part) for part in parts if part])
+        self._split([functools.partial(back, part) for part in parts if part])
 
     def _split(self, parts: Sequence[Callable[[], None]]) -> None:
         """Runs parts[0] on the calling thread and the rest on the pool, each on its planned CPUs.

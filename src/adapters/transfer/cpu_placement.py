@@ -4,8 +4,9 @@ Why: a scheduler may keep threads that were asleep on the CPU that woke them. On
 (whose kernel packs lightly loaded tasks onto few vCPUs, `sched_vcpu_pack`), a perf timeline of the 0.5.6
 bench's retrieve showed both halves of the copy taking turns on one vCPU in 4 ms slices while the other
 vCPU idled: two copy threads moved no more than one. With the caller held on its CPU and the helpers kept
-off it, the same retrieve took 17.7-18.0 ms p50 against 21.4-23.0 ms unpinned
-(`benchmarks/real_client.py --only ours`, alternating runs).
+off it, the same retrieve took 17.8-18.0 ms p50 against 20.5-21.3 ms with `--no-kv-copy-pin`
+(`benchmarks/real_client.py --only ours`, alternating runs). Pinning only the helpers did not help: the
+caller followed them onto their CPU.
 
 Each thread's own affinity mask is read before and restored after the copy, so the pin lasts one copy and
 the rest of the server (and an operator's `taskset` or cpuset) keeps its placement. The helpers are not
